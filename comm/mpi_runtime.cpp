@@ -1,0 +1,51 @@
+#include "comm/mpi_runtime.h"
+
+#include <glog/logging.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "comm/mpi_check.h"
+
+namespace vlm {
+
+std::string process_label() {
+  char host[256] = "?";
+  gethostname(host, sizeof host - 1);
+  int initialized = 0, rank = -1;
+  MPI_Initialized(&initialized);
+  if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return std::string(host) + ":rank " + std::to_string(rank);
+}
+
+void throw_mpi_error(int code, const char* call, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  throw CommError(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " + text +
+                  " (" + process_label() + ")");
+}
+
+MpiRuntime::MpiRuntime(int* argc, char*** argv) {
+  int provided = 0;
+  VLM_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
+  VLM_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  VLM_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
+  VLM_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
+  LOG_IF(WARNING, provided < MPI_THREAD_MULTIPLE && rank_ == 0)
+      << "MPI provides thread level " << provided << ", below MPI_THREAD_MULTIPLE";
+}
+
+MpiRuntime::~MpiRuntime() {
+  const int code = MPI_Finalize();
+  LOG_IF(ERROR, code != MPI_SUCCESS) << "MPI_Finalize failed with code " << code;
+}
+
+void MpiRuntime::abort_job(int exit_code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);  // MPI_Abort does not return; this keeps [[noreturn]] honest
+}
+
+}  // namespace vlm

@@ -1,0 +1,75 @@
+#include "comm/topology.h"
+
+#include <cstdlib>
+
+#include "comm/mpi_check.h"
+
+namespace vlm {
+
+std::string Topology::describe() const {
+  return "rank " + std::to_string(rank()) + "/" + std::to_string(world_size()) + " (stage " +
+         std::to_string(stage()) + "/" + std::to_string(pipeline_stages) + ", dp_rank " +
+         std::to_string(dp_rank()) + "/" + std::to_string(data_parallel) + ", local " +
+         std::to_string(process.local_rank) + "/" + std::to_string(process.local_size) + ")";
+}
+
+Topology make_topology(const ProcessInfo& process, int pipeline_stages, int data_parallel) {
+  const int world = process.world_size;
+  if (pipeline_stages < 1) {
+    throw TopologyError("parallel.pipeline_stages(" + std::to_string(pipeline_stages) + ") must be >= 1");
+  }
+  if (data_parallel == 0) {
+    if (world % pipeline_stages != 0) {
+      throw TopologyError("world_size(" + std::to_string(world) + ") is not divisible by "
+                          "parallel.pipeline_stages(" + std::to_string(pipeline_stages) +
+                          "); launch a multiple of pipeline_stages ranks");
+    }
+    data_parallel = world / pipeline_stages;
+  }
+  if (pipeline_stages * data_parallel != world) {
+    throw TopologyError("world_size(" + std::to_string(world) + ") != parallel.pipeline_stages(" +
+                        std::to_string(pipeline_stages) + ") x parallel.data_parallel(" +
+                        std::to_string(data_parallel) + ") = " +
+                        std::to_string(pipeline_stages * data_parallel) +
+                        "; launch that many ranks or set parallel.data_parallel=0 to derive it");
+  }
+  if (pipeline_stages > 1) {
+    throw TopologyError("parallel.pipeline_stages(" + std::to_string(pipeline_stages) +
+                        "): pipeline parallelism is not available yet; set parallel.pipeline_stages=1");
+  }
+  return Topology{process, pipeline_stages, data_parallel};
+}
+
+void check_launcher_environment(const ProcessInfo& mpi, const char* (*getenv_fn)(const char*)) {
+  struct Source {
+    const char* rank;
+    const char* size;
+  };
+  for (const Source& s : {Source{"SLURM_PROCID", "SLURM_NTASKS"}, Source{"RANK", "WORLD_SIZE"}}) {
+    const char* size = getenv_fn(s.size);
+    const char* rank = getenv_fn(s.rank);
+    if (size == nullptr || rank == nullptr) continue;
+    if (std::atoi(size) != mpi.world_size || std::atoi(rank) != mpi.rank) {
+      throw TopologyError(std::string(s.rank) + "=" + rank + " " + s.size + "=" + size +
+                          " but MPI reports rank " + std::to_string(mpi.rank) + " of " +
+                          std::to_string(mpi.world_size) +
+                          ": the launcher did not start the ranks as one MPI job. HINT: use "
+                          "mpirun, or srun --mpi=pmix (or pmi2) under Slurm");
+    }
+  }
+}
+
+ProcessInfo detect_process() {
+  ProcessInfo info;
+  VLM_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &info.rank));
+  VLM_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &info.world_size));
+  MPI_Comm host;
+  VLM_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL, &host));
+  VLM_MPI_CHECK(MPI_Comm_rank(host, &info.local_rank));
+  VLM_MPI_CHECK(MPI_Comm_size(host, &info.local_size));
+  VLM_MPI_CHECK(MPI_Comm_free(&host));
+  check_launcher_environment(info, [](const char* name) -> const char* { return std::getenv(name); });
+  return info;
+}
+
+}  // namespace vlm

@@ -1,0 +1,49 @@
+#pragma once
+// Where this process sits: world = pipeline_stages x data_parallel. Rank r is
+// pipeline stage r / dp and DP rank r % dp (DP innermost, as Megatron orders it).
+
+#include <stdexcept>
+#include <string>
+
+namespace vlm {
+
+class TopologyError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// What the launcher told this process.
+struct ProcessInfo {
+  int rank = 0;        // in the world
+  int world_size = 1;
+  int local_rank = 0;  // among the ranks on this host
+  int local_size = 1;
+};
+
+struct Topology {
+  ProcessInfo process;
+  int pipeline_stages = 1;
+  int data_parallel = 1;
+
+  int rank() const { return process.rank; }
+  int world_size() const { return process.world_size; }
+  int stage() const { return process.rank / data_parallel; }
+  int dp_rank() const { return process.rank % data_parallel; }
+  bool is_root() const { return process.rank == 0; }
+  std::string describe() const;
+};
+
+// Validates and builds the topology. `data_parallel` 0 means world / stages.
+// Messages show the arithmetic: "world_size(6) != pipeline_stages(4) x data_parallel(2)".
+Topology make_topology(const ProcessInfo& process, int pipeline_stages, int data_parallel);
+
+// Rank, size and local rank/size from MPI (local = ranks sharing this host's
+// memory), cross-checked against Slurm (SLURM_PROCID/NTASKS/LOCALID) and
+// torchrun-style (RANK/WORLD_SIZE/LOCAL_RANK) variables when those are set:
+// a disagreement means the launcher did not start MPI, and is an error.
+ProcessInfo detect_process();
+
+// The same cross-check as a pure function of the environment (for tests).
+void check_launcher_environment(const ProcessInfo& mpi, const char* (*getenv_fn)(const char*));
+
+}  // namespace vlm

@@ -1,0 +1,48 @@
+#include "data/batch.h"
+
+#include <cstring>
+
+#include "data/idx.h"
+
+namespace vlm {
+namespace {
+
+// Fashion-MNIST pixel statistics over the train split.
+constexpr float kMean = 0.2860f;
+constexpr float kStd = 0.3530f;
+
+}  // namespace
+
+Batch make_batch(const Task& task, const WordTokenizer& tokenizer, const std::vector<Sample>& samples,
+                 int64_t max_tokens) {
+  const int64_t b = static_cast<int64_t>(samples.size()), side = kFashionSide, width = task.image_width();
+  Batch batch{torch::full({b, 1, side, width}, -kMean / kStd),
+              torch::full({b, max_tokens}, WordTokenizer::kPad, torch::kLong), torch::empty({b}, torch::kLong)};
+  const uint8_t* pixels = task.split().images.data_ptr<uint8_t>();
+  float* image = batch.images.data_ptr<float>();
+  int64_t* tokens = batch.tokens.data_ptr<int64_t>();
+  int64_t* lengths = batch.lengths.data_ptr<int64_t>();
+  for (int64_t i = 0; i < b; ++i) {
+    const Sample& s = samples[i];
+    for (int slot = 0; slot < 2; ++slot) {
+      const int64_t item = slot == 0 ? s.left : s.right;
+      if (item < 0) continue;
+      const uint8_t* src = pixels + item * side * side;
+      for (int64_t y = 0; y < side; ++y) {
+        float* row = image + (i * side + y) * width + slot * side;
+        for (int64_t x = 0; x < side; ++x) row[x] = (src[y * side + x] / 255.0f - kMean) / kStd;
+      }
+    }
+    const std::vector<int64_t> ids = tokenizer.encode(s.caption);
+    if (static_cast<int64_t>(ids.size()) > max_tokens) {
+      throw DataError("caption '" + s.caption + "' needs " + std::to_string(ids.size()) +
+                      " tokens but model.text.max_tokens is " + std::to_string(max_tokens) +
+                      "; raise model.text.max_tokens");
+    }
+    std::memcpy(tokens + i * max_tokens, ids.data(), ids.size() * sizeof(int64_t));
+    lengths[i] = static_cast<int64_t>(ids.size());
+  }
+  return batch;
+}
+
+}  // namespace vlm

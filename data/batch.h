@@ -1,0 +1,25 @@
+#pragma once
+// Turns samples into model inputs.
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "data/task.h"
+#include "data/tokenizer.h"
+
+namespace vlm {
+
+struct Batch {
+  torch::Tensor images;   // float [B, 1, 28, width], normalised with the dataset's mean/std
+  torch::Tensor tokens;   // int64 [B, max_tokens], <pad> after <eos>
+  torch::Tensor lengths;  // int64 [B], tokens up to and including <eos>
+  int64_t size() const { return tokens.size(0); }
+};
+
+// Draws `s` on a canvas of `width` pixels: left item at x 0..27, right at 28..55.
+// A caption longer than max_tokens is a DataError naming model.text.max_tokens.
+Batch make_batch(const Task& task, const WordTokenizer& tokenizer, const std::vector<Sample>& samples,
+                 int64_t max_tokens);
+
+}  // namespace vlm

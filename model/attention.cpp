@@ -1,0 +1,37 @@
+#include "model/attention.h"
+
+#include <cmath>
+
+namespace vlm {
+
+SelfAttentionProjectionsImpl::SelfAttentionProjectionsImpl(int64_t d_model)
+    : qkv(register_module("qkv", torch::nn::Linear(d_model, 3 * d_model))),
+      out(register_module("out", torch::nn::Linear(d_model, d_model))) {}
+
+CrossKVProjectionImpl::CrossKVProjectionImpl(int64_t d_model)
+    : kv(register_module("kv", torch::nn::Linear(d_model, 2 * d_model))) {}
+
+ImageKV CrossKVProjectionImpl::project(const torch::Tensor& image_tokens, int64_t heads) {
+  auto kv_parts = kv->forward(image_tokens).chunk(2, /*dim=*/-1);
+  return {split_heads(kv_parts[0], heads), split_heads(kv_parts[1], heads)};
+}
+
+torch::Tensor split_heads(const torch::Tensor& x, int64_t heads) {
+  const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
+  return x.view({b, t, heads, d / heads}).transpose(1, 2);
+}
+
+torch::Tensor merge_heads(const torch::Tensor& x) {
+  const int64_t b = x.size(0), h = x.size(1), t = x.size(2), dh = x.size(3);
+  return x.transpose(1, 2).reshape({b, t, h * dh});
+}
+
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                     const torch::Tensor& causal_mask) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)).mul_(scale);
+  if (causal_mask.defined()) scores.masked_fill_(causal_mask, -std::numeric_limits<float>::infinity());
+  return torch::matmul(torch::softmax(scores, -1), v);
+}
+
+}  // namespace vlm

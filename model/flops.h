@@ -1,0 +1,23 @@
+#pragma once
+// Model FLOPs per sample, for MFU. Counts matrix multiplications only (2 FLOPs
+// per multiply-add), as PaLM and llm.c do; norms, softmax and activations are
+// left out. Attention scores count the full T x T square (causal masking
+// saves no work in this implementation). Shared weights save parameters, not
+// FLOPs: a shared projection is counted in every layer that uses it. Image K/V
+// computed once per sharing group is counted once per group. A training step
+// costs 3x the forward pass (backward = 2x forward). See docs/model.md.
+
+#include "model/spec.h"
+
+namespace vlm {
+
+struct FlopCount {
+  double vision = 0;  // forward, per sample
+  double text = 0;    // forward, per sample
+  double forward() const { return vision + text; }
+  double train() const { return 3.0 * forward(); }
+};
+
+FlopCount flops_per_sample(const ModelSpec& spec);
+
+}  // namespace vlm

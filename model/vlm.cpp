@@ -1,0 +1,186 @@
+#include "model/vlm.h"
+
+#include <glog/logging.h>
+
+#include <unordered_set>
+
+#include "model/losses.h"
+
+namespace vlm {
+
+VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
+  const int64_t d = spec.d_model;
+  CHECK_EQ(d % spec.heads, 0) << "d_model must divide by heads (validated in the config)";
+  CHECK_EQ(spec.image_height % spec.patch_size, 0);
+  CHECK_EQ(spec.image_width % spec.patch_size, 0);
+
+  // Vision tower. Blocks of one sharing group receive the same projection module.
+  patch_embed_ = register_module("patch_embed", torch::nn::Linear(spec.patch_size * spec.patch_size, d));
+  vision_pos_ = register_parameter("vision_pos", torch::zeros({1, spec.image_tokens(), d}));
+  auto vision_list = register_module("vision_blocks", torch::nn::ModuleList());
+  std::vector<SelfAttentionProjections> vision_attn;
+  for (int64_t g = 0; g < spec.vision_attn_groups(); ++g) vision_attn.emplace_back(d);
+  for (int64_t i = 0; i < spec.vision_layers; ++i) {
+    auto& attn = vision_attn[ModelSpec::share_group_of(i, spec.vision_self_attn_share)];
+    vision_blocks_.emplace_back(d, spec.heads, spec.ffn_dim(), attn);
+    vision_list->push_back(vision_blocks_.back());
+  }
+  vision_norm_ = register_module("vision_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+  image_proj_ = register_module("image_proj",
+                                torch::nn::Linear(torch::nn::LinearOptions(d, spec.embed_dim).bias(false)));
+
+  // Text tower: unimodal blocks then multimodal blocks, one self-attention
+  // sharing sequence over both; cross K/V shared over multimodal blocks.
+  token_embed_ = register_module("token_embed", torch::nn::Embedding(spec.vocab_size, d));
+  text_pos_ = register_parameter("text_pos", torch::zeros({1, spec.max_tokens, d}));
+  auto text_list = register_module("text_blocks", torch::nn::ModuleList());
+  std::vector<SelfAttentionProjections> text_attn;
+  for (int64_t g = 0; g < spec.text_attn_groups(); ++g) text_attn.emplace_back(d);
+  for (int64_t g = 0; g < spec.cross_kv_groups(); ++g) cross_kv_.emplace_back(d);
+  for (int64_t i = 0; i < spec.text_layers(); ++i) {
+    auto& attn = text_attn[ModelSpec::share_group_of(i, spec.text_self_attn_share)];
+    const int64_t m = i - spec.unimodal_layers;  // index among multimodal blocks
+    CrossKVProjection cross = m >= 0 ? cross_kv_[ModelSpec::share_group_of(m, spec.cross_kv_share)]
+                                     : CrossKVProjection(nullptr);
+    text_blocks_.emplace_back(d, spec.heads, spec.ffn_dim(), attn, cross);
+    text_list->push_back(text_blocks_.back());
+  }
+  text_embed_norm_ = register_module("text_embed_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+  text_proj_ = register_module("text_proj",
+                               torch::nn::Linear(torch::nn::LinearOptions(d, spec.embed_dim).bias(false)));
+  caption_norm_ = register_module("caption_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+  lm_head_ = register_module("lm_head", torch::nn::Linear(d, spec.vocab_size));
+  logit_scale = register_parameter("logit_scale", torch::full({1}, std::log(1.0 / 0.07)));
+
+  causal_mask_ = torch::ones({spec.max_tokens, spec.max_tokens}, torch::kBool).triu(1);
+  init_weights();
+}
+
+// Small normal initialisation (ViT, CLIP): matrices ~ N(0, 0.02), biases 0,
+// norms keep their ones. Shared tensors are visited once per alias, harmlessly.
+void VlmModelImpl::init_weights() {
+  torch::NoGradGuard no_grad;
+  for (auto& p : named_parameters()) {
+    const std::string& name = p.key();
+    torch::Tensor& t = p.value();
+    if (name == "logit_scale") continue;
+    if (t.dim() >= 2) {
+      t.normal_(0.0, 0.02);
+    } else if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
+      t.zero_();
+    }
+  }
+}
+
+torch::Tensor VlmModelImpl::causal_mask(int64_t tokens) const {
+  return causal_mask_.narrow(0, 0, tokens).narrow(1, 0, tokens);
+}
+
+torch::Tensor VlmModelImpl::encode_image(const torch::Tensor& images) {
+  const int64_t b = images.size(0), p = spec_.patch_size;
+  const int64_t rows = images.size(2) / p, cols = images.size(3) / p;
+  TORCH_CHECK(images.size(2) == spec_.image_height && images.size(3) == spec_.image_width,
+              "images are ", images.size(2), "x", images.size(3), " but the model was built for ",
+              spec_.image_height, "x", spec_.image_width);
+  torch::Tensor patches =
+      images.reshape({b, rows, p, cols, p}).permute({0, 1, 3, 2, 4}).reshape({b, rows * cols, p * p});
+  torch::Tensor x = patch_embed_->forward(patches) + vision_pos_;
+  for (auto& block : vision_blocks_) x = block->forward(x, torch::Tensor());
+  return vision_norm_->forward(x);
+}
+
+torch::Tensor VlmModelImpl::image_embedding(const torch::Tensor& image_tokens) {
+  return torch::nn::functional::normalize(
+      image_proj_->forward(image_tokens.mean(1)),
+      torch::nn::functional::NormalizeFuncOptions().dim(-1));
+}
+
+torch::Tensor VlmModelImpl::encode_text(const torch::Tensor& tokens) {
+  const int64_t t = tokens.size(1);
+  TORCH_CHECK(t <= spec_.max_tokens, "captions of ", t, " tokens exceed model.text.max_tokens(",
+              spec_.max_tokens, ")");
+  torch::Tensor x = token_embed_->forward(tokens) + text_pos_.narrow(1, 0, t);
+  for (int64_t i = 0; i < spec_.unimodal_layers; ++i) x = text_blocks_[i]->forward(x, causal_mask(t));
+  return x;
+}
+
+torch::Tensor VlmModelImpl::text_embedding(const torch::Tensor& hidden, const torch::Tensor& lengths) {
+  const int64_t b = hidden.size(0), d = hidden.size(2);
+  torch::Tensor last = (lengths - 1).view({b, 1, 1}).expand({b, 1, d});
+  torch::Tensor pooled = text_embed_norm_->forward(hidden.gather(1, last).squeeze(1));
+  return torch::nn::functional::normalize(text_proj_->forward(pooled),
+                                          torch::nn::functional::NormalizeFuncOptions().dim(-1));
+}
+
+std::vector<ImageKV> VlmModelImpl::image_kv(const torch::Tensor& image_tokens) {
+  std::vector<ImageKV> per_layer;
+  per_layer.reserve(spec_.multimodal_layers);
+  for (int64_t m = 0; m < spec_.multimodal_layers; ++m) {
+    const bool first_of_group =
+        m == 0 || ModelSpec::share_group_of(m, spec_.cross_kv_share) !=
+                      ModelSpec::share_group_of(m - 1, spec_.cross_kv_share);
+    if (spec_.reuse_image_kv && !first_of_group) {
+      per_layer.push_back(per_layer.back());  // same tensors: computed once per group
+    } else {
+      per_layer.push_back(text_blocks_[spec_.unimodal_layers + m]->cross_kv->project(image_tokens, spec_.heads));
+    }
+  }
+  return per_layer;
+}
+
+torch::Tensor VlmModelImpl::caption_logits(const torch::Tensor& hidden,
+                                           const std::vector<ImageKV>& image_kv) {
+  const int64_t t = hidden.size(1);
+  torch::Tensor x = hidden;
+  for (int64_t m = 0; m < spec_.multimodal_layers; ++m) {
+    x = text_blocks_[spec_.unimodal_layers + m]->forward(x, causal_mask(t), &image_kv[m]);
+  }
+  return lm_head_->forward(caption_norm_->forward(x));
+}
+
+VlmOutput VlmModelImpl::forward(const torch::Tensor& images, const torch::Tensor& tokens,
+                                const torch::Tensor& lengths) {
+  torch::Tensor image_tokens = encode_image(images);
+  torch::Tensor hidden = encode_text(tokens);
+  return {image_embedding(image_tokens), text_embedding(hidden, lengths),
+          caption_logits(hidden, image_kv(image_tokens))};
+}
+
+VlmLoss VlmModelImpl::loss(const VlmOutput& out, const torch::Tensor& tokens, int64_t pad_id) {
+  torch::Tensor contrastive = contrastive_loss(out.image_embedding, out.text_embedding, logit_scale);
+  torch::Tensor caption = caption_loss(out.caption_logits, tokens, pad_id);
+  return {spec_.contrastive_weight * contrastive + spec_.caption_weight * caption, contrastive, caption};
+}
+
+DecodeState VlmModelImpl::start_decoding(const torch::Tensor& images) {
+  DecodeState state;
+  state.image_kv = image_kv(encode_image(images));
+  const int64_t b = images.size(0);
+  for (int64_t i = 0; i < spec_.text_layers(); ++i) {
+    auto shape = std::vector<int64_t>{b, spec_.heads, spec_.max_tokens, spec_.head_dim()};
+    state.self_kv.push_back({torch::empty(shape, images.options()), torch::empty(shape, images.options())});
+  }
+  return state;
+}
+
+torch::Tensor VlmModelImpl::decode_step(const torch::Tensor& token, int64_t position, DecodeState* state) {
+  torch::Tensor x = token_embed_->forward(token.view({-1, 1})) + text_pos_.narrow(1, position, 1);
+  for (int64_t i = 0; i < spec_.text_layers(); ++i) {
+    const int64_t m = i - spec_.unimodal_layers;
+    x = text_blocks_[i]->step(x, position, &state->self_kv[i], m >= 0 ? &state->image_kv[m] : nullptr);
+  }
+  return lm_head_->forward(caption_norm_->forward(x)).squeeze(1);
+}
+
+int64_t image_kv_bytes(const std::vector<ImageKV>& image_kv) {
+  std::unordered_set<const void*> seen;
+  int64_t bytes = 0;
+  for (const ImageKV& kv : image_kv) {
+    for (const torch::Tensor* t : {&kv.k, &kv.v}) {
+      if (seen.insert(t->unsafeGetTensorImpl()).second) bytes += t->nbytes();
+    }
+  }
+  return bytes;
+}
+
+}  // namespace vlm

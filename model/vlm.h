@@ -1,0 +1,93 @@
+#pragma once
+// The CoCa-style vision-language model with shared cross-layer attention.
+// See docs/model.md for the architecture and the sharing rules.
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "model/attention.h"
+#include "model/block.h"
+#include "model/spec.h"
+
+namespace vlm {
+
+struct VlmOutput {
+  torch::Tensor image_embedding;  // [B, E], unit norm
+  torch::Tensor text_embedding;   // [B, E], unit norm
+  torch::Tensor caption_logits;   // [B, T, V]
+};
+
+struct VlmLoss {
+  torch::Tensor total;        // contrastive_weight * contrastive + caption_weight * caption
+  torch::Tensor contrastive;
+  torch::Tensor caption;
+};
+
+// What greedy decoding keeps between positions: the image K/V (one entry per
+// multimodal layer; layers of a sharing group hold the same tensors) and the
+// self-attention K/V of every text layer.
+struct DecodeState {
+  std::vector<ImageKV> image_kv;
+  std::vector<SelfKVCache> self_kv;
+};
+
+class VlmModelImpl : public torch::nn::Module {
+ public:
+  explicit VlmModelImpl(const ModelSpec& spec);
+  const ModelSpec& spec() const { return spec_; }
+
+  // images [B, 1, H, W] (normalised) -> image tokens [B, N, D] after the final norm.
+  torch::Tensor encode_image(const torch::Tensor& images);
+  // Mean-pooled, projected, L2-normalised image embedding [B, E].
+  torch::Tensor image_embedding(const torch::Tensor& image_tokens);
+  // tokens [B, T] (int64) -> unimodal hidden states [B, T, D].
+  torch::Tensor encode_text(const torch::Tensor& tokens);
+  // Output at the last token (position lengths-1), projected and normalised [B, E].
+  torch::Tensor text_embedding(const torch::Tensor& hidden, const torch::Tensor& lengths);
+  // Image K/V for each multimodal layer: once per sharing group when
+  // spec.reuse_image_kv, else recomputed in every layer.
+  std::vector<ImageKV> image_kv(const torch::Tensor& image_tokens);
+  // Multimodal blocks and LM head over unimodal hidden states -> [B, T, V].
+  torch::Tensor caption_logits(const torch::Tensor& hidden, const std::vector<ImageKV>& image_kv);
+
+  VlmOutput forward(const torch::Tensor& images, const torch::Tensor& tokens,
+                    const torch::Tensor& lengths);
+  VlmLoss loss(const VlmOutput& output, const torch::Tensor& tokens, int64_t pad_id);
+
+  // KV-cached decoding: start once per batch of images, then one call per position.
+  DecodeState start_decoding(const torch::Tensor& images);
+  torch::Tensor decode_step(const torch::Tensor& token, int64_t position, DecodeState* state);
+
+  // The text block at `layer` (unimodal first, then multimodal).
+  Block text_block(int64_t layer) const { return text_blocks_[layer]; }
+  Block vision_block(int64_t layer) const { return vision_blocks_[layer]; }
+
+  torch::Tensor logit_scale;  // log of the contrastive temperature's inverse
+
+ private:
+  void init_weights();
+  torch::Tensor causal_mask(int64_t tokens) const;
+
+  ModelSpec spec_;
+  torch::nn::Linear patch_embed_{nullptr};
+  torch::Tensor vision_pos_;
+  std::vector<Block> vision_blocks_;
+  torch::nn::LayerNorm vision_norm_{nullptr};
+  torch::nn::Linear image_proj_{nullptr};
+  torch::nn::Embedding token_embed_{nullptr};
+  torch::Tensor text_pos_;
+  std::vector<Block> text_blocks_;
+  std::vector<CrossKVProjection> cross_kv_;  // one per cross-attention sharing group
+  torch::nn::LayerNorm text_embed_norm_{nullptr};
+  torch::nn::Linear text_proj_{nullptr};
+  torch::nn::LayerNorm caption_norm_{nullptr};
+  torch::nn::Linear lm_head_{nullptr};
+  torch::Tensor causal_mask_;  // [max_tokens, max_tokens], true above the diagonal
+};
+TORCH_MODULE(VlmModel);
+
+// Bytes of image K/V per image, counting tensors shared by several layers once.
+int64_t image_kv_bytes(const std::vector<ImageKV>& image_kv);
+
+}  // namespace vlm

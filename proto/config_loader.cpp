@@ -1,0 +1,263 @@
+#include "proto/config_loader.h"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+namespace vlm {
+namespace {
+
+namespace pb = google::protobuf;
+
+// Where each field got its value: "file:line:col" or "--set a.b=v".
+using Origins = std::map<std::string, std::string>;
+
+class CollectErrors : public pb::io::ErrorCollector {
+ public:
+  explicit CollectErrors(std::string origin) : origin_(std::move(origin)) {}
+#if GOOGLE_PROTOBUF_VERSION >= 4022000
+  void RecordError(int line, pb::io::ColumnNumber column, absl::string_view message) override {
+    add(line, column, std::string(message));
+  }
+#else
+  void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
+    add(line, column, message);
+  }
+#endif
+  const std::string& text() const { return text_; }
+
+ private:
+  void add(int line, int column, const std::string& message) {
+    if (!text_.empty()) text_ += "\n";
+    text_ += origin_ + ":" + std::to_string(line + 1) + ":" + std::to_string(column + 1) + ": " +
+             message + with_field_hint(message);
+  }
+
+  // Protobuf says 'Message type "vlm.X" has no field named "y"'; list what X has.
+  static std::string with_field_hint(const std::string& message) {
+    static const std::regex kUnknown(R"re(Message type "([\w.]+)" has no field named "(\w+)")re");
+    std::smatch m;
+    if (!std::regex_search(message, m, kUnknown)) return "";
+    const pb::Descriptor* type = pb::DescriptorPool::generated_pool()->FindMessageTypeByName(m[1]);
+    if (type == nullptr) return "";
+    std::string names;
+    for (int i = 0; i < type->field_count(); ++i) names += (i ? ", " : "") + type->field(i)->name();
+    return ". HINT: " + type->name() + " has the fields: " + names + " (see proto/config.proto)";
+  }
+
+  std::string origin_;
+  std::string text_;
+};
+
+void record_origins(const pb::Message& message, const pb::TextFormat::ParseInfoTree& tree,
+                    const std::string& prefix, const std::string& origin, Origins* origins) {
+  const pb::Reflection* reflection = message.GetReflection();
+  std::vector<const pb::FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  for (const pb::FieldDescriptor* field : fields) {
+    if (field->is_repeated()) continue;  // TrainConfig has no repeated fields yet
+    const std::string path = prefix + field->name();
+    if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (const auto* nested = tree.GetTreeForNested(field, -1)) {
+        record_origins(reflection->GetMessage(message, field), *nested, path + ".", origin, origins);
+      }
+      continue;
+    }
+    const pb::TextFormat::ParseLocation where = tree.GetLocation(field, -1);
+    (*origins)[path] = origin + ":" + std::to_string(where.line + 1) + ":" +
+                       std::to_string(where.column + 1);
+  }
+}
+
+void parse_into(const std::string& text, const std::string& origin, TrainConfig* config,
+                Origins* origins) {
+  CollectErrors errors(origin);
+  pb::TextFormat::ParseInfoTree tree;
+  pb::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  parser.WriteLocationsTo(&tree);
+  TrainConfig parsed;
+  if (!parser.ParseFromString(text, &parsed)) throw ConfigError(errors.text());
+  record_origins(parsed, tree, "", origin, origins);
+  config->MergeFrom(parsed);
+}
+
+std::string field_list(const pb::Descriptor* type) {
+  std::string names;
+  for (int i = 0; i < type->field_count(); ++i) names += (i ? ", " : "") + type->field(i)->name();
+  return names;
+}
+
+// "optim.lr=3e-4" becomes the text "optim { lr: 3e-4 }", checked field by field.
+void apply_override(const std::string& assignment, TrainConfig* config, Origins* origins) {
+  const std::string origin = "--set " + assignment;
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw ConfigError(origin + ": expected FIELD.PATH=VALUE, for example --set optim.lr=3e-4");
+  }
+  const std::string path = assignment.substr(0, eq);
+  std::string value = assignment.substr(eq + 1);
+
+  const pb::Descriptor* type = TrainConfig::descriptor();
+  std::string open, close;
+  std::stringstream segments(path);
+  std::string name;
+  const pb::FieldDescriptor* field = nullptr;
+  std::string walked;
+  while (std::getline(segments, name, '.')) {
+    if (field != nullptr) {
+      if (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+        throw ConfigError(origin + ": '" + walked + "' is a value, not a message; it has no field '" +
+                          name + "'");
+      }
+      type = field->message_type();
+      open += field->name() + " { ";
+      close += " }";
+    }
+    field = type->FindFieldByName(name);
+    walked += (walked.empty() ? "" : ".") + name;
+    if (field == nullptr) {
+      throw ConfigError(origin + ": unknown field '" + walked + "'. HINT: " + type->name() +
+                        " has the fields: " + field_list(type) + " (see proto/config.proto)");
+    }
+  }
+  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+    throw ConfigError(origin + ": '" + path + "' is a message; set one of its fields: " +
+                      field_list(field->message_type()));
+  }
+  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING &&
+      (value.empty() || value.front() != '"')) {
+    value = "\"" + value + "\"";
+  }
+  CollectErrors errors(origin);
+  pb::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  TrainConfig parsed;
+  if (!parser.ParseFromString(open + field->name() + ": " + value + close, &parsed)) {
+    // Column numbers point into the generated text, not the command line: drop them.
+    std::string text = errors.text();
+    text = std::regex_replace(text, std::regex(R"(^--set [^\n]*?:\d+:\d+: )"), origin + ": ");
+    throw ConfigError(text);
+  }
+  config->MergeFrom(parsed);
+  (*origins)[path] = origin;
+}
+
+std::string where(const Origins& origins, const std::string& path, const std::string& fallback) {
+  auto it = origins.find(path);
+  return it != origins.end() ? it->second : fallback + " (default value)";
+}
+
+std::string number_text(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+// Every numeric field, set or default, must lie inside its (range).
+void check_ranges(const pb::Message& message, const std::string& prefix, const Origins& origins,
+                  const std::string& file) {
+  const pb::Descriptor* type = message.GetDescriptor();
+  const pb::Reflection* reflection = message.GetReflection();
+  for (int i = 0; i < type->field_count(); ++i) {
+    const pb::FieldDescriptor* field = type->field(i);
+    const std::string path = prefix + field->name();
+    if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      check_ranges(reflection->GetMessage(message, field), path + ".", origins, file);
+      continue;
+    }
+    if (!field->options().HasExtension(range)) continue;
+    double value = 0;
+    switch (field->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_INT32: value = reflection->GetInt32(message, field); break;
+      case pb::FieldDescriptor::CPPTYPE_INT64: value = static_cast<double>(reflection->GetInt64(message, field)); break;
+      case pb::FieldDescriptor::CPPTYPE_FLOAT: value = reflection->GetFloat(message, field); break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE: value = reflection->GetDouble(message, field); break;
+      default: continue;
+    }
+    const Range& allowed = field->options().GetExtension(range);
+    const bool ok = !(value != value) && (!allowed.has_min() || value >= allowed.min()) &&
+                    (!allowed.has_max() || value <= allowed.max());
+    if (!ok) {
+      throw ConfigError(where(origins, path, file) + ": " + path + " = " + number_text(value) +
+                        " is out of range; allowed [" + number_text(allowed.min()) + ", " +
+                        number_text(allowed.max()) + "]");
+    }
+  }
+}
+
+void check_rules(const TrainConfig& c, const Origins& origins, const std::string& file) {
+  const ModelConfig& m = c.model();
+  if (m.d_model() % m.heads() != 0) {
+    throw ConfigError(where(origins, "model.heads", file) + ": model.d_model(" +
+                      std::to_string(m.d_model()) + ") must be divisible by model.heads(" +
+                      std::to_string(m.heads()) + "); d_model / heads is the head dimension");
+  }
+  if (28 % m.vision().patch_size() != 0) {
+    throw ConfigError(where(origins, "model.vision.patch_size", file) +
+                      ": model.vision.patch_size(" + std::to_string(m.vision().patch_size()) +
+                      ") must divide the Fashion-MNIST image side 28; use 1, 2, 4, 7, 14 or 28");
+  }
+  if (c.optim().min_lr_ratio() > 1.0) {
+    throw ConfigError(where(origins, "optim.min_lr_ratio", file) + ": must be <= 1");
+  }
+}
+
+void fill_defaults(pb::Message* message) {
+  const pb::Descriptor* type = message->GetDescriptor();
+  const pb::Reflection* r = message->GetReflection();
+  for (int i = 0; i < type->field_count(); ++i) {
+    const pb::FieldDescriptor* f = type->field(i);
+    if (f->is_repeated()) continue;
+    switch (f->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_MESSAGE: fill_defaults(r->MutableMessage(message, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_INT32: r->SetInt32(message, f, r->GetInt32(*message, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_INT64: r->SetInt64(message, f, r->GetInt64(*message, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_UINT32: r->SetUInt32(message, f, r->GetUInt32(*message, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_UINT64: r->SetUInt64(message, f, r->GetUInt64(*message, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_FLOAT: r->SetFloat(message, f, r->GetFloat(*message, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE: r->SetDouble(message, f, r->GetDouble(*message, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL: r->SetBool(message, f, r->GetBool(*message, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_ENUM: r->SetEnum(message, f, r->GetEnum(*message, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_STRING: r->SetString(message, f, r->GetString(*message, f)); break;
+    }
+  }
+}
+
+}  // namespace
+
+TrainConfig parse_config(const std::string& text, const std::string& origin,
+                         const std::vector<std::string>& overrides) {
+  TrainConfig config;
+  Origins origins;
+  parse_into(text, origin, &config, &origins);
+  for (const std::string& assignment : overrides) apply_override(assignment, &config, &origins);
+  check_ranges(config, "", origins, origin);
+  check_rules(config, origins, origin);
+  return config;
+}
+
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) {
+    throw ConfigError(path + ": cannot open the config file. HINT: pass --config with a path "
+                      "such as configs/fashion_mnist.pbtxt");
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path, overrides);
+}
+
+std::string resolved_config_text(const TrainConfig& config) {
+  TrainConfig full = config;
+  fill_defaults(&full);
+  std::string text;
+  pb::TextFormat::PrintToString(full, &text);
+  return text;
+}
+
+}  // namespace vlm

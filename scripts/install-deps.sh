@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything vlmtrain needs from Debian's packages. Idempotent: a
+# second run installs nothing and takes a second.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ccache pkg-config
+  libtorch-dev                         # LibTorch 1.13 (CPU)
+  libopenblas0-pthread                 # reference BLAS is ~40x slower for matmuls
+  libopenmpi-dev openmpi-bin
+  libprotobuf-dev protobuf-compiler
+  libgoogle-glog-dev libgflags-dev
+  prometheus-cpp-dev
+  libgtest-dev
+  zlib1g-dev
+  dataset-fashion-mnist
+  curl                                 # tests scrape the Prometheus endpoints
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+fi

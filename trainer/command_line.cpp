@@ -1,0 +1,38 @@
+#include "trainer/command_line.h"
+
+namespace vlm {
+
+const char* const kTrainUsage =
+    "usage: vlm-train --config FILE.pbtxt [--set field.path=value ...]\n"
+    "\n"
+    "Trains the vision-language model; run one process per rank under mpirun or srun:\n"
+    "  mpirun -np 2 build/trainer/vlm-train --config configs/fashion_mnist.pbtxt --set optim.lr=3e-4\n"
+    "\n"
+    "  --config FILE   experiment config in protobuf text format (fields: proto/config.proto)\n"
+    "  --set F=V       override one field, e.g. --set loop.steps=100 --set data.task=PAIR\n"
+    "  --help          this text\n";
+
+CommandLine parse_command_line(int argc, char** argv) {
+  CommandLine cli;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](const std::string& flag) -> std::string {
+      if (arg.size() > flag.size() && arg.compare(0, flag.size() + 1, flag + "=") == 0) return arg.substr(flag.size() + 1);
+      if (i + 1 >= argc) throw UsageError(flag + " needs a value\n" + kTrainUsage);
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      cli.help = true;
+    } else if (arg == "--config" || arg.rfind("--config=", 0) == 0) {
+      cli.config_path = value("--config");
+    } else if (arg == "--set" || arg.rfind("--set=", 0) == 0) {
+      cli.overrides.push_back(value("--set"));
+    } else {
+      throw UsageError("unknown argument '" + arg + "'\n" + kTrainUsage);
+    }
+  }
+  if (!cli.help && cli.config_path.empty()) throw UsageError(std::string("--config is required\n") + kTrainUsage);
+  return cli;
+}
+
+}  // namespace vlm

@@ -1,0 +1,31 @@
+#pragma once
+// Rank 0's progress report: a redrawn bar on a terminal, plain lines in logs
+// and CI (every loop.log_every steps and at the last step).
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+
+namespace vlm {
+
+struct StepStats;
+
+class ProgressReporter {
+ public:
+  // `bar`: redraw one line with a bar (terminals) instead of printing lines.
+  ProgressReporter(int64_t total_steps, int64_t log_every, bool bar, std::FILE* out);
+  void report(const StepStats& stats);
+
+ private:
+  int64_t total_steps_;
+  int64_t log_every_;
+  std::FILE* out_;
+  bool bar_;
+  std::chrono::steady_clock::time_point start_;
+  double samples_ = 0;
+};
+
+// Whether AUTO progress should draw a bar on `out`.
+bool is_interactive(std::FILE* out);
+
+}  // namespace vlm

@@ -1,0 +1,75 @@
+// vlm-train: one worker per rank. Parse, build, train, evaluate, close.
+
+#include <glog/logging.h>
+
+#include <cstdio>
+
+#include "comm/mpi_check.h"
+#include "comm/mpi_runtime.h"
+#include "comm/process_groups.h"
+#include "comm/threads.h"
+#include "comm/topology.h"
+#include "proto/config_loader.h"
+#include "trainer/command_line.h"
+#include "trainer/evaluate.h"
+#include "trainer/metrics.h"
+#include "trainer/progress.h"
+#include "trainer/trainer.h"
+
+namespace vlm {
+namespace {
+
+int train(const CommandLine& cli) {
+  const TrainConfig config = load_config(cli.config_path, cli.overrides);
+  const Topology topology = make_topology(detect_process(), config.parallel().pipeline_stages(),
+                                          config.parallel().data_parallel());
+  const int threads = threads_per_rank(config.parallel().threads_per_rank(), topology.process.local_size,
+                                       static_cast<int>(std::thread::hardware_concurrency()));
+  apply_thread_count(threads);
+  LOG_IF(INFO, topology.is_root()) << "resolved config (" << cli.config_path << "):\n" << resolved_config_text(config);
+  LOG(INFO) << topology.describe() << ", " << threads << " compute threads";
+
+  ProcessGroups groups(topology);
+  const auto data = load_training_data(config.data());
+  Trainer trainer(config, topology, groups.data_parallel(), *data);
+  std::unique_ptr<TrainMetrics> metrics;
+  if (config.metrics().enabled()) metrics = std::make_unique<TrainMetrics>(config.metrics(), topology);
+  if (metrics) LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
+  const LoopConfig::Progress style = config.loop().progress();
+  const bool bar = style == LoopConfig::BAR || (style == LoopConfig::AUTO && is_interactive(stdout));
+  ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
+
+  while (trainer.steps_done() < config.loop().steps()) {
+    const StepStats stats = trainer.train_step();
+    if (metrics) metrics->record_step(stats);
+    if (topology.is_root()) progress.report(stats);
+  }
+  if (config.eval().enabled() && topology.is_root()) {
+    std::printf("%s", evaluate(trainer.model(), *data, config.eval()).summary().c_str());
+    std::fflush(stdout);
+  }
+  VLM_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  return 0;
+}
+
+}  // namespace
+}  // namespace vlm
+
+int main(int argc, char** argv) {
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  vlm::MpiRuntime mpi(&argc, &argv);
+  try {
+    const vlm::CommandLine cli = vlm::parse_command_line(argc, argv);
+    if (cli.help) {
+      if (mpi.rank() == 0) std::printf("%s", vlm::kTrainUsage);
+      return 0;
+    }
+    return vlm::train(cli);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vlm-train: error on %s: %s\n", vlm::process_label().c_str(), e.what());
+    // One failed rank must not leave the others blocked in a collective.
+    if (mpi.size() > 1) vlm::MpiRuntime::abort_job(1);
+    return 1;
+  }
+}

@@ -1,0 +1,61 @@
+#pragma once
+// One data-parallel training replica: samples its share of each global batch,
+// runs forward/backward, averages gradients over the DP group, clips, steps
+// AdamW on the warm-up + cosine schedule.
+
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "comm/gradient_allreduce.h"
+#include "comm/topology.h"
+#include "data/sampler.h"
+#include "model/vlm.h"
+#include "proto/config.pb.h"
+#include "scheduler/lr_schedule.h"
+#include "trainer/training_data.h"
+
+namespace vlm {
+
+// What one optimizer step did; losses are means over DP ranks.
+struct StepStats {
+  int64_t step = 0;  // 0-based index of the step just taken
+  double loss = 0;
+  double contrastive_loss = 0;
+  double caption_loss = 0;
+  double grad_norm = 0;  // before clipping
+  double learning_rate = 0;
+  double seconds = 0;       // wall time of the whole step
+  double data_seconds = 0;  // of which building the batch
+  int64_t global_samples = 0;
+};
+
+class Trainer {
+ public:
+  // `dp_group` holds the data-parallel replicas of this rank's stage.
+  Trainer(const TrainConfig& config, const Topology& topology, MPI_Comm dp_group, const TrainingData& data);
+
+  StepStats train_step();
+
+  int64_t steps_done() const { return step_; }
+  VlmModel& model() { return model_; }
+
+ private:
+  TrainConfig config_;
+  Topology topology_;
+  MPI_Comm dp_group_;
+  const TrainingData& data_;
+  VlmModel model_{nullptr};
+  std::vector<torch::Tensor> parameters_;  // unique
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<GradientAllreduce> gradients_;
+  DistributedSampler sampler_;
+  WarmupCosine schedule_;
+  int64_t step_ = 0;
+};
+
+// The model spec the config and the task imply.
+ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data);
+
+}  // namespace vlm
