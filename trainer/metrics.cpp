@@ -9,7 +9,7 @@ namespace vlm {
 
 TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology)
     : registry_(std::make_shared<prometheus::Registry>()) {
-  const int port = config.port_base() + topology.process.local_rank;
+  const int port = config.port_base() == 0 ? 0 : config.port_base() + topology.process.local_rank;
   try {
     server_ = std::make_unique<MetricsServer>(config.bind_address(), port, registry_);
   } catch (const std::exception& e) {

@@ -1,0 +1,106 @@
+// The config loader: each kind of user error produces a message that names
+// where it is and what would be accepted.
+
+#include <gtest/gtest.h>
+
+#include "proto/config_loader.h"
+
+namespace vlm {
+namespace {
+
+std::string error_of(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse_config(text, "exp.pbtxt", overrides);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(Config, DefaultsAndValuesAreRead) {
+  TrainConfig c = parse_config("optim { lr: 0.5 }\nmodel { text { max_tokens: 16 } }", "exp.pbtxt");
+  EXPECT_DOUBLE_EQ(c.optim().lr(), 0.5);
+  EXPECT_EQ(c.model().text().max_tokens(), 16);
+  EXPECT_EQ(c.model().d_model(), 64);  // default
+}
+
+TEST(Config, SyntaxErrorReportsFileLineColumn) {
+  const std::string e = error_of("optim {\n  lr: 0.1\n  warmup_steps 5\n}\n");
+  EXPECT_NE(e.find("exp.pbtxt:3:"), std::string::npos) << e;
+}
+
+TEST(Config, UnknownFieldNamesItAndListsTheValidOnes) {
+  const std::string e = error_of("optim {\n  lrr: 0.1\n}\n");
+  EXPECT_NE(e.find("exp.pbtxt:2:"), std::string::npos) << e;
+  EXPECT_NE(e.find("\"lrr\""), std::string::npos) << e;
+  EXPECT_NE(e.find("OptimConfig has the fields: lr, min_lr_ratio"), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypeIsReportedWithItsPosition) {
+  const std::string e = error_of("loop { steps: \"many\" }");
+  EXPECT_NE(e.find("exp.pbtxt:1:"), std::string::npos) << e;
+  EXPECT_NE(e.find("integer"), std::string::npos) << e;
+}
+
+TEST(Config, OutOfRangeNamesFieldLineAndAllowedRange) {
+  const std::string e = error_of("model {\n  d_model: 4\n}\n");
+  EXPECT_NE(e.find("exp.pbtxt:2:3: model.d_model = 4 is out of range; allowed [8, 16384]"), std::string::npos) << e;
+}
+
+TEST(Config, OverrideSetsNestedFields) {
+  TrainConfig c = parse_config("", "exp.pbtxt", {"optim.lr=3e-4", "data.task=PAIR", "metrics.job=abc"});
+  EXPECT_DOUBLE_EQ(c.optim().lr(), 3e-4);
+  EXPECT_EQ(c.data().task(), DataConfig::PAIR);
+  EXPECT_EQ(c.metrics().job(), "abc");
+}
+
+TEST(Config, OverrideOfUnknownFieldListsFields) {
+  const std::string e = error_of("", {"optim.lrr=1"});
+  EXPECT_NE(e.find("--set optim.lrr=1: unknown field 'optim.lrr'"), std::string::npos) << e;
+  EXPECT_NE(e.find("lr, min_lr_ratio"), std::string::npos) << e;
+}
+
+TEST(Config, OverrideWithWrongTypeNamesTheOverride) {
+  const std::string e = error_of("", {"loop.steps=ten"});
+  EXPECT_NE(e.find("--set loop.steps=ten: "), std::string::npos) << e;
+  EXPECT_NE(e.find("integer"), std::string::npos) << e;
+}
+
+TEST(Config, OverrideOutOfRangeIsBlamedOnTheOverride) {
+  const std::string e = error_of("loop { steps: 5 }", {"loop.steps=0"});
+  EXPECT_NE(e.find("--set loop.steps=0: loop.steps = 0 is out of range; allowed [1, 1e+09]"), std::string::npos) << e;
+}
+
+TEST(Config, MalformedOverride) {
+  EXPECT_NE(error_of("", {"optim.lr"}).find("expected FIELD.PATH=VALUE"), std::string::npos);
+  EXPECT_NE(error_of("", {"optim=1"}).find("is a message"), std::string::npos);
+}
+
+TEST(Config, CrossFieldRuleShowsArithmetic) {
+  const std::string e = error_of("model { d_model: 30 heads: 4 }");
+  EXPECT_NE(e.find("model.d_model(30) must be divisible by model.heads(4)"), std::string::npos) << e;
+}
+
+TEST(Config, MissingFileSaysHowToFixIt) {
+  try {
+    load_config("/nonexistent/x.pbtxt");
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/x.pbtxt: cannot open"), std::string::npos);
+  }
+}
+
+TEST(Config, ShippedConfigsAreValid) {
+  for (const char* name : {"fashion_mnist", "tiny_test", "bench"}) {
+    EXPECT_NO_THROW(load_config(std::string(VLM_SOURCE_DIR) + "/configs/" + name + ".pbtxt")) << name;
+  }
+}
+
+TEST(Config, ResolvedTextShowsDefaults) {
+  const std::string text = resolved_config_text(parse_config("", "exp.pbtxt"));
+  EXPECT_NE(text.find("d_model: 64"), std::string::npos) << text;
+  EXPECT_NO_THROW(parse_config(text, "resolved"));  // and reads back
+}
+
+}  // namespace
+}  // namespace vlm

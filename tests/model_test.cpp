@@ -1,0 +1,220 @@
+// The VLM and its shared cross-layer attention.
+
+#include <gtest/gtest.h>
+
+#include "model/caption.h"
+#include "model/flops.h"
+#include "model/parameters.h"
+#include "model/vlm.h"
+#include "proto/config.pb.h"
+#include "trainer/optimizer.h"
+
+namespace vlm {
+namespace {
+
+ModelSpec tiny_spec(int64_t vision_share, int64_t text_share, int64_t cross_share) {
+  ModelSpec s;
+  s.d_model = 16;
+  s.heads = 2;
+  s.ffn_mult = 2;
+  s.embed_dim = 8;
+  s.image_height = 28;
+  s.image_width = 56;
+  s.patch_size = 7;
+  s.vision_layers = 3;
+  s.vision_self_attn_share = vision_share;
+  s.unimodal_layers = 2;
+  s.multimodal_layers = 3;
+  s.text_self_attn_share = text_share;
+  s.cross_kv_share = cross_share;
+  s.vocab_size = 20;
+  s.max_tokens = 8;
+  return s;
+}
+
+struct Inputs {
+  torch::Tensor images, tokens, lengths;
+};
+
+Inputs random_inputs(const ModelSpec& s, int64_t batch, uint64_t seed) {
+  torch::manual_seed(seed);
+  Inputs in{torch::randn({batch, 1, s.image_height, s.image_width}),
+            torch::randint(4, s.vocab_size, {batch, s.max_tokens}, torch::kLong),
+            torch::randint(3, s.max_tokens + 1, {batch}, torch::kLong)};
+  in.tokens.select(1, 0).fill_(1);
+  return in;
+}
+
+torch::Tensor find(const torch::nn::Module& m, const std::string& name) {
+  return m.named_parameters()[name];
+}
+
+// (1) The gradient of a shared weight is the sum of the per-layer gradients of
+// an untied twin holding copies of the same values.
+TEST(SharedAttention, SharedGradientIsSumOfUntiedLayerGradients) {
+  torch::manual_seed(1);
+  VlmModel shared(tiny_spec(0, 2, 0));
+  VlmModel untied(tiny_spec(1, 1, 1));
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : untied->named_parameters()) p.value().copy_(find(*shared, p.key()));
+  }
+  const Inputs in = random_inputs(shared->spec(), 4, 2);
+  for (VlmModel* m : {&shared, &untied}) {
+    (*m)->loss((*m)->forward(in.images, in.tokens, in.lengths), in.tokens, 0).total.backward();
+  }
+  int shared_tensors = 0;
+  for (const UniqueParameter& p : unique_parameters(*shared)) {
+    torch::Tensor expected = find(*untied, p.name).grad().clone();
+    for (const auto& alias : p.aliases) expected += find(*untied, alias).grad();
+    shared_tensors += !p.aliases.empty();
+    EXPECT_TRUE(torch::allclose(p.tensor.grad(), expected, 1e-4, 1e-6))
+        << p.name << " (" << p.aliases.size() << " aliases) max diff "
+        << (p.tensor.grad() - expected).abs().max().item<double>();
+  }
+  // vision qkv+out (2 weights + 2 biases), text 2 groups of 4, cross kv weight+bias
+  EXPECT_EQ(shared_tensors, 4 + 8 + 2);
+}
+
+// (2) Image K/V computed once per sharing group equals K/V recomputed in every layer.
+TEST(SharedAttention, ImageKvComputedOnceEqualsRecomputedPerLayer) {
+  ModelSpec reuse = tiny_spec(1, 1, 0), recompute = reuse;
+  recompute.reuse_image_kv = false;
+  torch::manual_seed(3);
+  VlmModel a(reuse);
+  torch::manual_seed(3);
+  VlmModel b(recompute);
+  torch::NoGradGuard no_grad;
+  const Inputs in = random_inputs(reuse, 3, 4);
+  torch::Tensor tokens = a->encode_image(in.images);
+  const auto once = a->image_kv(tokens), every = b->image_kv(tokens);
+  ASSERT_EQ(once.size(), 3u);
+  for (size_t layer = 0; layer < once.size(); ++layer) {
+    EXPECT_TRUE(torch::equal(once[layer].k, every[layer].k)) << layer;
+    EXPECT_TRUE(torch::equal(once[layer].v, every[layer].v)) << layer;
+    EXPECT_EQ(once[layer].k.data_ptr(), once[0].k.data_ptr()) << "reused, not recomputed";
+  }
+  EXPECT_TRUE(torch::equal(a->forward(in.images, in.tokens, in.lengths).caption_logits,
+                           b->forward(in.images, in.tokens, in.lengths).caption_logits));
+  EXPECT_EQ(image_kv_bytes(every), 3 * image_kv_bytes(once));
+}
+
+// (3) KV-cached decoding equals full recomputation.
+TEST(Captioning, KvCachedDecodingEqualsFullRecomputation) {
+  for (auto sharing : {std::array<int64_t, 3>{1, 1, 1}, std::array<int64_t, 3>{0, 0, 0}, std::array<int64_t, 3>{2, 3, 2}}) {
+    torch::manual_seed(5);
+    VlmModel model(tiny_spec(sharing[0], sharing[1], sharing[2]));
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const Inputs in = random_inputs(model->spec(), 4, 6);
+    torch::Tensor full = model->caption_logits(model->encode_text(in.tokens), model->image_kv(model->encode_image(in.images)));
+    torch::Tensor cached = cached_caption_logits(model, in.images, in.tokens);
+    EXPECT_LE((full - cached).abs().max().item<double>(), 1e-5);
+    const CaptionTokens ids{1, 2, 0};
+    EXPECT_TRUE(torch::equal(greedy_caption(model, in.images, ids, true), greedy_caption(model, in.images, ids, false)));
+  }
+}
+
+// (4) Causality: later tokens never change earlier logits or the text embedding.
+TEST(Captioning, LaterTokensDoNotChangeEarlierLogits) {
+  torch::manual_seed(7);
+  VlmModel model(tiny_spec(1, 0, 0));
+  torch::NoGradGuard no_grad;
+  const Inputs in = random_inputs(model->spec(), 2, 8);
+  const int64_t keep = 4;
+  torch::Tensor changed = in.tokens.clone();
+  changed.narrow(1, keep, changed.size(1) - keep).random_(4, model->spec().vocab_size);
+  ASSERT_FALSE(torch::equal(changed, in.tokens));
+  const VlmOutput a = model->forward(in.images, in.tokens, torch::full({2}, keep, torch::kLong));
+  const VlmOutput b = model->forward(in.images, changed, torch::full({2}, keep, torch::kLong));
+  EXPECT_TRUE(torch::allclose(a.caption_logits.narrow(1, 0, keep), b.caption_logits.narrow(1, 0, keep), 0, 1e-6));
+  EXPECT_TRUE(torch::allclose(a.text_embedding, b.text_embedding, 0, 1e-6));
+  EXPECT_FALSE(torch::allclose(a.caption_logits.narrow(1, keep, 1), b.caption_logits.narrow(1, keep, 1)));
+}
+
+// Closed form of the unique parameter count (see model/vlm.cpp for the layout).
+int64_t expected_parameters(const ModelSpec& s) {
+  const int64_t d = s.d_model, f = s.ffn_dim(), e = s.embed_dim, v = s.vocab_size, p2 = s.patch_size * s.patch_size;
+  const int64_t attention = 4 * d * d + 4 * d;  // W_q, W_k, W_v, W_o with biases
+  const int64_t block_rest = 2 * d + 2 * d + (d * f + f) + (f * d + d);  // two norms + FFN
+  const int64_t cross_rest = 2 * d + 2 * (d * d + d);                   // norm + W_q, W_o
+  const int64_t cross_kv = 2 * d * d + 2 * d;
+  return (p2 * d + d) + s.image_tokens() * d + s.vision_layers * block_rest + s.vision_attn_groups() * attention +
+         2 * d + d * e +                                                      // vision norm, image projection
+         v * d + s.max_tokens * d + s.text_layers() * block_rest + s.text_attn_groups() * attention +
+         s.multimodal_layers * cross_rest + s.cross_kv_groups() * cross_kv +
+         2 * d + d * e + 2 * d + (d * v + v) + 1;                             // norms, projection, LM head, logit_scale
+}
+
+// (5) Unique parameter count per sharing setting; an optimizer step moves a shared weight once.
+TEST(SharedAttention, UniqueParameterCountMatchesClosedForm) {
+  for (int64_t vs : {1, 2, 0}) {
+    for (int64_t ts : {1, 2, 0}) {
+      for (int64_t cs : {1, 2, 0}) {
+        const ModelSpec spec = tiny_spec(vs, ts, cs);
+        VlmModel model(spec);
+        EXPECT_EQ(unique_parameter_count(*model), expected_parameters(spec)) << vs << ts << cs;
+      }
+    }
+  }
+  // Sharing everything: groups 1 instead of L; parameters drop by (L-1) * 4(d^2+d) per tower.
+  const ModelSpec none = tiny_spec(1, 1, 1), all = tiny_spec(0, 0, 0);
+  EXPECT_EQ(expected_parameters(none) - expected_parameters(all),
+            (3 - 1) * (4 * 16 * 16 + 4 * 16) + (5 - 1) * (4 * 16 * 16 + 4 * 16) + (3 - 1) * (2 * 16 * 16 + 2 * 16));
+}
+
+TEST(SharedAttention, OptimizerStepMovesASharedWeightExactlyOnce) {
+  const double lr = 1e-2;
+  OptimConfig config;
+  config.set_lr(lr);
+  config.set_weight_decay(0);
+  auto step_and_measure = [&](bool deduplicated) {
+    torch::manual_seed(9);
+    VlmModel model(tiny_spec(0, 0, 0));
+    const Inputs in = random_inputs(model->spec(), 4, 10);
+    std::unique_ptr<torch::optim::Optimizer> opt;
+    if (deduplicated) {
+      opt = make_adamw(*model, config);
+    } else {  // the hazard: parameters() lists the shared tensor once per layer
+      opt = std::make_unique<torch::optim::AdamW>(model->parameters(), torch::optim::AdamWOptions(lr).weight_decay(0));
+    }
+    torch::Tensor w = find(*model, "vision_blocks.0.self_attn.qkv.weight");
+    torch::Tensor before = w.detach().clone();
+    model->loss(model->forward(in.images, in.tokens, in.lengths), in.tokens, 0).total.backward();
+    opt->step();
+    return (w.detach() - before).abs().max().item<double>();
+  };
+  // Adam's first step moves each element by lr * g / (|g| + eps), i.e. at most lr.
+  const double once = step_and_measure(true);
+  EXPECT_LE(once, lr * 1.0001);
+  EXPECT_GE(once, lr * 0.99);
+  EXPECT_GT(step_and_measure(false), 1.5 * lr) << "stepping parameters() moves the shared weight 3 times";
+}
+
+// (6) Image-KV bytes: 2 (K and V) x groups x image tokens x d_kv x bytes per element.
+TEST(SharedAttention, ImageKvBytesMatchClosedForm) {
+  for (int64_t cs : {1, 2, 0}) {
+    const ModelSpec spec = tiny_spec(1, 1, cs);
+    VlmModel model(spec);
+    torch::NoGradGuard no_grad;
+    const DecodeState state = model->start_decoding(torch::randn({1, 1, 28, 56}));
+    EXPECT_EQ(image_kv_bytes(state.image_kv), 2 * spec.cross_kv_groups() * spec.image_tokens() * spec.d_model * 4) << cs;
+  }
+}
+
+TEST(Flops, CountFollowsTheDocumentedFormula) {
+  ModelSpec s = tiny_spec(1, 1, 1);
+  const FlopCount c = flops_per_sample(s);
+  const double d = 16, f = 32, n = 32, t = 8;
+  const double vision = 2 * n * 49 * d + 3 * (2 * n * d * 3 * d + 2 * n * d * d + 2 * 2 * n * d * n + 2 * 2 * n * d * f) + 2 * d * 8;
+  EXPECT_DOUBLE_EQ(c.vision, vision);
+  EXPECT_DOUBLE_EQ(c.train(), 3 * c.forward());
+  ModelSpec shared = tiny_spec(0, 0, 0);
+  // Sharing the cross K/V saves (layers - groups) image K/V projections; self-attention sharing saves no FLOPs.
+  EXPECT_DOUBLE_EQ(c.text - flops_per_sample(shared).text, (3 - 1) * 2 * n * d * 2 * d);
+  EXPECT_DOUBLE_EQ(c.vision, flops_per_sample(shared).vision);
+  (void)t;
+}
+
+}  // namespace
+}  // namespace vlm

@@ -1,0 +1,65 @@
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "comm/threads.h"
+#include "comm/topology.h"
+
+namespace vlm {
+namespace {
+
+std::string error_of(int world, int pp, int dp) {
+  try {
+    make_topology(ProcessInfo{0, world, 0, 1}, pp, dp);
+  } catch (const TopologyError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(Topology, RankMappingPutsDataParallelInnermost) {
+  // pp is fixed to 1 until pipeline parallelism lands; the mapping is checked for dp.
+  for (int r = 0; r < 4; ++r) {
+    const Topology t = make_topology(ProcessInfo{r, 4, r, 4}, 1, 0);
+    EXPECT_EQ(t.data_parallel, 4);
+    EXPECT_EQ(t.stage(), 0);
+    EXPECT_EQ(t.dp_rank(), r);
+  }
+}
+
+TEST(Topology, ErrorsShowTheArithmetic) {
+  EXPECT_NE(error_of(6, 1, 4).find("world_size(6) != parallel.pipeline_stages(1) x parallel.data_parallel(4) = 4"),
+            std::string::npos);
+  EXPECT_NE(error_of(6, 4, 0).find("world_size(6) is not divisible by parallel.pipeline_stages(4)"), std::string::npos);
+  EXPECT_NE(error_of(4, 2, 2).find("pipeline parallelism is not available yet"), std::string::npos);
+}
+
+TEST(Topology, LauncherVariablesMustAgreeWithMpi) {
+  static std::map<std::string, std::string> env;
+  auto getenv_fn = [](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  env = {{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}};
+  EXPECT_NO_THROW(check_launcher_environment(ProcessInfo{1, 2, 1, 2}, getenv_fn));
+  env = {{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}};
+  try {
+    check_launcher_environment(ProcessInfo{0, 1, 0, 1}, getenv_fn);
+    FAIL();
+  } catch (const TopologyError& e) {
+    EXPECT_NE(std::string(e.what()).find("SLURM_PROCID=3 SLURM_NTASKS=4 but MPI reports rank 0 of 1"), std::string::npos);
+  }
+  env = {{"RANK", "0"}, {"WORLD_SIZE", "8"}};
+  EXPECT_THROW(check_launcher_environment(ProcessInfo{0, 1, 0, 1}, getenv_fn), TopologyError);
+}
+
+TEST(Threads, CoresAreSplitBetweenLocalRanks) {
+  EXPECT_EQ(threads_per_rank(0, 2, 2), 1);
+  EXPECT_EQ(threads_per_rank(0, 1, 8), 8);
+  EXPECT_EQ(threads_per_rank(0, 3, 8), 2);
+  EXPECT_EQ(threads_per_rank(0, 4, 2), 1);  // oversubscribed: never 0
+  EXPECT_EQ(threads_per_rank(3, 4, 2), 3);  // explicit wins
+}
+
+}  // namespace
+}  // namespace vlm
