@@ -13,6 +13,13 @@ namespace {
 
 namespace pb = google::protobuf;
 
+// "lr, min_lr_ratio, ...": the fields a message type has, for hints.
+std::string field_list(const pb::Descriptor* type) {
+  std::string names;
+  for (int i = 0; i < type->field_count(); ++i) names += (i ? ", " : "") + type->field(i)->name();
+  return names;
+}
+
 // Where each field got its value: "file:line:col" or "--set a.b=v".
 using Origins = std::map<std::string, std::string>;
 
@@ -44,9 +51,7 @@ class CollectErrors : public pb::io::ErrorCollector {
     if (!std::regex_search(message, m, kUnknown)) return "";
     const pb::Descriptor* type = pb::DescriptorPool::generated_pool()->FindMessageTypeByName(m[1]);
     if (type == nullptr) return "";
-    std::string names;
-    for (int i = 0; i < type->field_count(); ++i) names += (i ? ", " : "") + type->field(i)->name();
-    return ". HINT: " + type->name() + " has the fields: " + names + " (see proto/config.proto)";
+    return ". HINT: " + type->name() + " has the fields: " + field_list(type) + " (see proto/config.proto)";
   }
 
   std::string origin_;
@@ -84,12 +89,6 @@ void parse_into(const std::string& text, const std::string& origin, TrainConfig*
   if (!parser.ParseFromString(text, &parsed)) throw ConfigError(errors.text());
   record_origins(parsed, tree, "", origin, origins);
   config->MergeFrom(parsed);
-}
-
-std::string field_list(const pb::Descriptor* type) {
-  std::string names;
-  for (int i = 0; i < type->field_count(); ++i) names += (i ? ", " : "") + type->field(i)->name();
-  return names;
 }
 
 // "optim.lr=3e-4" becomes the text "optim { lr: 3e-4 }", checked field by field.

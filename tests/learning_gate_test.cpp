@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "comm/process_groups.h"
 #include "comm/threads.h"
 #include "comm/topology.h"
@@ -16,11 +18,11 @@ namespace {
 
 TEST(LearningGate, PairRetrievalReachesHalf) {
   const Topology topology = make_topology(detect_process(), 1, 0);
-  apply_thread_count(threads_per_rank(0, topology.process.local_size, 2));
+  apply_thread_count(threads_per_rank(0, topology.process.local_size, static_cast<int>(std::thread::hardware_concurrency())));
   const TrainConfig config = load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt",
                                          {"data.task=PAIR", "data.train_samples=60000", "model.d_model=64",
-                                          "model.heads=4", "model.embed_dim=64", "loop.steps=400",
-                                          "loop.global_batch_size=128", "optim.warmup_steps=40", "optim.lr=2e-3"});
+                                          "model.heads=4", "model.embed_dim=64", "loop.steps=900",
+                                          "loop.global_batch_size=128", "optim.warmup_steps=50", "optim.lr=2e-3"});
   const auto data = load_training_data(config.data());
   ProcessGroups groups(topology);
   Trainer trainer(config, topology, groups.data_parallel(), *data);
