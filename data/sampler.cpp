@@ -11,13 +11,14 @@
 namespace vlm {
 
 DistributedSampler::DistributedSampler(int64_t dataset_size, int64_t global_batch, int64_t dp_size,
-                                       int64_t dp_rank, uint64_t seed)
+                                       int64_t dp_rank, uint64_t seed, int64_t micro_batches)
     : dataset_size_(dataset_size), global_batch_(global_batch), dp_size_(dp_size), dp_rank_(dp_rank),
-      seed_(seed), steps_per_epoch_(dataset_size / global_batch) {
+      micro_batches_(micro_batches), seed_(seed), steps_per_epoch_(dataset_size / global_batch) {
   CHECK(dp_rank >= 0 && dp_rank < dp_size);
-  if (global_batch % dp_size != 0) {
+  if (global_batch % (dp_size * micro_batches) != 0) {
     throw std::invalid_argument("loop.global_batch_size(" + std::to_string(global_batch) +
-                                ") must be divisible by the data-parallel size(" + std::to_string(dp_size) + ")");
+                                ") must be divisible by the data-parallel size(" + std::to_string(dp_size) +
+                                ") x loop.micro_batches(" + std::to_string(micro_batches) + ")");
   }
   if (steps_per_epoch_ == 0) {
     throw std::invalid_argument("loop.global_batch_size(" + std::to_string(global_batch) +
@@ -37,16 +38,18 @@ std::vector<int64_t> DistributedSampler::permutation(int64_t epoch) const {
   return perm;
 }
 
-std::vector<int64_t> DistributedSampler::indices(int64_t step) {
+std::vector<int64_t> DistributedSampler::indices(int64_t step, int64_t micro) {
+  CHECK(micro >= 0 && micro < micro_batches_);
   const int64_t epoch = step / steps_per_epoch_;
   if (epoch != cached_epoch_) {
     cached_permutation_ = permutation(epoch);
     cached_epoch_ = epoch;
   }
-  const int64_t start = (step % steps_per_epoch_) * global_batch_;
+  const int64_t micro_size = global_batch_ / micro_batches_;
+  const int64_t start = (step % steps_per_epoch_) * global_batch_ + micro * micro_size;
   std::vector<int64_t> out;
-  out.reserve(local_batch());
-  for (int64_t i = start + dp_rank_; i < start + global_batch_; i += dp_size_) {
+  out.reserve(micro_size / dp_size_);
+  for (int64_t i = start + dp_rank_; i < start + micro_size; i += dp_size_) {
     out.push_back(cached_permutation_[i]);
   }
   return out;

@@ -13,21 +13,23 @@ namespace vlm {
 
 class DistributedSampler {
  public:
+  // Each global batch is cut into `micro_batches` consecutive slices; rank r
+  // takes every dp-th index of each slice.
   DistributedSampler(int64_t dataset_size, int64_t global_batch, int64_t dp_size, int64_t dp_rank,
-                     uint64_t seed);
+                     uint64_t seed, int64_t micro_batches = 1);
 
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   int64_t local_batch() const { return global_batch_ / dp_size_; }
 
-  // Dataset indices of this rank's share of global step `step` (any step, any
-  // order: the cursor is just the step number).
-  std::vector<int64_t> indices(int64_t step);
+  // Dataset indices of this rank's share of micro-batch `micro` of global step
+  // `step` (any step, any order: the cursor is just the step number).
+  std::vector<int64_t> indices(int64_t step, int64_t micro = 0);
 
   // The permutation of `epoch` (exposed for tests).
   std::vector<int64_t> permutation(int64_t epoch) const;
 
  private:
-  int64_t dataset_size_, global_batch_, dp_size_, dp_rank_;
+  int64_t dataset_size_, global_batch_, dp_size_, dp_rank_, micro_batches_;
   uint64_t seed_;
   int64_t steps_per_epoch_;
   int64_t cached_epoch_ = -1;

@@ -146,8 +146,11 @@ VlmOutput VlmModelImpl::forward(const torch::Tensor& images, const torch::Tensor
           caption_logits(hidden, image_kv(image_tokens))};
 }
 
-VlmLoss VlmModelImpl::loss(const VlmOutput& out, const torch::Tensor& tokens, int64_t pad_id) {
-  torch::Tensor contrastive = contrastive_loss(out.image_embedding, out.text_embedding, logit_scale);
+VlmLoss VlmModelImpl::loss(const VlmOutput& out, const torch::Tensor& tokens, int64_t pad_id,
+                           const RowGather& gather) {
+  torch::Tensor contrastive =
+      gather ? contrastive_loss(gather(out.image_embedding), gather(out.text_embedding), logit_scale)
+             : contrastive_loss(out.image_embedding, out.text_embedding, logit_scale);
   torch::Tensor caption = caption_loss(out.caption_logits, tokens, pad_id);
   return {spec_.contrastive_weight * contrastive + spec_.caption_weight * caption, contrastive, caption};
 }

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <vector>
 
 #include "model/attention.h"
@@ -53,7 +54,11 @@ class VlmModelImpl : public torch::nn::Module {
 
   VlmOutput forward(const torch::Tensor& images, const torch::Tensor& tokens,
                     const torch::Tensor& lengths);
-  VlmLoss loss(const VlmOutput& output, const torch::Tensor& tokens, int64_t pad_id);
+  // `gather`, when given, collects every data-parallel rank's embedding rows
+  // before the contrastive loss (comm/gather_with_grad.h); the model itself
+  // knows nothing of ranks.
+  using RowGather = std::function<torch::Tensor(const torch::Tensor&)>;
+  VlmLoss loss(const VlmOutput& output, const torch::Tensor& tokens, int64_t pad_id, const RowGather& gather = {});
 
   // KV-cached decoding: start once per batch of images, then one call per position.
   DecodeState start_decoding(const torch::Tensor& images);

@@ -33,6 +33,11 @@ TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology
   samples_ = &prometheus::BuildCounter().Name("vlm_train_samples_total").Help("Samples trained on, over all DP ranks").Labels(labels).Register(*registry_).Add({});
   step_seconds_ = &prometheus::BuildHistogram().Name("vlm_step_seconds").Help("Wall time of one optimizer step").Labels(labels).Register(*registry_)
                        .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30});
+  comm_seconds_ = &prometheus::BuildCounter().Name("vlm_comm_seconds_total").Help("Time spent in communication operations, by operation").Labels(labels).Register(*registry_);
+  comm_bytes_ = &prometheus::BuildCounter().Name("vlm_comm_bytes_total").Help("Payload bytes this rank contributed to communication operations").Labels(labels).Register(*registry_);
+  comm_exposed_seconds_ = &prometheus::BuildCounter().Name("vlm_comm_exposed_seconds_total").Help("Gradient communication not hidden behind backward (the wait after it)").Labels(labels).Register(*registry_).Add({});
+  buckets_ = &prometheus::BuildGauge().Name("vlm_grad_buckets").Help("Gradient buckets of the DP reducer").Labels(labels).Register(*registry_).Add({});
+  bucket_bytes_ = &prometheus::BuildGauge().Name("vlm_grad_bucket_bytes").Help("Size of each gradient bucket, in launch order").Labels(labels).Register(*registry_);
   last_step_timestamp_ = &prometheus::BuildGauge().Name("vlm_last_step_timestamp_seconds").Help("Unix time at which the last step finished").Labels(labels).Register(*registry_).Add({});
 }
 
@@ -45,7 +50,28 @@ void TrainMetrics::record_step(const StepStats& s) {
   step_->Set(static_cast<double>(s.step + 1));
   samples_->Increment(static_cast<double>(s.global_samples));
   step_seconds_->Observe(s.seconds);
+  comm_exposed_seconds_->Increment(s.reduction.exposed_seconds);
   last_step_timestamp_->Set(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+}  // namespace vlm
+
+namespace vlm {
+
+void TrainMetrics::record_communication(const std::map<std::string, OperationTotals>& totals) {
+  for (const auto& [op, total] : totals) {
+    OperationTotals& seen = reported_[op];
+    comm_seconds_->Add({{"op", op}}).Increment(total.seconds - seen.seconds);
+    comm_bytes_->Add({{"op", op}}).Increment(static_cast<double>(total.bytes - seen.bytes));
+    seen = total;
+  }
+}
+
+void TrainMetrics::record_buckets(const std::vector<int64_t>& bucket_bytes) {
+  buckets_->Set(static_cast<double>(bucket_bytes.size()));
+  for (size_t i = 0; i < bucket_bytes.size(); ++i) {
+    bucket_bytes_->Add({{"bucket", std::to_string(i)}}).Set(static_cast<double>(bucket_bytes[i]));
+  }
 }
 
 }  // namespace vlm

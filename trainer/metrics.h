@@ -8,9 +8,12 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "comm/backend.h"
 #include "comm/topology.h"
 #include "trainer/metrics_server.h"
 #include "proto/config.pb.h"
@@ -24,6 +27,9 @@ class TrainMetrics {
   TrainMetrics(const MetricsConfig& config, const Topology& topology);
 
   void record_step(const StepStats& stats);
+  // Cumulative per-operation totals of the DP backend (Backend::totals()).
+  void record_communication(const std::map<std::string, OperationTotals>& totals);
+  void record_buckets(const std::vector<int64_t>& bucket_bytes);
 
   // "host:port" being served (port_base + local rank).
   const std::string& address() const { return address_; }
@@ -42,6 +48,12 @@ class TrainMetrics {
   prometheus::Counter* samples_;
   prometheus::Histogram* step_seconds_;
   prometheus::Gauge* last_step_timestamp_;
+  prometheus::Family<prometheus::Counter>* comm_seconds_;
+  prometheus::Family<prometheus::Counter>* comm_bytes_;
+  prometheus::Counter* comm_exposed_seconds_;
+  prometheus::Gauge* buckets_;
+  prometheus::Family<prometheus::Gauge>* bucket_bytes_;
+  std::map<std::string, OperationTotals> reported_;  // totals already turned into counter increments
 };
 
 }  // namespace vlm

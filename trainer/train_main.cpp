@@ -34,14 +34,20 @@ int train(const CommandLine& cli) {
   Trainer trainer(config, topology, groups.data_parallel(), *data);
   std::unique_ptr<TrainMetrics> metrics;
   if (config.metrics().enabled()) metrics = std::make_unique<TrainMetrics>(config.metrics(), topology);
-  if (metrics) LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
+  if (metrics) {
+    LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
+    metrics->record_buckets(trainer.bucket_bytes());
+  }
   const LoopConfig::Progress style = config.loop().progress();
   const bool bar = style == LoopConfig::BAR || (style == LoopConfig::AUTO && is_interactive(stdout));
   ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
 
   while (trainer.steps_done() < config.loop().steps()) {
     const StepStats stats = trainer.train_step();
-    if (metrics) metrics->record_step(stats);
+    if (metrics) {
+      metrics->record_step(stats);
+      metrics->record_communication(trainer.backend().totals());
+    }
     if (topology.is_root()) progress.report(stats);
   }
   if (config.eval().enabled() && topology.is_root()) {

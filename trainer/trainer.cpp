@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "comm/gather_with_grad.h"
 #include "comm/mpi_check.h"
 #include "data/batch.h"
 #include "model/parameters.h"
@@ -16,6 +17,17 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+Millis seconds_to_millis(double seconds) { return Millis(static_cast<int64_t>(seconds * 1000)); }
+
+BackendKind backend_kind(CommConfig::Backend backend) {
+  switch (backend) {
+    case CommConfig::MPI: return BackendKind::kMpi;
+    case CommConfig::NCCL: return BackendKind::kNccl;
+    case CommConfig::AUTO: return BackendKind::kAuto;
+  }
+  return BackendKind::kAuto;
+}
+
 }  // namespace
 
 ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data) {
@@ -28,13 +40,22 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, MPI_Comm d
       dp_group_(dp_group),
       data_(data),
       sampler_(data.train_task->size(), config.loop().global_batch_size(), topology.data_parallel,
-               topology.dp_rank(), static_cast<uint64_t>(config.data().seed())) {
+               topology.dp_rank(), static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
+      init_timeout_(seconds_to_millis(config.comm().init_timeout_seconds())),
+      timeout_(seconds_to_millis(config.comm().timeout_seconds())) {
   torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
   model_ = VlmModel(model_spec_for(config, data));
   parameters_ = unique_tensors(*model_);
   optimizer_ = make_adamw(*model_, config.optim());
-  gradients_ = std::make_unique<GradientAllreduce>(parameters_, dp_group_);
-  gradients_->broadcast_parameters();  // replicas start identical whatever their seeds
+  backend_ = make_backend(backend_kind(config.comm().backend()), torch::kCPU, dp_group_,
+                          "dp(stage " + std::to_string(topology.stage()) + ")");
+  ReducerOptions reducer;
+  reducer.bucket_cap_bytes = config.comm().bucket_cap_bytes();
+  reducer.first_bucket_bytes = config.comm().first_bucket_bytes();
+  reducer.overlap = config.comm().overlap();
+  reducer.timeout = init_timeout_;
+  reducer_ = std::make_unique<GradientReducer>(parameters_, *backend_, reducer);
+  reducer_->broadcast_parameters(0, init_timeout_);  // replicas start identical whatever their seeds
   schedule_ = WarmupCosine{config.optim().lr(), config.optim().min_lr_ratio(), config.optim().warmup_steps(),
                            config.loop().steps()};
 }
@@ -43,32 +64,54 @@ StepStats Trainer::train_step() {
   const auto start = Clock::now();
   StepStats stats;
   stats.step = step_;
-
-  std::vector<Sample> samples;
-  for (int64_t index : sampler_.indices(step_)) samples.push_back(data_.train_task->sample(index));
-  Batch batch = make_batch(*data_.train_task, data_.tokenizer, samples, model_->spec().max_tokens);
-  stats.data_seconds = seconds_since(start);
+  const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
+  reducer_->set_timeout(timeout);
+  const int64_t micro_batches = config_.loop().micro_batches();
+  VlmModelImpl::RowGather gather;
+  if (backend_->size() > 1) {
+    gather = [this, timeout](const torch::Tensor& rows) { return gather_with_grad(rows, *backend_, timeout); };
+  }
 
   model_->train();
-  optimizer_->zero_grad();
-  VlmLoss loss = model_->loss(model_->forward(batch.images, batch.tokens, batch.lengths), batch.tokens,
-                              WordTokenizer::kPad);
-  loss.total.backward();
-  gradients_->average_gradients();
+  reducer_->zero_grad();  // gradients are views into the reducer's buckets: zero, never reset
+  double losses[3] = {0, 0, 0};
+  for (int64_t micro = 0; micro < micro_batches; ++micro) {
+    auto t = Clock::now();
+    std::vector<Sample> samples;
+    for (int64_t index : sampler_.indices(step_, micro)) samples.push_back(data_.train_task->sample(index));
+    Batch batch = make_batch(*data_.train_task, data_.tokenizer, samples, model_->spec().max_tokens);
+    stats.data_seconds += seconds_since(t);
 
+    t = Clock::now();
+    VlmLoss loss = model_->loss(model_->forward(batch.images, batch.tokens, batch.lengths), batch.tokens,
+                                WordTokenizer::kPad, gather);
+    stats.forward_seconds += seconds_since(t);
+
+    t = Clock::now();
+    reducer_->set_synchronize(micro + 1 == micro_batches);  // reduce once per step (DDP's no_sync)
+    (loss.total / static_cast<double>(micro_batches)).backward();
+    stats.backward_seconds += seconds_since(t);
+    losses[0] += loss.total.item<double>() / micro_batches;
+    losses[1] += loss.contrastive.item<double>() / micro_batches;
+    losses[2] += loss.caption.item<double>() / micro_batches;
+  }
+  reducer_->finalize();
+  stats.reduction = reducer_->last_stats();
+
+  auto t = Clock::now();
   const double clip = config_.optim().grad_clip_norm();
-  stats.grad_norm = clip > 0 ? torch::nn::utils::clip_grad_norm_(parameters_, clip)
-                             : torch::nn::utils::clip_grad_norm_(parameters_, std::numeric_limits<double>::infinity());
+  stats.grad_norm = torch::nn::utils::clip_grad_norm_(parameters_, clip > 0 ? clip : std::numeric_limits<double>::infinity());
   stats.learning_rate = schedule_.at(step_);
   set_learning_rate(*optimizer_, stats.learning_rate);
   optimizer_->step();
+  stats.optimizer_seconds = seconds_since(t);
 
-  // Losses for the log: means over the DP group (three floats, one tiny allreduce).
-  double losses[3] = {loss.total.item<double>(), loss.contrastive.item<double>(), loss.caption.item<double>()};
-  VLM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, losses, 3, MPI_DOUBLE, MPI_SUM, dp_group_));
-  stats.loss = losses[0] / topology_.data_parallel;
-  stats.contrastive_loss = losses[1] / topology_.data_parallel;
-  stats.caption_loss = losses[2] / topology_.data_parallel;
+  // Losses for the log: means over the DP group (three doubles, one tiny allreduce).
+  torch::Tensor mean = torch::tensor({losses[0], losses[1], losses[2]}, torch::kDouble);
+  backend_->allreduce(mean, {ReduceOp::kAvg, timeout})->wait();
+  stats.loss = mean[0].item<double>();
+  stats.contrastive_loss = mean[1].item<double>();
+  stats.caption_loss = mean[2].item<double>();
   stats.global_samples = config_.loop().global_batch_size();
   ++step_;
   stats.seconds = seconds_since(start);

@@ -1,14 +1,17 @@
 #pragma once
 // One data-parallel training replica: samples its share of each global batch,
-// runs forward/backward, averages gradients over the DP group, clips, steps
-// AdamW on the warm-up + cosine schedule.
+// runs forward/backward per micro-batch while the reducer averages gradient
+// buckets over the DP group, then clips and steps AdamW on the warm-up +
+// cosine schedule. The contrastive loss sees every rank's features
+// (Note [Contrastive gather]), so N ranks train like one process on N x b.
 
 #include <mpi.h>
 #include <torch/torch.h>
 
 #include <memory>
 
-#include "comm/gradient_allreduce.h"
+#include "comm/backend.h"
+#include "comm/gradient_reducer.h"
 #include "comm/topology.h"
 #include "data/sampler.h"
 #include "model/vlm.h"
@@ -26,8 +29,12 @@ struct StepStats {
   double caption_loss = 0;
   double grad_norm = 0;  // before clipping
   double learning_rate = 0;
-  double seconds = 0;       // wall time of the whole step
-  double data_seconds = 0;  // of which building the batch
+  double seconds = 0;            // wall time of the whole step
+  double data_seconds = 0;       // of which building batches
+  double forward_seconds = 0;    // forward passes and losses
+  double backward_seconds = 0;   // backward passes (gradient communication overlaps them)
+  double optimizer_seconds = 0;  // clipping and the AdamW update
+  ReductionStats reduction;      // gradient communication: total, exposed, buckets
   int64_t global_samples = 0;
 };
 
@@ -40,6 +47,8 @@ class Trainer {
 
   int64_t steps_done() const { return step_; }
   VlmModel& model() { return model_; }
+  const Backend& backend() const { return *backend_; }
+  std::vector<int64_t> bucket_bytes() const { return reducer_->bucket_bytes(); }
 
  private:
   TrainConfig config_;
@@ -49,9 +58,12 @@ class Trainer {
   VlmModel model_{nullptr};
   std::vector<torch::Tensor> parameters_;  // unique
   std::unique_ptr<torch::optim::AdamW> optimizer_;
-  std::unique_ptr<GradientAllreduce> gradients_;
+  std::unique_ptr<Backend> backend_;          // the DP group's
+  std::unique_ptr<GradientReducer> reducer_;
   DistributedSampler sampler_;
   WarmupCosine schedule_;
+  Millis init_timeout_;  // start-up and the first step
+  Millis timeout_;       // every later step
   int64_t step_ = 0;
 };
 

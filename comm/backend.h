@@ -1,0 +1,120 @@
+#pragma once
+// comm::Backend: collectives and point-to-point over one process group, in the
+// manner of c10d. Every operation is asynchronous and returns a Work; wait()
+// blocks until it is done, and rethrows its failure or a timeout naming the
+// operation, the group and the rank. A synchronous call is op(...)->wait().
+
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace vlm {
+
+using Millis = std::chrono::milliseconds;
+
+// Start-up and the first step may be slow (compilation, allocation, late
+// ranks); later collectives should finish quickly (torchtitan does the same).
+constexpr Millis kDefaultInitTimeout{600'000};
+constexpr Millis kDefaultTimeout{120'000};
+
+enum class ReduceOp { kSum, kAvg, kMax };
+
+struct AllreduceOptions {
+  ReduceOp op = ReduceOp::kSum;
+  Millis timeout = kDefaultTimeout;
+};
+
+struct BroadcastOptions {
+  int root = 0;
+  Millis timeout = kDefaultTimeout;
+};
+
+struct CollectiveOptions {
+  Millis timeout = kDefaultTimeout;
+};
+
+struct PointToPointOptions {
+  int tag = 0;
+  Millis timeout = kDefaultTimeout;
+};
+
+class Work {
+ public:
+  virtual ~Work() = default;
+  // Blocks until done; throws CommError if the operation failed or its
+  // timeout (counted from when it was issued) expired.
+  virtual void wait() = 0;
+  virtual bool is_completed() = 0;
+  // How long the operation itself ran (not its time in the queue); 0 until completed.
+  virtual double seconds() = 0;
+};
+
+using WorkPtr = std::shared_ptr<Work>;
+
+// Totals per operation kind ("allreduce", ...) since the backend started.
+struct OperationTotals {
+  double seconds = 0;
+  int64_t bytes = 0;  // payload bytes this rank contributed
+  int64_t count = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  std::map<std::string, OperationTotals> totals() const {
+    std::lock_guard<std::mutex> lock(totals_mutex_);
+    return totals_;
+  }
+
+  virtual std::string name() const = 0;  // "mpi" or "nccl"
+  virtual std::string group_name() const = 0;
+  virtual int rank() const = 0;          // in this group
+  virtual int size() const = 0;
+
+  // In place; contiguous tensors only (a non-contiguous one is an error).
+  virtual WorkPtr allreduce(torch::Tensor tensor, const AllreduceOptions& options = {}) = 0;
+  virtual WorkPtr broadcast(torch::Tensor tensor, const BroadcastOptions& options = {}) = 0;
+  // output holds size() x input.numel() elements; rank r's input lands at r x numel.
+  virtual WorkPtr allgather(torch::Tensor input, torch::Tensor output, const CollectiveOptions& options = {}) = 0;
+  // input holds size() x output.numel() elements; output = reduction of every rank's slice r.
+  virtual WorkPtr reduce_scatter(torch::Tensor input, torch::Tensor output,
+                                 const AllreduceOptions& options = {}) = 0;
+  virtual WorkPtr send(torch::Tensor tensor, int destination, const PointToPointOptions& options = {}) = 0;
+  virtual WorkPtr recv(torch::Tensor tensor, int source, const PointToPointOptions& options = {}) = 0;
+  virtual WorkPtr barrier(const CollectiveOptions& options = {}) = 0;
+
+ protected:
+  // Implementations call this when an operation completes.
+  void record(const std::string& op, double seconds, int64_t bytes) {
+    std::lock_guard<std::mutex> lock(totals_mutex_);
+    OperationTotals& t = totals_[op];
+    t.seconds += seconds;
+    t.bytes += bytes;
+    ++t.count;
+  }
+
+ private:
+  mutable std::mutex totals_mutex_;
+  std::map<std::string, OperationTotals> totals_;
+};
+
+const char* reduce_op_name(ReduceOp op);
+
+enum class BackendKind {
+  kAuto,  // NCCL for CUDA tensors, MPI otherwise
+  kMpi,
+  kNccl,
+};
+
+// The backend for `group` and tensors on `device`. Asking for NCCL without a
+// usable GPU, or in a build without NCCL, is a CommError that says why.
+std::unique_ptr<Backend> make_backend(BackendKind kind, const torch::Device& device, MPI_Comm group,
+                                      const std::string& group_name);
+
+}  // namespace vlm

@@ -1,0 +1,74 @@
+#pragma once
+// The MPI backend for CPU tensors.
+//
+// Note [MPI progress]: Open MPI 4.1 has no asynchronous progress thread, so a
+// nonblocking collective advances only inside MPI calls. This backend therefore
+// owns a communication thread that runs each operation's (blocking, tuned) MPI
+// call in issue order while the caller goes on computing, like c10d's
+// ProcessGroupMPI. It works on its own duplicate of the group's communicator,
+// so it never interleaves with MPI calls the training thread makes itself.
+//
+// Note [Signature check]: before each collective the ranks agree on a
+// signature (operation, dtype, element count, root) with one small allreduce;
+// a mismatch fails the operation on every rank with both signatures in the
+// message, instead of hanging or producing garbage.
+
+#include <mpi.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "comm/backend.h"
+
+namespace vlm {
+
+class MpiBackend : public Backend {
+ public:
+  // Duplicates `group`; `group_name` appears in every error ("dp(stage 0)").
+  MpiBackend(MPI_Comm group, std::string group_name);
+  ~MpiBackend() override;
+  MpiBackend(const MpiBackend&) = delete;
+  MpiBackend& operator=(const MpiBackend&) = delete;
+
+  std::string name() const override { return "mpi"; }
+  std::string group_name() const override { return group_name_; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  WorkPtr allreduce(torch::Tensor tensor, const AllreduceOptions& options) override;
+  WorkPtr broadcast(torch::Tensor tensor, const BroadcastOptions& options) override;
+  WorkPtr allgather(torch::Tensor input, torch::Tensor output, const CollectiveOptions& options) override;
+  WorkPtr reduce_scatter(torch::Tensor input, torch::Tensor output, const AllreduceOptions& options) override;
+  WorkPtr send(torch::Tensor tensor, int destination, const PointToPointOptions& options) override;
+  WorkPtr recv(torch::Tensor tensor, int source, const PointToPointOptions& options) override;
+  WorkPtr barrier(const CollectiveOptions& options) override;
+
+ private:
+  struct Operation;
+  // Queues `run` for the communication thread; `what` names it in errors.
+  // With `poll`, `run` only starts a request and the operation completes when
+  // `poll` returns true.
+  // `kind` and `bytes` feed totals().
+  WorkPtr enqueue(const char* kind, int64_t bytes, std::string what, Millis timeout, std::function<void()> run,
+                  std::function<bool()> poll = nullptr);
+  void check_signature(const std::string& what, int64_t op, const torch::Tensor& tensor, int64_t root);
+  void communication_loop();
+
+  std::string group_name_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  std::mutex mutex_;
+  std::condition_variable queued_;
+  std::deque<std::shared_ptr<Operation>> queue_;
+  bool stopping_ = false;
+  // Set when a wait() timed out: the thread may be stuck in MPI for good.
+  std::shared_ptr<std::atomic<bool>> timed_out_ = std::make_shared<std::atomic<bool>>(false);
+  std::thread thread_;
+};
+
+}  // namespace vlm

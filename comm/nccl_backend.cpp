@@ -1,0 +1,264 @@
+#include "comm/nccl_backend.h"
+
+#include <cuda_runtime_api.h>
+#include <glog/logging.h>
+
+#include <mutex>
+#include <thread>
+
+#include "comm/mpi_check.h"
+#include "comm/mpi_runtime.h"
+
+#ifdef VLM_TORCH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+// Every NCCL and CUDA call reports file:line, the library's message, host and rank.
+#define VLM_NCCL_CHECK(call)                                                                                  \
+  do {                                                                                                        \
+    const ncclResult_t vlm_nccl_result_ = (call);                                                             \
+    if (vlm_nccl_result_ != ncclSuccess) {                                                                    \
+      throw ::vlm::CommError(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #call " failed: " + \
+                             ncclGetErrorString(vlm_nccl_result_) + " (" + ::vlm::process_label() + ")");     \
+    }                                                                                                         \
+  } while (0)
+
+#define VLM_CUDA_CHECK(call)                                                                                  \
+  do {                                                                                                        \
+    const cudaError_t vlm_cuda_result_ = (call);                                                              \
+    if (vlm_cuda_result_ != cudaSuccess) {                                                                    \
+      throw ::vlm::CommError(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #call " failed: " + \
+                             cudaGetErrorString(vlm_cuda_result_) + " (" + ::vlm::process_label() + ")");     \
+    }                                                                                                         \
+  } while (0)
+
+namespace vlm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kWatchdogPeriod = std::chrono::milliseconds(100);
+
+// The stream LibTorch computes on; the legacy default stream when LibTorch was
+// built without CUDA (then no CUDA tensor can reach this backend anyway).
+cudaStream_t compute_stream() {
+#ifdef VLM_TORCH_CUDA
+  return c10::cuda::getCurrentCUDAStream().stream();
+#else
+  return cudaStreamLegacy;
+#endif
+}
+
+// The one checked map from tensor dtypes to NCCL datatypes.
+ncclDataType_t nccl_type(torch::ScalarType type) {
+  switch (type) {
+    case torch::kFloat: return ncclFloat32;
+    case torch::kDouble: return ncclFloat64;
+    case torch::kHalf: return ncclFloat16;
+    case torch::kBFloat16: return ncclBfloat16;
+    case torch::kInt: return ncclInt32;
+    case torch::kLong: return ncclInt64;
+    case torch::kByte: return ncclUint8;
+    default: throw CommError(std::string("Backend nccl does not support dtype ") + c10::toString(type));
+  }
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kAvg: return ncclAvg;
+    case ReduceOp::kMax: return ncclMax;
+  }
+  return ncclSum;
+}
+
+void check_tensor(const torch::Tensor& t, const char* what) {
+  if (!t.device().is_cuda()) {
+    throw CommError(std::string("Backend nccl needs CUDA tensors (") + what + " got a " +
+                    c10::DeviceTypeName(t.device().type()) + " tensor); use comm.backend: MPI or AUTO for CPU tensors");
+  }
+  if (!t.is_contiguous()) throw CommError(std::string(what) + ": the tensor is not contiguous; pass tensor.contiguous()");
+  nccl_type(t.scalar_type());
+}
+
+struct NcclWork : Work {
+  std::string what;
+  Millis timeout{0};
+  Clock::time_point deadline;
+  cudaEvent_t started = nullptr;  // timing events: seconds() reads the stream's own clock
+  cudaEvent_t done = nullptr;
+  std::vector<torch::Tensor> tensors;  // kept alive until the stream is past them
+  const char* kind = "";
+  int64_t bytes = 0;
+
+  ~NcclWork() override {
+    if (started != nullptr) cudaEventDestroy(started);
+    if (done != nullptr) cudaEventDestroy(done);
+  }
+  void wait() override { VLM_CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), done, 0)); }
+  bool is_completed() override { return cudaEventQuery(done) == cudaSuccess; }
+  double seconds() override {
+    float ms = 0;
+    return is_completed() && cudaEventElapsedTime(&ms, started, done) == cudaSuccess ? ms / 1000.0 : 0.0;
+  }
+};
+
+}  // namespace
+
+ncclUniqueId bootstrap_nccl_id(MPI_Comm group) {
+  int rank = 0;
+  VLM_MPI_CHECK(MPI_Comm_rank(group, &rank));
+  ncclUniqueId id{};
+  if (rank == 0) VLM_NCCL_CHECK(ncclGetUniqueId(&id));
+  VLM_MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, group));
+  return id;
+}
+
+struct NcclBackend::State {
+  int device = 0;
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t compute_ready = nullptr;
+  int* barrier_word = nullptr;  // device memory for barrier()
+  std::mutex mutex;
+  std::vector<std::shared_ptr<NcclWork>> in_flight;
+  bool stopping = false;
+  std::thread watchdog;
+
+  std::function<void(const NcclWork&)> on_complete;  // feeds the backend's totals
+
+  void watch() {
+    while (true) {
+      std::this_thread::sleep_for(kWatchdogPeriod);
+      std::lock_guard<std::mutex> lock(mutex);
+      if (stopping) return;
+      for (auto it = in_flight.begin(); it != in_flight.end();) {
+        if ((*it)->is_completed()) {
+          on_complete(**it);
+          it = in_flight.erase(it);
+        } else if (Clock::now() > (*it)->deadline) {
+          LOG(ERROR) << (*it)->what << " timed out after " << (*it)->timeout.count() / 1000.0
+                     << " s: another rank of the group has not joined it. Aborting the NCCL communicator "
+                        "and the job. HINT: look for an earlier error on another rank; raise "
+                        "comm.timeout_seconds if the job is just slow";
+          ncclCommAbort(comm);
+          MpiRuntime::abort_job(1);
+        } else {
+          ++it;
+        }
+      }
+    }
+  }
+};
+
+NcclBackend::NcclBackend(MPI_Comm group, std::string group_name, int device)
+    : group_name_(std::move(group_name)), state_(std::make_unique<State>()) {
+  VLM_MPI_CHECK(MPI_Comm_rank(group, &rank_));
+  VLM_MPI_CHECK(MPI_Comm_size(group, &size_));
+  const ncclUniqueId id = bootstrap_nccl_id(group);
+  state_->device = device;
+  VLM_CUDA_CHECK(cudaSetDevice(device));
+  VLM_NCCL_CHECK(ncclCommInitRank(&state_->comm, size_, id, rank_));
+  VLM_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+  VLM_CUDA_CHECK(cudaEventCreateWithFlags(&state_->compute_ready, cudaEventDisableTiming));
+  VLM_CUDA_CHECK(cudaMalloc(&state_->barrier_word, sizeof(int)));
+  state_->on_complete = [this](const NcclWork& w) { record(w.kind, const_cast<NcclWork&>(w).seconds(), w.bytes); };
+  state_->watchdog = std::thread([state = state_.get()] { state->watch(); });
+}
+
+NcclBackend::~NcclBackend() {
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stopping = true;
+  }
+  state_->watchdog.join();
+  if (cudaStreamSynchronize(state_->stream) != cudaSuccess) LOG(ERROR) << "NCCL stream failed at shutdown";
+  state_->in_flight.clear();
+  if (ncclCommDestroy(state_->comm) != ncclSuccess) LOG(ERROR) << "ncclCommDestroy failed for " << group_name_;
+  cudaFree(state_->barrier_word);
+  cudaEventDestroy(state_->compute_ready);
+  cudaStreamDestroy(state_->stream);
+}
+
+template <typename Launch>
+WorkPtr NcclBackend::launch(const char* kind, int64_t bytes, Millis timeout, std::vector<torch::Tensor> keep_alive,
+                            Launch nccl_call) {
+  auto work = std::make_shared<NcclWork>();
+  work->kind = kind;
+  work->bytes = bytes;
+  work->what = std::string(kind) + " on group " + group_name_ + ", rank " + std::to_string(rank_) + " of " +
+               std::to_string(size_) + " (" + process_label() + ")";
+  work->timeout = timeout;
+  work->deadline = Clock::now() + timeout;
+  work->tensors = std::move(keep_alive);
+  VLM_CUDA_CHECK(cudaSetDevice(state_->device));
+  // The communication stream starts after everything already queued on the compute stream.
+  VLM_CUDA_CHECK(cudaEventRecord(state_->compute_ready, compute_stream()));
+  VLM_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, state_->compute_ready, 0));
+  VLM_CUDA_CHECK(cudaEventCreate(&work->started));
+  VLM_CUDA_CHECK(cudaEventCreate(&work->done));
+  VLM_CUDA_CHECK(cudaEventRecord(work->started, state_->stream));
+  nccl_call(state_->comm, state_->stream);
+  VLM_CUDA_CHECK(cudaEventRecord(work->done, state_->stream));
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->in_flight.push_back(work);
+  return work;
+}
+
+WorkPtr NcclBackend::allreduce(torch::Tensor t, const AllreduceOptions& o) {
+  check_tensor(t, "allreduce");
+  return launch("allreduce", t.nbytes(), o.timeout, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    VLM_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), nccl_op(o.op), comm, stream));
+  });
+}
+
+WorkPtr NcclBackend::broadcast(torch::Tensor t, const BroadcastOptions& o) {
+  check_tensor(t, "broadcast");
+  return launch("broadcast", t.nbytes(), o.timeout, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    VLM_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), o.root, comm, stream));
+  });
+}
+
+WorkPtr NcclBackend::allgather(torch::Tensor in, torch::Tensor out, const CollectiveOptions& o) {
+  check_tensor(in, "allgather input");
+  check_tensor(out, "allgather output");
+  if (out.numel() != in.numel() * size_ || out.scalar_type() != in.scalar_type()) {
+    throw CommError("allgather: the output must hold group size x input elements of the input's dtype");
+  }
+  return launch("allgather", in.nbytes(), o.timeout, {in, out}, [&](ncclComm_t comm, cudaStream_t stream) {
+    VLM_NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(), nccl_type(in.scalar_type()), comm, stream));
+  });
+}
+
+WorkPtr NcclBackend::reduce_scatter(torch::Tensor in, torch::Tensor out, const AllreduceOptions& o) {
+  check_tensor(in, "reduce_scatter input");
+  check_tensor(out, "reduce_scatter output");
+  if (in.numel() != out.numel() * size_ || out.scalar_type() != in.scalar_type()) {
+    throw CommError("reduce_scatter: the input must hold group size x output elements of the output's dtype");
+  }
+  return launch("reduce_scatter", in.nbytes(), o.timeout, {in, out}, [&](ncclComm_t comm, cudaStream_t stream) {
+    VLM_NCCL_CHECK(ncclReduceScatter(in.data_ptr(), out.data_ptr(), out.numel(), nccl_type(out.scalar_type()),
+                                     nccl_op(o.op), comm, stream));
+  });
+}
+
+WorkPtr NcclBackend::send(torch::Tensor t, int destination, const PointToPointOptions& o) {
+  check_tensor(t, "send");
+  return launch("send", t.nbytes(), o.timeout, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    VLM_NCCL_CHECK(ncclSend(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), destination, comm, stream));
+  });
+}
+
+WorkPtr NcclBackend::recv(torch::Tensor t, int source, const PointToPointOptions& o) {
+  check_tensor(t, "recv");
+  return launch("recv", t.nbytes(), o.timeout, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    VLM_NCCL_CHECK(ncclRecv(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), source, comm, stream));
+  });
+}
+
+WorkPtr NcclBackend::barrier(const CollectiveOptions& o) {
+  return launch("barrier", 0, o.timeout, {}, [&](ncclComm_t comm, cudaStream_t stream) {
+    VLM_NCCL_CHECK(ncclAllReduce(state_->barrier_word, state_->barrier_word, 1, ncclInt32, ncclSum, comm, stream));
+  });
+}
+
+}  // namespace vlm

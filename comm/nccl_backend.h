@@ -1,0 +1,55 @@
+#pragma once
+// The NCCL backend for CUDA tensors (built when VLM_WITH_NCCL).
+//
+// The ncclUniqueId is created by rank 0 of the group and broadcast over MPI;
+// one NCCL communicator per group. Operations run on the backend's own CUDA
+// stream, ordered after the caller's compute stream with an event; wait()
+// makes the compute stream wait for the operation's event (no host sync). A
+// watchdog thread checks in-flight operations against their timeouts and, on
+// expiry, logs the operation, group and rank, aborts the communicator and
+// ends the job (as c10d's NCCL watchdog does).
+
+#include <mpi.h>
+#include <nccl.h>
+
+#include <array>
+
+#include "comm/backend.h"
+
+namespace vlm {
+
+// Rank 0 of `group` creates the id; every rank returns the same bytes.
+ncclUniqueId bootstrap_nccl_id(MPI_Comm group);
+
+class NcclBackend : public Backend {
+ public:
+  NcclBackend(MPI_Comm group, std::string group_name, int device);
+  ~NcclBackend() override;
+  NcclBackend(const NcclBackend&) = delete;
+  NcclBackend& operator=(const NcclBackend&) = delete;
+
+  std::string name() const override { return "nccl"; }
+  std::string group_name() const override { return group_name_; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  WorkPtr allreduce(torch::Tensor tensor, const AllreduceOptions& options) override;
+  WorkPtr broadcast(torch::Tensor tensor, const BroadcastOptions& options) override;
+  WorkPtr allgather(torch::Tensor input, torch::Tensor output, const CollectiveOptions& options) override;
+  WorkPtr reduce_scatter(torch::Tensor input, torch::Tensor output, const AllreduceOptions& options) override;
+  WorkPtr send(torch::Tensor tensor, int destination, const PointToPointOptions& options) override;
+  WorkPtr recv(torch::Tensor tensor, int source, const PointToPointOptions& options) override;
+  WorkPtr barrier(const CollectiveOptions& options) override;
+
+ private:
+  struct State;
+  template <typename Launch>
+  WorkPtr launch(const char* kind, int64_t bytes, Millis timeout, std::vector<torch::Tensor> keep_alive, Launch nccl_call);
+
+  std::string group_name_;
+  int rank_ = 0;
+  int size_ = 1;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace vlm
