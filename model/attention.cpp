@@ -5,11 +5,11 @@
 namespace vlm {
 
 SelfAttentionProjectionsImpl::SelfAttentionProjectionsImpl(int64_t d_model)
-    : qkv(register_module("qkv", torch::nn::Linear(d_model, 3 * d_model))),
+    : qkv(register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 3 * d_model).bias(false)))),
       out(register_module("out", torch::nn::Linear(d_model, d_model))) {}
 
 CrossKVProjectionImpl::CrossKVProjectionImpl(int64_t d_model)
-    : kv(register_module("kv", torch::nn::Linear(d_model, 2 * d_model))) {}
+    : kv(register_module("kv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 2 * d_model).bias(false)))) {}
 
 ImageKV CrossKVProjectionImpl::project(const torch::Tensor& image_tokens, int64_t heads) {
   auto kv_parts = kv->forward(image_tokens).chunk(2, /*dim=*/-1);

@@ -6,6 +6,12 @@
 
 namespace vlm {
 
+// Note [Bias-free projections]: W_q, W_k, W_v (and the cross-attention W_k,
+// W_v) have no bias, as in PaLM and LLaMA. A key bias adds the same constant
+// to every score of a query's row, which softmax removes: its true gradient
+// is zero, and the computed one is rounding noise that Adam would turn into
+// full-size random steps. W_o keeps its bias.
+
 // Self-attention projections W_q, W_k, W_v (fused as one d x 3d matmul) and W_o.
 struct SelfAttentionProjectionsImpl : torch::nn::Module {
   explicit SelfAttentionProjectionsImpl(int64_t d_model);

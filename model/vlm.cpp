@@ -147,11 +147,12 @@ VlmOutput VlmModelImpl::forward(const torch::Tensor& images, const torch::Tensor
 }
 
 VlmLoss VlmModelImpl::loss(const VlmOutput& out, const torch::Tensor& tokens, int64_t pad_id,
-                           const RowGather& gather) {
+                           const LossReduction& reduction) {
+  const auto& gather = reduction.gather;
   torch::Tensor contrastive =
       gather ? contrastive_loss(gather(out.image_embedding), gather(out.text_embedding), logit_scale)
              : contrastive_loss(out.image_embedding, out.text_embedding, logit_scale);
-  torch::Tensor caption = caption_loss(out.caption_logits, tokens, pad_id);
+  torch::Tensor caption = caption_loss(out.caption_logits, tokens, pad_id, reduction.caption_targets_per_rank);
   return {spec_.contrastive_weight * contrastive + spec_.caption_weight * caption, contrastive, caption};
 }
 

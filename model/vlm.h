@@ -25,6 +25,19 @@ struct VlmLoss {
   torch::Tensor caption;
 };
 
+// How a data-parallel replica turns its local batch into its share of the
+// global batch's loss; the defaults give the loss of the local batch alone.
+// The model itself knows nothing of ranks.
+struct LossReduction {
+  // Collects every rank's embedding rows before the contrastive loss
+  // (comm/gather_with_grad.h).
+  std::function<torch::Tensor(const torch::Tensor&)> gather;
+  // Caption targets of the global batch divided by the number of ranks: each
+  // rank's summed cross-entropy over this, averaged over ranks, is the
+  // global token mean (a mean of per-rank means is not, when lengths differ).
+  double caption_targets_per_rank = 0;
+};
+
 // What greedy decoding keeps between positions: the image K/V (one entry per
 // multimodal layer; layers of a sharing group hold the same tensors) and the
 // self-attention K/V of every text layer.
@@ -54,11 +67,8 @@ class VlmModelImpl : public torch::nn::Module {
 
   VlmOutput forward(const torch::Tensor& images, const torch::Tensor& tokens,
                     const torch::Tensor& lengths);
-  // `gather`, when given, collects every data-parallel rank's embedding rows
-  // before the contrastive loss (comm/gather_with_grad.h); the model itself
-  // knows nothing of ranks.
-  using RowGather = std::function<torch::Tensor(const torch::Tensor&)>;
-  VlmLoss loss(const VlmOutput& output, const torch::Tensor& tokens, int64_t pad_id, const RowGather& gather = {});
+  VlmLoss loss(const VlmOutput& output, const torch::Tensor& tokens, int64_t pad_id,
+               const LossReduction& reduction = {});
 
   // KV-cached decoding: start once per batch of images, then one call per position.
   DecodeState start_decoding(const torch::Tensor& images);

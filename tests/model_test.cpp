@@ -72,8 +72,8 @@ TEST(SharedAttention, SharedGradientIsSumOfUntiedLayerGradients) {
         << p.name << " (" << p.aliases.size() << " aliases) max diff "
         << (p.tensor.grad() - expected).abs().max().item<double>();
   }
-  // vision qkv+out (2 weights + 2 biases), text 2 groups of 4, cross kv weight+bias
-  EXPECT_EQ(shared_tensors, 4 + 8 + 2);
+  // vision qkv.weight, out.weight, out.bias; text 2 groups of those 3; cross kv.weight
+  EXPECT_EQ(shared_tensors, 3 + 6 + 1);
 }
 
 // (2) Image K/V computed once per sharing group equals K/V recomputed in every layer.
@@ -135,10 +135,10 @@ TEST(Captioning, LaterTokensDoNotChangeEarlierLogits) {
 // Closed form of the unique parameter count (see model/vlm.cpp for the layout).
 int64_t expected_parameters(const ModelSpec& s) {
   const int64_t d = s.d_model, f = s.ffn_dim(), e = s.embed_dim, v = s.vocab_size, p2 = s.patch_size * s.patch_size;
-  const int64_t attention = 4 * d * d + 4 * d;  // W_q, W_k, W_v, W_o with biases
+  const int64_t attention = 4 * d * d + d;  // W_q, W_k, W_v (no biases), W_o with its bias
   const int64_t block_rest = 2 * d + 2 * d + (d * f + f) + (f * d + d);  // two norms + FFN
   const int64_t cross_rest = 2 * d + 2 * (d * d + d);                   // norm + W_q, W_o
-  const int64_t cross_kv = 2 * d * d + 2 * d;
+  const int64_t cross_kv = 2 * d * d;  // W_k, W_v, no biases
   return (p2 * d + d) + s.image_tokens() * d + s.vision_layers * block_rest + s.vision_attn_groups() * attention +
          2 * d + d * e +                                                      // vision norm, image projection
          v * d + s.max_tokens * d + s.text_layers() * block_rest + s.text_attn_groups() * attention +
@@ -157,10 +157,11 @@ TEST(SharedAttention, UniqueParameterCountMatchesClosedForm) {
       }
     }
   }
-  // Sharing everything: groups 1 instead of L; parameters drop by (L-1) * 4(d^2+d) per tower.
+  // Sharing everything: groups 1 instead of L; parameters drop by (L-1)(4d^2+d) per tower
+  // and (L-1) 2d^2 for the cross K/V.
   const ModelSpec none = tiny_spec(1, 1, 1), all = tiny_spec(0, 0, 0);
   EXPECT_EQ(expected_parameters(none) - expected_parameters(all),
-            (3 - 1) * (4 * 16 * 16 + 4 * 16) + (5 - 1) * (4 * 16 * 16 + 4 * 16) + (3 - 1) * (2 * 16 * 16 + 2 * 16));
+            (3 - 1) * (4 * 16 * 16 + 16) + (5 - 1) * (4 * 16 * 16 + 16) + (3 - 1) * (2 * 16 * 16));
 }
 
 TEST(SharedAttention, OptimizerStepMovesASharedWeightExactlyOnce) {

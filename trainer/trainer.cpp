@@ -41,6 +41,8 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, MPI_Comm d
       data_(data),
       sampler_(data.train_task->size(), config.loop().global_batch_size(), topology.data_parallel,
                topology.dp_rank(), static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
+      global_sampler_(data.train_task->size(), config.loop().global_batch_size(), 1, 0,
+                      static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
       init_timeout_(seconds_to_millis(config.comm().init_timeout_seconds())),
       timeout_(seconds_to_millis(config.comm().timeout_seconds())) {
   torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
@@ -60,6 +62,12 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, MPI_Comm d
                            config.loop().steps()};
 }
 
+int64_t caption_targets(const Task& task, const WordTokenizer& tokenizer, const std::vector<int64_t>& indices) {
+  int64_t targets = 0;
+  for (int64_t index : indices) targets += static_cast<int64_t>(tokenizer.encode(task.sample(index).caption).size()) - 1;
+  return targets;
+}
+
 StepStats Trainer::train_step() {
   const auto start = Clock::now();
   StepStats stats;
@@ -67,9 +75,9 @@ StepStats Trainer::train_step() {
   const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
   reducer_->set_timeout(timeout);
   const int64_t micro_batches = config_.loop().micro_batches();
-  VlmModelImpl::RowGather gather;
+  LossReduction reduction;
   if (backend_->size() > 1) {
-    gather = [this, timeout](const torch::Tensor& rows) { return gather_with_grad(rows, *backend_, timeout); };
+    reduction.gather = [this, timeout](const torch::Tensor& rows) { return gather_with_grad(rows, *backend_, timeout); };
   }
 
   model_->train();
@@ -80,11 +88,16 @@ StepStats Trainer::train_step() {
     std::vector<Sample> samples;
     for (int64_t index : sampler_.indices(step_, micro)) samples.push_back(data_.train_task->sample(index));
     Batch batch = make_batch(*data_.train_task, data_.tokenizer, samples, model_->spec().max_tokens);
+
+    // Every rank knows the whole global micro-batch: no communication needed for its token count.
+    reduction.caption_targets_per_rank =
+        static_cast<double>(caption_targets(*data_.train_task, data_.tokenizer, global_sampler_.indices(step_, micro))) /
+        backend_->size();
     stats.data_seconds += seconds_since(t);
 
     t = Clock::now();
     VlmLoss loss = model_->loss(model_->forward(batch.images, batch.tokens, batch.lengths), batch.tokens,
-                                WordTokenizer::kPad, gather);
+                                WordTokenizer::kPad, reduction);
     stats.forward_seconds += seconds_since(t);
 
     t = Clock::now();

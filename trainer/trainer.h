@@ -61,6 +61,7 @@ class Trainer {
   std::unique_ptr<Backend> backend_;          // the DP group's
   std::unique_ptr<GradientReducer> reducer_;
   DistributedSampler sampler_;
+  DistributedSampler global_sampler_;  // the whole global batch, for loss normalisation
   WarmupCosine schedule_;
   Millis init_timeout_;  // start-up and the first step
   Millis timeout_;       // every later step
@@ -69,5 +70,8 @@ class Trainer {
 
 // The model spec the config and the task imply.
 ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data);
+
+// Caption targets (tokens after <bos>, through <eos>) of the given samples.
+int64_t caption_targets(const Task& task, const WordTokenizer& tokenizer, const std::vector<int64_t>& indices);
 
 }  // namespace vlm
