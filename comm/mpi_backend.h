@@ -65,6 +65,7 @@ class MpiBackend : public Backend {
   std::mutex mutex_;
   std::condition_variable queued_;
   std::deque<std::shared_ptr<Operation>> queue_;
+  std::atomic<size_t> queue_size_{0};  // queue_.size(), readable without the lock
   bool stopping_ = false;
   // Set when a wait() timed out: the thread may be stuck in MPI for good.
   std::shared_ptr<std::atomic<bool>> timed_out_ = std::make_shared<std::atomic<bool>>(false);
