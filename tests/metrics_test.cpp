@@ -46,8 +46,12 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   stats.caption_loss = 0.5;
   stats.seconds = 0.2;
   stats.global_samples = 64;
+  stats.reduction.exposed_seconds = 0.25;
   metrics.record_step(stats);
   metrics.record_step(stats);
+  metrics.record_buckets({1048576, 4096});
+  metrics.record_communication({{"allreduce", OperationTotals{1.5, 1000, 3}}});
+  metrics.record_communication({{"allreduce", OperationTotals{2.0, 1500, 4}}});  // cumulative: +0.5 s, +500 B
 
   const std::string reply = http_get(metrics.port(), "/metrics");
   EXPECT_EQ(reply.rfind("HTTP/1.0 200 OK", 0), 0u) << reply;
@@ -59,6 +63,12 @@ TEST(Metrics, EndpointServesLabelledSeries) {
             std::string::npos) << reply;
   EXPECT_NE(reply.find("vlm_train_step{dp_rank=\"0\",job=\"unit\",rank=\"0\",stage=\"0\"} 42"), std::string::npos);
   EXPECT_NE(reply.find("vlm_last_step_timestamp_seconds{"), std::string::npos);
+  const std::string rank_labels = "dp_rank=\"0\",job=\"unit\",rank=\"0\",stage=\"0\"";
+  EXPECT_NE(reply.find("vlm_comm_seconds_total{" + rank_labels + ",op=\"allreduce\"} 2"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("vlm_comm_bytes_total{" + rank_labels + ",op=\"allreduce\"} 1500"), std::string::npos);
+  EXPECT_NE(reply.find("vlm_comm_exposed_seconds_total{" + rank_labels + "} 0.5"), std::string::npos);
+  EXPECT_NE(reply.find("vlm_grad_buckets{" + rank_labels + "} 2"), std::string::npos);
+  EXPECT_NE(reply.find("vlm_grad_bucket_bytes{" + rank_labels + ",bucket=\"0\"} 1048576"), std::string::npos);
   EXPECT_EQ(http_get(metrics.port(), "/other").rfind("HTTP/1.0 404", 0), 0u);
 }
 

@@ -1,0 +1,107 @@
+// vlm-dp-bench: where a data-parallel training step's time goes. Runs the
+// config twice in one job, gradient reduction overlapped with backward and
+// not, and reports per-step means of forward, backward, total gradient
+// communication, exposed communication (the wait after backward) and the
+// optimizer, plus samples/s. Run with any number of ranks; with one rank it
+// gives the one-process baseline (bench/dp_throughput.sh compares them).
+//
+//   mpirun -np 2 build/bench/vlm-dp-bench [--config configs/bench.pbtxt] [--steps 8] [--warmup 2]
+
+#include <glog/logging.h>
+
+#include <cmath>
+#include <cstdio>
+#include <thread>
+
+#include "comm/mpi_check.h"
+#include "comm/mpi_runtime.h"
+#include "comm/process_groups.h"
+#include "comm/threads.h"
+#include "comm/topology.h"
+#include "proto/config_loader.h"
+#include "trainer/trainer.h"
+
+namespace vlm {
+namespace {
+
+struct Breakdown {
+  double step = 0, forward = 0, backward = 0, communication = 0, exposed = 0, optimizer = 0, data = 0;
+  double samples_per_second = 0;
+  int buckets = 0;
+  bool finite = true;
+};
+
+Breakdown measure(const TrainConfig& config, const Topology& topology, MPI_Comm group, const TrainingData& data,
+                  int warmup, int steps) {
+  Trainer trainer(config, topology, group, data);
+  for (int i = 0; i < warmup; ++i) trainer.train_step();
+  Breakdown b;
+  for (int i = 0; i < steps; ++i) {
+    const StepStats s = trainer.train_step();
+    b.finite &= std::isfinite(s.loss);
+    b.step += s.seconds / steps;
+    b.forward += s.forward_seconds / steps;
+    b.backward += s.backward_seconds / steps;
+    b.communication += s.reduction.communication_seconds / steps;
+    b.exposed += s.reduction.exposed_seconds / steps;
+    b.optimizer += s.optimizer_seconds / steps;
+    b.data += s.data_seconds / steps;
+    b.buckets = s.reduction.buckets;
+  }
+  b.samples_per_second = config.loop().global_batch_size() / b.step;
+  return b;
+}
+
+int bench(int argc, char** argv) {
+  std::string config_path = std::string(VLM_SOURCE_DIR) + "/configs/bench.pbtxt";
+  int steps = 8, warmup = 2;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--config") config_path = argv[i + 1];
+    else if (flag == "--steps") steps = std::stoi(argv[i + 1]);
+    else if (flag == "--warmup") warmup = std::stoi(argv[i + 1]);
+    else throw std::invalid_argument("unknown flag " + flag + "; use --config, --steps, --warmup");
+  }
+  const Topology topology = make_topology(detect_process(), 1, 0);
+  const int threads = threads_per_rank(0, topology.process.local_size, static_cast<int>(std::thread::hardware_concurrency()));
+  apply_thread_count(threads);
+  ProcessGroups groups(topology);
+  const TrainConfig on = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps), "comm.overlap=true"});
+  const TrainConfig off = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps), "comm.overlap=false"});
+  const auto data = load_training_data(on.data());
+  const Breakdown overlapped = measure(on, topology, groups.data_parallel(), *data, warmup, steps);
+  const Breakdown serial = measure(off, topology, groups.data_parallel(), *data, warmup, steps);
+
+  if (topology.is_root()) {
+    std::printf("%s, %d ranks x %d threads, global batch %d, %d timed steps after %d warm-up (rank 0, ms/step)\n",
+                config_path.c_str(), topology.world_size(), threads, on.loop().global_batch_size(), steps, warmup);
+    std::printf("%-8s %9s %9s %9s %9s %9s %9s %9s %8s %10s\n", "overlap", "step", "data", "forward", "backward",
+                "comm", "exposed", "optim", "exp/comm", "samples/s");
+    for (const auto& [name, b] : {std::pair{"on", overlapped}, std::pair{"off", serial}}) {
+      std::printf("%-8s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %8.3f %10.2f\n", name, b.step * 1e3, b.data * 1e3,
+                  b.forward * 1e3, b.backward * 1e3, b.communication * 1e3, b.exposed * 1e3, b.optimizer * 1e3,
+                  b.communication > 0 ? b.exposed / b.communication : 0.0, b.samples_per_second);
+      std::printf("{\"bench\":\"dp_step\",\"ranks\":%d,\"threads\":%d,\"overlap\":%s,\"step_s\":%.5f,\"forward_s\":%.5f,"
+                  "\"backward_s\":%.5f,\"comm_s\":%.5f,\"exposed_s\":%.5f,\"optimizer_s\":%.5f,\"buckets\":%d,"
+                  "\"samples_per_second\":%.3f,\"correct\":%s}\n",
+                  topology.world_size(), threads, std::string(name) == "on" ? "true" : "false", b.step, b.forward,
+                  b.backward, b.communication, b.exposed, b.optimizer, b.buckets, b.samples_per_second,
+                  b.finite ? "true" : "false");
+    }
+  }
+  return overlapped.finite && serial.finite ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace vlm
+
+int main(int argc, char** argv) {
+  google::InitGoogleLogging(argv[0]);
+  vlm::MpiRuntime mpi(&argc, &argv);
+  try {
+    return vlm::bench(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vlm-dp-bench: error on %s: %s\n", vlm::process_label().c_str(), e.what());
+    vlm::MpiRuntime::abort_job(1);
+  }
+}
