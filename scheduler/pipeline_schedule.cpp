@@ -16,7 +16,7 @@ struct ScheduleBuilder {
   bool last() const { return stage == stages - 1; }
 
   void forward(int i) {
-    if (first() || last()) actions.push_back({ActionKind::kLoadMicroBatch, i});
+    actions.push_back({ActionKind::kLoadMicroBatch, i});  // each stage reads the inputs its blocks need
     if (!first()) actions.push_back({ActionKind::kRecvActivation, i});
     actions.push_back({ActionKind::kForward, i});
     if (!last()) actions.push_back({ActionKind::kSendActivation, i});

@@ -15,7 +15,7 @@
 namespace vlm {
 
 enum class ActionKind {
-  kLoadMicroBatch,      // read micro-batch inputs (first stage) or targets (last stage)
+  kLoadMicroBatch,      // read the parts of a micro-batch this stage needs (images, tokens, targets)
   kRecvActivation,      // from stage - 1
   kForward,
   kSendActivation,      // to stage + 1

@@ -48,7 +48,7 @@ TEST_P(Schedules, ActionCounts) {
     EXPECT_EQ(count[ActionKind::kSendActivation], s < p - 1 ? m : 0);
     EXPECT_EQ(count[ActionKind::kRecvGradient], s < p - 1 ? m : 0);
     EXPECT_EQ(count[ActionKind::kSendGradient], s > 0 ? m : 0);
-    EXPECT_EQ(count[ActionKind::kLoadMicroBatch], (s == 0 || s == p - 1) ? m : 0);
+    EXPECT_EQ(count[ActionKind::kLoadMicroBatch], m);
     EXPECT_EQ(count[ActionKind::kReduceTiedGradients], 1);
     EXPECT_EQ(count[ActionKind::kReduceDataParallelGradients], 1);
     EXPECT_EQ(count[ActionKind::kOptimizerStep], 1);
@@ -96,6 +96,41 @@ TEST(Simulator, DetectsDeadlockAndMisorderedReceives) {
       {{ActionKind::kRecvActivation, 1}, {ActionKind::kRecvActivation, 0}}};
   EXPECT_NE(simulate(swapped).problem.find("out of order"), std::string::npos);
   EXPECT_THROW(pipeline_schedule(ScheduleKind::kGPipe, 2, 0, 0), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace vlm
+
+#include "scheduler/stage_partition.h"
+
+namespace vlm {
+namespace {
+
+TEST(Partition, BalancesTheMostExpensiveStage) {
+  EXPECT_EQ(balanced_partition({1, 1, 1, 1}, 2), (std::vector<int>{0, 2}));
+  EXPECT_EQ(balanced_partition({4, 1, 1, 1, 1}, 2), (std::vector<int>{0, 1}));
+  EXPECT_EQ(balanced_partition({1, 2, 3, 4, 5, 6}, 3), (std::vector<int>{0, 3, 5}));  // 6 | 9 | 6
+  EXPECT_EQ(balanced_partition({3, 3, 3}, 3), (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(balanced_partition({5}, 1), (std::vector<int>{0}));
+}
+
+TEST(Partition, RespectsAllowedCuts) {
+  // Blocks 0-1 and 2-3 share weights: cuts only at 2 (or 4).
+  EXPECT_EQ(balanced_partition({1, 1, 1, 1, 1}, 2, {true, false, true, false, true}), (std::vector<int>{0, 2}));
+  EXPECT_THROW(balanced_partition({1, 1, 1}, 3, {true, false, false}), PartitionError);
+}
+
+TEST(Partition, ClearErrors) {
+  try {
+    balanced_partition({1, 1}, 3);
+    FAIL();
+  } catch (const PartitionError& e) {
+    EXPECT_NE(std::string(e.what()).find("pipeline_stages(3) exceeds the model's 2 blocks"), std::string::npos);
+  }
+  EXPECT_EQ(explicit_partition({2, 4}, 6, 3), (std::vector<int>{0, 2, 4}));
+  EXPECT_THROW(explicit_partition({4, 2}, 6, 3), PartitionError);
+  EXPECT_THROW(explicit_partition({2}, 6, 3), PartitionError);
+  EXPECT_THROW(explicit_partition({6}, 6, 2), PartitionError);
 }
 
 }  // namespace
