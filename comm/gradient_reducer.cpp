@@ -110,7 +110,17 @@ GradientReducer::~GradientReducer() {
 }
 
 void GradientReducer::zero_grad() {
+  reset_for_backward();  // also recovers from a step that failed half-way
   for (Bucket& bucket : buckets_) bucket.buffer.zero_();
+}
+
+void GradientReducer::reset_for_backward() {
+  next_to_launch_ = 0;
+  std::fill(ready_.begin(), ready_.end(), false);
+  for (Bucket& bucket : buckets_) {
+    bucket.pending = bucket.parameters.size();
+    bucket.work.reset();
+  }
 }
 
 void GradientReducer::set_synchronize(bool synchronize) { synchronize_ = synchronize; }
@@ -154,10 +164,7 @@ void GradientReducer::finalize() {
     bucket.work.reset();
   }
   stats_.exposed_seconds = seconds_since(start);
-  // Ready for the next backward.
-  next_to_launch_ = 0;
-  std::fill(ready_.begin(), ready_.end(), false);
-  for (Bucket& bucket : buckets_) bucket.pending = bucket.parameters.size();
+  reset_for_backward();
 }
 
 void GradientReducer::broadcast_parameters(int root, Millis timeout) {

@@ -56,6 +56,7 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
+  // Zeroes every bucket and resets the readiness bookkeeping: call once per step.
   void zero_grad();
   void set_synchronize(bool synchronize);
   void set_timeout(Millis timeout) { options_.timeout = timeout; }
@@ -72,6 +73,7 @@ class GradientReducer {
   struct Bucket;
   struct HookState;
   void mark_ready(size_t parameter);
+  void reset_for_backward();
   void launch_ready_buckets();
   void launch(Bucket& bucket);
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "comm/mpi_check.h"
+#include "comm/mpi_runtime.h"
 
 namespace vlm {
 namespace {
@@ -103,6 +104,7 @@ struct MpiBackend::Operation : Work {
               << " s: another rank of the group has not joined it (dead, stuck, or running a different "
                  "sequence of collectives). HINT: look for an earlier error on another rank; raise "
                  "comm.timeout_seconds if the job is just slow";
+      LOG(ERROR) << message.str();  // logged now: the job ends when the backend is destroyed
       throw CommError(message.str());
     }
     if (error) std::rethrow_exception(error);
@@ -131,10 +133,10 @@ MpiBackend::~MpiBackend() {
   }
   queued_.notify_all();
   if (timed_out_->load()) {
-    // The thread may never return from MPI; the job is ending anyway.
-    LOG(ERROR) << "leaving the communication thread of group " << group_name_ << " after a timeout";
-    thread_.detach();
-    return;
+    // The communication thread may never return from MPI, and must not outlive
+    // this object: a timed-out collective ends the job (its message is logged).
+    LOG(ERROR) << "ending the job: a collective on group " << group_name_ << " timed out";
+    MpiRuntime::abort_job(1);
   }
   thread_.join();
   if (MPI_Comm_free(&comm_) != MPI_SUCCESS) LOG(ERROR) << "MPI_Comm_free failed for group " << group_name_;
@@ -173,12 +175,19 @@ void MpiBackend::communication_loop() {
         // Requests in flight progress only inside MPI calls: poll them often.
         queued_.wait_for(lock, std::chrono::microseconds(50), [this] { return stopping_ || !queue_.empty(); });
       }
+      if (stopping_) {
+        // Shutting down (possibly while an error unwinds): never start new work.
+        for (auto& queued : queue_) {
+          queued->complete(std::make_exception_ptr(CommError(queued->what + ": the backend shut down before it ran")));
+        }
+        queue_.clear();
+        queue_size_.store(0);
+        return;  // requests still in flight are left to MPI_Comm_free
+      }
       if (!queue_.empty()) {
         op = queue_.front();
         queue_.pop_front();
         queue_size_.store(queue_.size());
-      } else if (stopping_ && in_flight.empty()) {
-        return;
       }
     }
     if (op) {

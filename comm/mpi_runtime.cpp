@@ -32,8 +32,12 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   VLM_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   VLM_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
   VLM_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
-  LOG_IF(WARNING, provided < MPI_THREAD_MULTIPLE && rank_ == 0)
-      << "MPI provides thread level " << provided << ", below MPI_THREAD_MULTIPLE";
+  if (provided < MPI_THREAD_MULTIPLE) {
+    // The communication thread runs collectives while the training thread makes its own MPI calls.
+    throw CommError("MPI provides thread level " + std::to_string(provided) +
+                    ", but vlmtrain needs MPI_THREAD_MULTIPLE (" + std::to_string(MPI_THREAD_MULTIPLE) +
+                    "). HINT: use an MPI library built with thread support (Open MPI 4 and MPICH are)");
+  }
 }
 
 MpiRuntime::~MpiRuntime() {

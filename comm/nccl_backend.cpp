@@ -127,6 +127,7 @@ struct NcclBackend::State {
   std::function<void(const NcclWork&)> on_complete;  // feeds the backend's totals
 
   void watch() {
+    cudaSetDevice(device);  // or the first CUDA call makes a context on GPU 0
     while (true) {
       std::this_thread::sleep_for(kWatchdogPeriod);
       std::lock_guard<std::mutex> lock(mutex);
@@ -166,6 +167,14 @@ NcclBackend::NcclBackend(MPI_Comm group, std::string group_name, int device)
 }
 
 NcclBackend::~NcclBackend() {
+  // Let in-flight work finish; the watchdog ends the job if it never does.
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      if (state_->in_flight.empty()) break;
+    }
+    std::this_thread::sleep_for(kWatchdogPeriod);
+  }
   {
     std::lock_guard<std::mutex> lock(state_->mutex);
     state_->stopping = true;
@@ -241,6 +250,9 @@ WorkPtr NcclBackend::reduce_scatter(torch::Tensor in, torch::Tensor out, const A
   });
 }
 
+// A send and a receive between the same pair must be issued inside one
+// ncclGroupStart/End by the caller (the pipeline runtime pairs them) or two
+// ranks that both send first deadlock; single calls here are their own group.
 WorkPtr NcclBackend::send(torch::Tensor t, int destination, const PointToPointOptions& o) {
   check_tensor(t, "send");
   return launch("send", t.nbytes(), o.timeout, {t}, [&](ncclComm_t comm, cudaStream_t stream) {

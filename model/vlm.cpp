@@ -77,39 +77,53 @@ torch::Tensor VlmModelImpl::causal_mask(int64_t tokens) const {
 }
 
 torch::Tensor VlmModelImpl::encode_image(const torch::Tensor& images) {
-  const int64_t b = images.size(0), p = spec_.patch_size;
-  const int64_t rows = images.size(2) / p, cols = images.size(3) / p;
-  TORCH_CHECK(images.size(2) == spec_.image_height && images.size(3) == spec_.image_width,
-              "images are ", images.size(2), "x", images.size(3), " but the model was built for ",
-              spec_.image_height, "x", spec_.image_width);
-  torch::Tensor patches =
-      images.reshape({b, rows, p, cols, p}).permute({0, 1, 3, 2, 4}).reshape({b, rows * cols, p * p});
-  torch::Tensor x = patch_embed_->forward(patches) + vision_pos_;
+  torch::Tensor x = embed_patches(images);
   for (auto& block : vision_blocks_) x = block->forward(x, torch::Tensor());
   return vision_norm_->forward(x);
 }
 
+torch::Tensor patchify(const torch::Tensor& images, int64_t p) {
+  const int64_t b = images.size(0), rows = images.size(2) / p, cols = images.size(3) / p;
+  return images.reshape({b, rows, p, cols, p}).permute({0, 1, 3, 2, 4}).reshape({b, rows * cols, p * p});
+}
+
+torch::Tensor unit_embedding(torch::nn::Linear& projection, const torch::Tensor& rows) {
+  return torch::nn::functional::normalize(projection->forward(rows),
+                                          torch::nn::functional::NormalizeFuncOptions().dim(-1));
+}
+
+torch::Tensor last_token(const torch::Tensor& hidden, const torch::Tensor& lengths) {
+  const int64_t b = hidden.size(0), d = hidden.size(2);
+  return hidden.gather(1, (lengths - 1).view({b, 1, 1}).expand({b, 1, d})).squeeze(1);
+}
+
+torch::Tensor VlmModelImpl::embed_patches(const torch::Tensor& images) {
+  TORCH_CHECK(images.size(2) == spec_.image_height && images.size(3) == spec_.image_width,
+              "images are ", images.size(2), "x", images.size(3), " but the model was built for ",
+              spec_.image_height, "x", spec_.image_width);
+  return patch_embed_->forward(patchify(images, spec_.patch_size)) + vision_pos_;
+}
+
 torch::Tensor VlmModelImpl::image_embedding(const torch::Tensor& image_tokens) {
-  return torch::nn::functional::normalize(
-      image_proj_->forward(image_tokens.mean(1)),
-      torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  return unit_embedding(image_proj_, image_tokens.mean(1));
+}
+
+torch::Tensor VlmModelImpl::embed_tokens(const torch::Tensor& tokens) {
+  const int64_t t = tokens.size(1);
+  TORCH_CHECK(t <= spec_.max_tokens, "captions of ", t, " tokens exceed model.text.max_tokens(",
+              spec_.max_tokens, ")");
+  return token_embed_->forward(tokens) + text_pos_.narrow(1, 0, t);
 }
 
 torch::Tensor VlmModelImpl::encode_text(const torch::Tensor& tokens) {
   const int64_t t = tokens.size(1);
-  TORCH_CHECK(t <= spec_.max_tokens, "captions of ", t, " tokens exceed model.text.max_tokens(",
-              spec_.max_tokens, ")");
-  torch::Tensor x = token_embed_->forward(tokens) + text_pos_.narrow(1, 0, t);
+  torch::Tensor x = embed_tokens(tokens);
   for (int64_t i = 0; i < spec_.unimodal_layers; ++i) x = text_blocks_[i]->forward(x, causal_mask(t));
   return x;
 }
 
 torch::Tensor VlmModelImpl::text_embedding(const torch::Tensor& hidden, const torch::Tensor& lengths) {
-  const int64_t b = hidden.size(0), d = hidden.size(2);
-  torch::Tensor last = (lengths - 1).view({b, 1, 1}).expand({b, 1, d});
-  torch::Tensor pooled = text_embed_norm_->forward(hidden.gather(1, last).squeeze(1));
-  return torch::nn::functional::normalize(text_proj_->forward(pooled),
-                                          torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  return unit_embedding(text_proj_, text_embed_norm_->forward(last_token(hidden, lengths)));
 }
 
 std::vector<ImageKV> VlmModelImpl::image_kv(const torch::Tensor& image_tokens) {
@@ -135,7 +149,7 @@ torch::Tensor VlmModelImpl::caption_logits(const torch::Tensor& hidden,
   for (int64_t m = 0; m < spec_.multimodal_layers; ++m) {
     x = text_blocks_[spec_.unimodal_layers + m]->forward(x, causal_mask(t), &image_kv[m]);
   }
-  return lm_head_->forward(caption_norm_->forward(x));
+  return caption_head(x);
 }
 
 VlmOutput VlmModelImpl::forward(const torch::Tensor& images, const torch::Tensor& tokens,

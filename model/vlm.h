@@ -46,6 +46,15 @@ struct DecodeState {
   std::vector<SelfKVCache> self_kv;
 };
 
+class VlmStageImpl;
+
+// [B, 1, H, W] -> [B, (H/p)(W/p), p*p], rows of patches left to right.
+torch::Tensor patchify(const torch::Tensor& images, int64_t patch_size);
+// Projected and L2-normalised rows: the contrastive embeddings.
+torch::Tensor unit_embedding(torch::nn::Linear& projection, const torch::Tensor& rows);
+// The hidden state at each sequence's last token (position lengths-1): [B, D].
+torch::Tensor last_token(const torch::Tensor& hidden, const torch::Tensor& lengths);
+
 class VlmModelImpl : public torch::nn::Module {
  public:
   explicit VlmModelImpl(const ModelSpec& spec);
@@ -53,6 +62,16 @@ class VlmModelImpl : public torch::nn::Module {
 
   // images [B, 1, H, W] (normalised) -> image tokens [B, N, D] after the final norm.
   torch::Tensor encode_image(const torch::Tensor& images);
+  // Patches embedded, plus positions: the vision blocks' input [B, N, D].
+  torch::Tensor embed_patches(const torch::Tensor& images);
+  // Tokens embedded, plus positions: the text blocks' input [B, T, D].
+  torch::Tensor embed_tokens(const torch::Tensor& tokens);
+  // The vision tower's final norm: image tokens from the last vision block's output.
+  torch::Tensor finish_image(const torch::Tensor& vision_hidden) { return vision_norm_->forward(vision_hidden); }
+  // Final norm and LM head -> [B, T, V].
+  torch::Tensor caption_head(const torch::Tensor& hidden) { return lm_head_->forward(caption_norm_->forward(hidden)); }
+  torch::Tensor causal_mask(int64_t tokens) const;
+
   // Mean-pooled, projected, L2-normalised image embedding [B, E].
   torch::Tensor image_embedding(const torch::Tensor& image_tokens);
   // tokens [B, T] (int64) -> unimodal hidden states [B, T, D].
@@ -81,8 +100,8 @@ class VlmModelImpl : public torch::nn::Module {
   torch::Tensor logit_scale;  // log of the contrastive temperature's inverse
 
  private:
+  friend class VlmStageImpl;  // cuts its stage's modules out of a full model
   void init_weights();
-  torch::Tensor causal_mask(int64_t tokens) const;
 
   ModelSpec spec_;
   torch::nn::Linear patch_embed_{nullptr};

@@ -88,6 +88,7 @@ void MetricsServer::serve() {
 void MetricsServer::answer(int client) {
   timeval timeout{kReceiveTimeoutSeconds, 0};
   ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  ::setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);  // a scraper that stops reading
   char request[2048];
   const ssize_t n = ::recv(client, request, sizeof request - 1, 0);
   if (n <= 0) return;

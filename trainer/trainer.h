@@ -57,6 +57,8 @@ class Trainer {
   const TrainingData& data_;
   VlmModel model_{nullptr};
   std::vector<torch::Tensor> parameters_;  // unique
+  // Never call optimizer_->zero_grad(): it sets gradients to None (the default
+  // in LibTorch 2.x), detaching them from the reducer's buckets; use reducer_->zero_grad().
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   std::unique_ptr<Backend> backend_;          // the DP group's
   std::unique_ptr<GradientReducer> reducer_;

@@ -1,0 +1,135 @@
+#include "model/pipeline_stage.h"
+
+#include <glog/logging.h>
+
+#include <map>
+#include <unordered_set>
+
+#include "model/losses.h"
+
+namespace vlm {
+
+int64_t model_blocks(const ModelSpec& s) { return s.vision_layers + s.text_layers(); }
+
+std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& s, int64_t end, int64_t batch) {
+  const int64_t v = s.vision_layers, u = s.unimodal_layers;
+  const std::vector<int64_t> image = {batch, s.image_tokens(), s.d_model};
+  return {end < v ? image : std::vector<int64_t>{},
+          end >= v ? image : std::vector<int64_t>{},
+          end >= v && end < v + u ? std::vector<int64_t>{batch, s.embed_dim} : std::vector<int64_t>{},
+          end > v ? std::vector<int64_t>{batch, s.max_tokens, s.d_model} : std::vector<int64_t>{}};
+}
+
+std::vector<double> block_costs(const ModelSpec& s) {
+  const double d = s.d_model, f = s.ffn_dim(), n = s.image_tokens(), t = s.max_tokens;
+  auto self_block = [&](double tokens) { return 2 * tokens * d * 4 * d + 4 * tokens * tokens * d + 4 * tokens * d * f; };
+  std::vector<double> costs;
+  for (int64_t i = 0; i < s.vision_layers; ++i) costs.push_back(self_block(n));
+  for (int64_t i = 0; i < s.unimodal_layers; ++i) costs.push_back(self_block(t));
+  for (int64_t i = 0; i < s.multimodal_layers; ++i) costs.push_back(self_block(t) + 4 * t * d * d + 4 * t * n * d + 4 * n * d * d);
+  return costs;
+}
+
+std::vector<bool> cuts_between_sharing_groups(const ModelSpec& s) {
+  const int64_t v = s.vision_layers, u = s.unimodal_layers;
+  std::vector<bool> allowed(model_blocks(s) + 1, true);
+  auto same_group = [](int64_t a, int64_t b, int64_t size) {
+    return ModelSpec::share_group_of(a, size) == ModelSpec::share_group_of(b, size);
+  };
+  for (int64_t i = 1; i < model_blocks(s); ++i) {
+    if (i < v) allowed[i] = !same_group(i - 1, i, s.vision_self_attn_share);
+    if (i > v) allowed[i] = !same_group(i - 1 - v, i - v, s.text_self_attn_share);
+    if (i > v + u) allowed[i] = allowed[i] && !same_group(i - 1 - v - u, i - v - u, s.cross_kv_share);
+  }
+  return allowed;
+}
+
+VlmStageImpl::VlmStageImpl(VlmModelImpl& full, int64_t first, int64_t end)
+    : spec_(full.spec()), first_(first), end_(end) {
+  const int64_t v = spec_.vision_layers, u = spec_.unimodal_layers, total = model_blocks(spec_);
+  CHECK(0 <= first && first < end && end <= total) << "stage blocks [" << first << ", " << end << ")";
+  auto owns = [&](int64_t block) { return first <= block && block < end; };
+  if (owns(0)) {
+    patch_embed_ = register_module("patch_embed", full.patch_embed_);
+    vision_pos_ = register_parameter("vision_pos", full.vision_pos_);
+  }
+  for (int64_t g = first; g < end; ++g) {
+    blocks_.push_back(g < v ? full.vision_blocks_[g] : full.text_blocks_[g - v]);
+    register_module("block_" + std::to_string(g), blocks_.back());
+  }
+  if (owns(v - 1)) {
+    vision_norm_ = register_module("vision_norm", full.vision_norm_);
+    image_proj_ = register_module("image_proj", full.image_proj_);
+  }
+  if (owns(v)) {
+    token_embed_ = register_module("token_embed", full.token_embed_);
+    text_pos_ = register_parameter("text_pos", full.text_pos_);
+  }
+  if (owns(v + u - 1)) {
+    text_embed_norm_ = register_module("text_embed_norm", full.text_embed_norm_);
+    text_proj_ = register_module("text_proj", full.text_proj_);
+    logit_scale_ = register_parameter("logit_scale", full.logit_scale);
+  }
+  if (owns(total - 1)) {
+    caption_norm_ = register_module("caption_norm", full.caption_norm_);
+    lm_head_ = register_module("lm_head", full.lm_head_);
+  }
+  causal_mask_ = full.causal_mask_;
+  // The same tensors under the full model's names (a shared weight keeps its first name).
+  std::unordered_set<const void*> mine;
+  for (const auto& p : parameters()) mine.insert(p.unsafeGetTensorImpl());
+  for (const UniqueParameter& p : unique_parameters(full)) {
+    if (mine.count(p.tensor.unsafeGetTensorImpl())) global_parameters_.push_back(p);
+  }
+}
+
+StageOutput VlmStageImpl::forward(StageCarry c, const StageInputs& in, const LossReduction& reduction) {
+  const int64_t v = spec_.vision_layers, u = spec_.unimodal_layers, total = model_blocks(spec_);
+  const int64_t t = spec_.max_tokens;
+  const torch::Tensor mask = causal_mask_.narrow(0, 0, t).narrow(1, 0, t);
+  StageOutput out;
+  std::map<int64_t, ImageKV> group_kv;  // image K/V per cross-attention sharing group, on this stage
+  for (int64_t g = first_; g < end_; ++g) {
+    Block& block = blocks_[g - first_];
+    if (g < v) {
+      if (g == 0) c.vision_hidden = patch_embed_->forward(patchify(in.images, spec_.patch_size)) + vision_pos_;
+      c.vision_hidden = block->forward(c.vision_hidden, torch::Tensor());
+      if (g == v - 1) {
+        c.image_tokens = vision_norm_->forward(c.vision_hidden);
+        c.image_embedding = unit_embedding(image_proj_, c.image_tokens.mean(1));
+        c.vision_hidden = torch::Tensor();
+      }
+    } else if (g < v + u) {
+      if (g == v) c.text_hidden = token_embed_->forward(in.tokens) + text_pos_.narrow(1, 0, t);
+      c.text_hidden = block->forward(c.text_hidden, mask);
+      if (g == v + u - 1) {
+        torch::Tensor text = unit_embedding(text_proj_, text_embed_norm_->forward(last_token(c.text_hidden, in.lengths)));
+        out.contrastive = reduction.gather
+                              ? contrastive_loss(reduction.gather(c.image_embedding), reduction.gather(text), logit_scale_)
+                              : contrastive_loss(c.image_embedding, text, logit_scale_);
+        c.image_embedding = torch::Tensor();
+      }
+    } else {
+      const int64_t group = ModelSpec::share_group_of(g - v - u, spec_.cross_kv_share);
+      ImageKV kv;
+      if (!spec_.reuse_image_kv) {
+        kv = block->cross_kv->project(c.image_tokens, spec_.heads);
+      } else {
+        auto it = group_kv.find(group);
+        if (it == group_kv.end()) it = group_kv.emplace(group, block->cross_kv->project(c.image_tokens, spec_.heads)).first;
+        kv = it->second;
+      }
+      c.text_hidden = block->forward(c.text_hidden, mask, &kv);
+      if (g == total - 1) {
+        out.caption = caption_loss(lm_head_->forward(caption_norm_->forward(c.text_hidden)), in.tokens, in.pad_id,
+                                   reduction.caption_targets_per_rank);
+        c.text_hidden = torch::Tensor();
+        c.image_tokens = torch::Tensor();
+      }
+    }
+  }
+  out.carry = std::move(c);
+  return out;
+}
+
+}  // namespace vlm

@@ -1,0 +1,85 @@
+#pragma once
+// One pipeline stage of the VLM: a contiguous range of blocks in the order
+// vision blocks, unimodal text blocks, multimodal text blocks (see
+// docs/pipeline.md). The stage owns the embeddings, norms and heads that
+// belong next to its blocks; the contrastive loss is computed on the stage of
+// the last unimodal block (it then holds both embeddings), the caption loss
+// on the last stage.
+//
+// Note [What crosses a stage boundary]: after block e (exclusive end), the
+// carry holds the vision hidden state while the vision tower is unfinished,
+// the image tokens once it is finished (every later multimodal block
+// cross-attends to them), the image embedding until the contrastive loss has
+// used it, and the text hidden state once text has started. Per sample that
+// is at most N*D + E + T*D floats (N image tokens, T text tokens). Image
+// tokens are sent rather than the shared image K/V (2*N*D per sharing group):
+// they are half the size, and a stage recomputes K/V once per sharing group it
+// holds, so a group split across stages costs one extra K/V projection.
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "model/parameters.h"
+#include "model/vlm.h"
+
+namespace vlm {
+
+struct StageCarry {
+  torch::Tensor vision_hidden;    // [b, N, D]
+  torch::Tensor image_tokens;     // [b, N, D]
+  torch::Tensor image_embedding;  // [b, E]
+  torch::Tensor text_hidden;      // [b, T, D]
+  std::vector<torch::Tensor*> fields() { return {&vision_hidden, &image_tokens, &image_embedding, &text_hidden}; }
+};
+
+// Shapes of the carry leaving a stage that ends before block `end` (fields not
+// carried are empty vectors): agreed once, never sent.
+std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& spec, int64_t end, int64_t batch);
+
+struct StageInputs {
+  torch::Tensor images;   // needed by the stage of vision block 0
+  torch::Tensor tokens;   // by the first text block's stage and the last stage (targets)
+  torch::Tensor lengths;  // by the stage of the last unimodal block
+  int64_t pad_id = 0;
+};
+
+struct StageOutput {
+  StageCarry carry;           // what goes to the next stage
+  torch::Tensor contrastive;  // defined on the stage that computes it
+  torch::Tensor caption;      // defined on the last stage
+};
+
+int64_t model_blocks(const ModelSpec& spec);
+// Forward matmul FLOPs of each block, for a balanced partition.
+std::vector<double> block_costs(const ModelSpec& spec);
+// Whether a stage may start at block i without splitting an attention-sharing group.
+std::vector<bool> cuts_between_sharing_groups(const ModelSpec& spec);
+
+class VlmStageImpl : public torch::nn::Module {
+ public:
+  // Takes blocks [first, end) and what belongs with them out of `full`, so
+  // every stage starts from the same initial values; `full` may be dropped after.
+  VlmStageImpl(VlmModelImpl& full, int64_t first, int64_t end);
+
+  StageOutput forward(StageCarry carry, const StageInputs& inputs, const LossReduction& reduction);
+
+  const ModelSpec& spec() const { return spec_; }
+  int64_t first_block() const { return first_; }
+  int64_t end_block() const { return end_; }
+  // This stage's parameters under their names in the full model.
+  const std::vector<UniqueParameter>& global_parameters() const { return global_parameters_; }
+
+ private:
+  ModelSpec spec_;
+  int64_t first_, end_;
+  std::vector<Block> blocks_;
+  torch::nn::Linear patch_embed_{nullptr}, image_proj_{nullptr}, text_proj_{nullptr}, lm_head_{nullptr};
+  torch::nn::LayerNorm vision_norm_{nullptr}, text_embed_norm_{nullptr}, caption_norm_{nullptr};
+  torch::nn::Embedding token_embed_{nullptr};
+  torch::Tensor vision_pos_, text_pos_, logit_scale_, causal_mask_;
+  std::vector<UniqueParameter> global_parameters_;
+};
+TORCH_MODULE(VlmStage);
+
+}  // namespace vlm
