@@ -33,10 +33,6 @@ Topology make_topology(const ProcessInfo& process, int pipeline_stages, int data
                         std::to_string(pipeline_stages * data_parallel) +
                         "; launch that many ranks or set parallel.data_parallel=0 to derive it");
   }
-  if (pipeline_stages > 1) {
-    throw TopologyError("parallel.pipeline_stages(" + std::to_string(pipeline_stages) +
-                        "): pipeline parallelism is not available yet; set parallel.pipeline_stages=1");
-  }
   return Topology{process, pipeline_stages, data_parallel};
 }
 

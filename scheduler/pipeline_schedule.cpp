@@ -29,8 +29,11 @@ struct ScheduleBuilder {
   }
 
   std::vector<Action> finish() {
-    actions.push_back({ActionKind::kReduceTiedGradients});
+    // DP first: its buckets may still be in flight, and they hold the very
+    // gradients the tied reduction adds to. (Sum over stages and mean over
+    // replicas commute, so the order does not change the result.)
     actions.push_back({ActionKind::kReduceDataParallelGradients});
+    actions.push_back({ActionKind::kReduceTiedGradients});
     actions.push_back({ActionKind::kOptimizerStep});
     return std::move(actions);
   }

@@ -22,8 +22,8 @@ enum class ActionKind {
   kRecvGradient,        // from stage + 1
   kBackward,
   kSendGradient,        // to stage - 1
+  kReduceDataParallelGradients,  // finish the DP reducer's buckets
   kReduceTiedGradients, // sum gradients of weights shared with other stages
-  kReduceDataParallelGradients,
   kOptimizerStep,
 };
 

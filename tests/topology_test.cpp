@@ -31,7 +31,8 @@ TEST(Topology, ErrorsShowTheArithmetic) {
   EXPECT_NE(error_of(6, 1, 4).find("world_size(6) != parallel.pipeline_stages(1) x parallel.data_parallel(4) = 4"),
             std::string::npos);
   EXPECT_NE(error_of(6, 4, 0).find("world_size(6) is not divisible by parallel.pipeline_stages(4)"), std::string::npos);
-  EXPECT_NE(error_of(4, 2, 2).find("pipeline parallelism is not available yet"), std::string::npos);
+  EXPECT_EQ(make_topology(ProcessInfo{5, 6, 1, 2}, 3, 0).stage(), 2);  // rank 5 of pp 3 x dp 2
+  EXPECT_EQ(make_topology(ProcessInfo{5, 6, 1, 2}, 3, 0).dp_rank(), 1);
 }
 
 TEST(Topology, LauncherVariablesMustAgreeWithMpi) {

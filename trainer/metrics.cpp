@@ -36,6 +36,7 @@ TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology
   comm_seconds_ = &prometheus::BuildCounter().Name("vlm_comm_seconds_total").Help("Time spent in communication operations, by operation").Labels(labels).Register(*registry_);
   comm_bytes_ = &prometheus::BuildCounter().Name("vlm_comm_bytes_total").Help("Payload bytes this rank contributed to communication operations").Labels(labels).Register(*registry_);
   comm_exposed_seconds_ = &prometheus::BuildCounter().Name("vlm_comm_exposed_seconds_total").Help("Gradient communication not hidden behind backward (the wait after it)").Labels(labels).Register(*registry_).Add({});
+  bubble_ = &prometheus::BuildGauge().Name("vlm_pipeline_bubble_ratio").Help("Share of the last step this pipeline stage spent idle").Labels(labels).Register(*registry_).Add({});
   buckets_ = &prometheus::BuildGauge().Name("vlm_grad_buckets").Help("Gradient buckets of the DP reducer").Labels(labels).Register(*registry_).Add({});
   bucket_bytes_ = &prometheus::BuildGauge().Name("vlm_grad_bucket_bytes").Help("Size of each gradient bucket, in launch order").Labels(labels).Register(*registry_);
   last_step_timestamp_ = &prometheus::BuildGauge().Name("vlm_last_step_timestamp_seconds").Help("Unix time at which the last step finished").Labels(labels).Register(*registry_).Add({});
@@ -51,6 +52,7 @@ void TrainMetrics::record_step(const StepStats& s) {
   samples_->Increment(static_cast<double>(s.global_samples));
   step_seconds_->Observe(s.seconds);
   comm_exposed_seconds_->Increment(s.reduction.exposed_seconds);
+  bubble_->Set(s.pipeline_bubble_ratio);
   last_step_timestamp_->Set(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 

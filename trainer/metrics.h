@@ -52,6 +52,7 @@ class TrainMetrics {
   prometheus::Family<prometheus::Counter>* comm_bytes_;
   prometheus::Counter* comm_exposed_seconds_;
   prometheus::Gauge* buckets_;
+  prometheus::Gauge* bubble_;
   prometheus::Family<prometheus::Gauge>* bucket_bytes_;
   std::map<std::string, OperationTotals> reported_;  // totals already turned into counter increments
 };

@@ -13,11 +13,41 @@
 #include "trainer/command_line.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics.h"
+#include "trainer/pipeline_trainer.h"
 #include "trainer/progress.h"
 #include "trainer/trainer.h"
 
 namespace vlm {
 namespace {
+
+// Pipeline stages > 1: each rank trains its stage. The evaluation needs the
+// whole model on one rank, which comes with checkpoint export; until then it
+// is skipped with a message.
+int train_pipeline(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
+                   const TrainingData& data) {
+  PipelineTrainer trainer(config, topology, groups, data);
+  std::string layout;
+  for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
+    layout += " [" + std::to_string(trainer.stage_starts()[s]) + ", " + std::to_string(trainer.stage_starts()[s + 1]) + ")";
+  }
+  LOG_IF(INFO, topology.is_root()) << "pipeline stages (blocks):" << layout;
+  std::unique_ptr<TrainMetrics> metrics;
+  if (config.metrics().enabled()) metrics = std::make_unique<TrainMetrics>(config.metrics(), topology);
+  const LoopConfig::Progress style = config.loop().progress();
+  const bool bar = style == LoopConfig::BAR || (style == LoopConfig::AUTO && is_interactive(stdout));
+  ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
+  while (trainer.steps_done() < config.loop().steps()) {
+    const StepStats stats = trainer.train_step();
+    if (metrics) metrics->record_step(stats);
+    if (topology.is_root()) progress.report(stats);
+  }
+  if (config.eval().enabled() && topology.is_root()) {
+    std::printf("evaluation skipped: with pipeline stages > 1 it needs the whole model on one rank, which "
+                "arrives with checkpoint export (vlm-ckpt)\n");
+  }
+  VLM_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  return 0;
+}
 
 int train(const CommandLine& cli) {
   const TrainConfig config = load_config(cli.config_path, cli.overrides);
@@ -31,6 +61,7 @@ int train(const CommandLine& cli) {
 
   ProcessGroups groups(topology);
   const auto data = load_training_data(config.data());
+  if (topology.pipeline_stages > 1) return train_pipeline(config, topology, groups, *data);
   Trainer trainer(config, topology, groups.data_parallel(), *data);
   std::unique_ptr<TrainMetrics> metrics;
   if (config.metrics().enabled()) metrics = std::make_unique<TrainMetrics>(config.metrics(), topology);

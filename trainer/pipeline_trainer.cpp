@@ -1,0 +1,354 @@
+#include "trainer/pipeline_trainer.h"
+
+#include <glog/logging.h>
+#include <malloc.h>
+
+#include <chrono>
+#include <set>
+
+#include "comm/gather_with_grad.h"
+#include "comm/mpi_check.h"
+#include "data/batch.h"
+#include "scheduler/stage_partition.h"
+#include "trainer/optimizer.h"
+
+namespace vlm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+Millis millis(double seconds) { return Millis(static_cast<int64_t>(seconds * 1000)); }
+
+int64_t heap_bytes() {
+  const struct mallinfo2 info = mallinfo2();
+  return static_cast<int64_t>(info.uordblks + info.hblkhd);
+}
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return shape.empty() ? 0 : n;
+}
+
+BackendKind backend_kind(CommConfig::Backend backend) {
+  return backend == CommConfig::MPI ? BackendKind::kMpi : backend == CommConfig::NCCL ? BackendKind::kNccl : BackendKind::kAuto;
+}
+
+}  // namespace
+
+struct PipelineTrainer::MicroBatch {
+  StageInputs inputs;
+  LossReduction reduction;
+  std::vector<torch::Tensor> received;        // leaves: activations from the previous stage
+  StageOutput output;
+  std::vector<torch::Tensor> output_gradients;  // from the next stage
+};
+
+// Tensors of this stage that other stages also hold, summed over exactly those stages.
+struct PipelineTrainer::TiedGroup {
+  std::vector<int> stages;
+  std::vector<torch::Tensor> tensors;
+  std::vector<std::string> names;
+  std::unique_ptr<Backend> backend;
+};
+
+std::vector<int> stage_starts_for(const TrainConfig& config, const ModelSpec& spec) {
+  const int stages = config.parallel().pipeline_stages();
+  const int blocks = static_cast<int>(model_blocks(spec));
+  if (config.parallel().stage_starts_size() > 0) {
+    return explicit_partition({config.parallel().stage_starts().begin(), config.parallel().stage_starts().end()},
+                              blocks, stages);
+  }
+  std::vector<bool> cuts;
+  if (config.parallel().keep_sharing_groups_together()) cuts = cuts_between_sharing_groups(spec);
+  return balanced_partition(block_costs(spec), stages, cuts);
+}
+
+PipelineTrainer::PipelineTrainer(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
+                                 const TrainingData& data)
+    : config_(config),
+      topology_(topology),
+      data_(data),
+      stages_(topology.pipeline_stages),
+      stage_index_(topology.stage()),
+      sampler_(data.train_task->size(), config.loop().global_batch_size(), topology.data_parallel,
+               topology.dp_rank(), static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
+      global_sampler_(data.train_task->size(), config.loop().global_batch_size(), 1, 0,
+                      static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
+      init_timeout_(millis(config.comm().init_timeout_seconds())),
+      timeout_(millis(config.comm().timeout_seconds())) {
+  // Every rank builds the whole model from the same seed and keeps its stage,
+  // so all stages (and all copies of a shared weight) start from the same values.
+  torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
+  VlmModel full(model_spec_for(config, data));
+  const ModelSpec& spec = full->spec();
+  starts_ = stage_starts_for(config, spec);
+  starts_.push_back(static_cast<int>(model_blocks(spec)));
+  std::map<std::string, std::vector<int>> holders;  // canonical name -> stages holding it
+  for (int s = 0; s < stages_; ++s) {
+    VlmStage view(*full, starts_[s], starts_[s + 1]);
+    for (const auto& p : view->global_parameters()) holders[p.name].push_back(s);
+  }
+  stage_ = VlmStage(*full, starts_[stage_index_], starts_[stage_index_ + 1]);
+  parameters_ = stage_->global_parameters();
+
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : parameters_) {
+    tensors.push_back(p.tensor);
+    if (holders[p.name].front() == stage_index_) owned_for_norm_.push_back(p.tensor);
+  }
+  optimizer_ = make_adamw(*stage_, config.optim());
+  const BackendKind kind = backend_kind(config.comm().backend());
+  data_parallel_ = make_backend(kind, torch::kCPU, groups.data_parallel(), "dp(stage " + std::to_string(stage_index_) + ")");
+  pipeline_ = make_backend(kind, torch::kCPU, groups.pipeline(), "pp(dp_rank " + std::to_string(topology.dp_rank()) + ")");
+
+  // One communicator per set of stages sharing tensors; every rank takes part
+  // in every split, in the same (sorted) order.
+  std::map<std::vector<int>, std::vector<std::string>> by_stages;
+  for (const auto& [name, stages] : holders) {
+    if (stages.size() > 1) by_stages[stages].push_back(name);
+  }
+  for (const auto& [stages, names] : by_stages) {
+    const bool member = std::find(stages.begin(), stages.end(), stage_index_) != stages.end();
+    MPI_Comm comm = MPI_COMM_NULL;
+    VLM_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, member ? topology.dp_rank() : MPI_UNDEFINED, stage_index_, &comm));
+    if (!member) continue;
+    auto group = std::make_unique<TiedGroup>();
+    group->stages = stages;
+    std::string label = "tied(stages";
+    for (int s : stages) label += " " + std::to_string(s);
+    group->backend = make_backend(kind, torch::kCPU, comm, label + ")");  // duplicates comm
+    VLM_MPI_CHECK(MPI_Comm_free(&comm));
+    for (const auto& p : parameters_) {
+      if (std::find(names.begin(), names.end(), p.name) != names.end()) {
+        group->names.push_back(p.name);
+        group->tensors.push_back(p.tensor);
+      }
+    }
+    tied_.push_back(std::move(group));
+  }
+
+  ReducerOptions reducer;
+  reducer.bucket_cap_bytes = config.comm().bucket_cap_bytes();
+  reducer.first_bucket_bytes = config.comm().first_bucket_bytes();
+  reducer.overlap = config.comm().overlap();
+  reducer.timeout = init_timeout_;
+  reducer_ = std::make_unique<GradientReducer>(tensors, *data_parallel_, reducer);
+  reducer_->broadcast_parameters(0, init_timeout_);
+  schedule_ = WarmupCosine{config.optim().lr(), config.optim().min_lr_ratio(), config.optim().warmup_steps(),
+                           config.loop().steps()};
+  const ScheduleKind schedule =
+      config.parallel().schedule() == ParallelConfig::GPIPE ? ScheduleKind::kGPipe : ScheduleKind::kOneFOneB;
+  actions_ = pipeline_schedule(schedule, stages_, config.loop().micro_batches(), stage_index_);
+  const int64_t batch = config.loop().global_batch_size() / (topology.data_parallel * config.loop().micro_batches());
+  if (stage_index_ > 0) in_shapes_ = carry_shapes(spec, starts_[stage_index_], batch);
+  if (stage_index_ + 1 < stages_) out_shapes_ = carry_shapes(spec, starts_[stage_index_ + 1], batch);
+}
+
+PipelineTrainer::~PipelineTrainer() = default;
+
+std::vector<std::string> PipelineTrainer::tied_parameter_names() const {
+  std::vector<std::string> names;
+  for (const auto& group : tied_) names.insert(names.end(), group->names.begin(), group->names.end());
+  return names;
+}
+
+torch::Tensor PipelineTrainer::pack(const std::vector<torch::Tensor>& tensors) const {
+  std::vector<torch::Tensor> flat;
+  for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}));
+  return torch::cat(flat);
+}
+
+// Splits a flat message into fresh tensors of `shapes` (empty shapes are absent fields).
+static std::vector<torch::Tensor> unpack(const torch::Tensor& flat, const std::vector<std::vector<int64_t>>& shapes) {
+  std::vector<torch::Tensor> out;
+  int64_t offset = 0;
+  for (const auto& shape : shapes) {
+    if (shape.empty()) continue;
+    out.push_back(flat.narrow(0, offset, numel(shape)).view(shape));
+    offset += numel(shape);
+  }
+  return out;
+}
+
+static int64_t message_numel(const std::vector<std::vector<int64_t>>& shapes) {
+  int64_t n = 0;
+  for (const auto& s : shapes) n += numel(s);
+  return n;
+}
+
+void PipelineTrainer::load(int micro) {
+  MicroBatch& mb = in_flight_[micro];
+  std::vector<Sample> samples;
+  for (int64_t index : sampler_.indices(step_, micro)) samples.push_back(data_.train_task->sample(index));
+  Batch batch = make_batch(*data_.train_task, data_.tokenizer, samples, stage_->spec().max_tokens);
+  mb.inputs = {batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad};
+  mb.reduction.caption_targets_per_rank =
+      static_cast<double>(caption_targets(*data_.train_task, data_.tokenizer, global_sampler_.indices(step_, micro))) /
+      topology_.data_parallel;
+  if (data_parallel_->size() > 1) {
+    const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
+    mb.reduction.gather = [this, timeout](const torch::Tensor& rows) { return gather_with_grad(rows, *data_parallel_, timeout); };
+  }
+}
+
+void PipelineTrainer::forward(int micro) {
+  MicroBatch& mb = in_flight_.at(micro);
+  StageCarry carry;
+  auto fields = carry.fields();
+  size_t next = 0;
+  for (size_t f = 0; f < in_shapes_.size(); ++f) {
+    if (!in_shapes_[f].empty()) *fields[f] = mb.received[next++];
+  }
+  mb.output = stage_->forward(carry, mb.inputs, mb.reduction);
+  const int m = config_.loop().micro_batches();
+  if (mb.output.contrastive.defined()) losses_[0] += mb.output.contrastive.item<double>() / m;
+  if (mb.output.caption.defined()) losses_[1] += mb.output.caption.item<double>() / m;
+  peak_in_flight_ = std::max(peak_in_flight_, ++live_micro_batches_);
+}
+
+void PipelineTrainer::backward(int micro, bool last_backward) {
+  MicroBatch& mb = in_flight_.at(micro);
+  const ModelSpec& spec = stage_->spec();
+  const double m = config_.loop().micro_batches();
+  std::vector<torch::Tensor> outputs, gradients;
+  size_t next = 0;
+  for (torch::Tensor* field : mb.output.carry.fields()) {
+    if (!field->defined()) continue;
+    outputs.push_back(*field);
+    gradients.push_back(mb.output_gradients.at(next++));
+  }
+  torch::Tensor loss;
+  if (mb.output.contrastive.defined()) loss = spec.contrastive_weight * mb.output.contrastive / m;
+  if (mb.output.caption.defined()) {
+    torch::Tensor caption = spec.caption_weight * mb.output.caption / m;
+    loss = loss.defined() ? loss + caption : caption;
+  }
+  if (loss.defined()) {
+    outputs.push_back(loss);
+    gradients.push_back(torch::ones_like(loss));
+  }
+  reducer_->set_synchronize(last_backward);
+  torch::autograd::backward(outputs, gradients);
+  mb.output = StageOutput{};  // the graph and activations of this micro-batch are done
+  --live_micro_batches_;
+}
+
+double PipelineTrainer::clip_gradients(double max_norm, Millis timeout) {
+  // Global L2 norm over the whole model: each tensor counted once, on the first stage holding it.
+  double sum = 0;
+  for (const auto& t : owned_for_norm_) sum += t.grad().pow(2).sum().item<double>();
+  torch::Tensor total = torch::tensor({sum}, torch::kDouble);
+  pipeline_->allreduce(total, {ReduceOp::kSum, timeout})->wait();
+  const double norm = std::sqrt(total.item<double>());
+  if (max_norm > 0) {
+    const double coefficient = std::min(1.0, max_norm / (norm + 1e-6));  // as torch's clip_grad_norm_
+    for (const auto& p : parameters_) p.tensor.grad().mul_(coefficient);
+  }
+  return norm;
+}
+
+StepStats PipelineTrainer::train_step() {
+  const auto start = Clock::now();
+  const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
+  reducer_->set_timeout(timeout);
+  StepStats stats;
+  stats.step = step_;
+  losses_[0] = losses_[1] = 0;
+  peak_in_flight_ = 0;
+  const int64_t heap_at_start = heap_bytes();
+  peak_activation_bytes_ = 0;
+  int backwards_left = config_.loop().micro_batches();
+  double busy = 0;
+  stage_->train();
+  reducer_->zero_grad();
+  for (const Action& a : actions_) {
+    const auto t = Clock::now();
+    switch (a.kind) {
+      case ActionKind::kLoadMicroBatch: load(a.micro_batch); break;
+      case ActionKind::kRecvActivation: {
+        torch::Tensor flat = torch::empty({message_numel(in_shapes_)});
+        pipeline_->recv(flat, stage_index_ - 1, {0, timeout})->wait();
+        for (auto& field : unpack(flat, in_shapes_)) in_flight_.at(a.micro_batch).received.push_back(field.detach().requires_grad_(true));
+        break;
+      }
+      case ActionKind::kForward:
+        forward(a.micro_batch);
+        busy += seconds_since(t);
+        stats.forward_seconds += seconds_since(t);
+        break;
+      case ActionKind::kSendActivation: {
+        std::vector<torch::Tensor> fields;
+        for (torch::Tensor* f : in_flight_.at(a.micro_batch).output.carry.fields()) if (f->defined()) fields.push_back(*f);
+        sends_.push_back(pipeline_->send(pack(fields), stage_index_ + 1, {0, timeout}));
+        break;
+      }
+      case ActionKind::kRecvGradient: {
+        torch::Tensor flat = torch::empty({message_numel(out_shapes_)});
+        pipeline_->recv(flat, stage_index_ + 1, {1, timeout})->wait();
+        in_flight_.at(a.micro_batch).output_gradients = unpack(flat, out_shapes_);
+        break;
+      }
+      case ActionKind::kBackward:
+        backward(a.micro_batch, --backwards_left == 0);
+        busy += seconds_since(t);
+        stats.backward_seconds += seconds_since(t);
+        if (stage_index_ == 0) in_flight_.erase(a.micro_batch);
+        break;
+      case ActionKind::kSendGradient: {
+        std::vector<torch::Tensor> grads;
+        for (const torch::Tensor& leaf : in_flight_.at(a.micro_batch).received) {
+          grads.push_back(leaf.grad().defined() ? leaf.grad() : torch::zeros_like(leaf));
+        }
+        sends_.push_back(pipeline_->send(pack(grads), stage_index_ - 1, {1, timeout}));
+        in_flight_.erase(a.micro_batch);
+        break;
+      }
+      case ActionKind::kReduceDataParallelGradients:
+        reducer_->finalize();
+        stats.reduction = reducer_->last_stats();
+        break;
+      case ActionKind::kReduceTiedGradients:
+        for (auto& group : tied_) {
+          std::vector<torch::Tensor> grads;
+          for (const auto& t : group->tensors) grads.push_back(t.grad());
+          torch::Tensor flat = pack(grads);
+          group->backend->allreduce(flat, {ReduceOp::kSum, timeout})->wait();
+          int64_t offset = 0;
+          for (const auto& t : group->tensors) {
+            t.grad().copy_(flat.narrow(0, offset, t.numel()).view_as(t));
+            offset += t.numel();
+          }
+        }
+        break;
+      case ActionKind::kOptimizerStep:
+        stats.grad_norm = clip_gradients(config_.optim().grad_clip_norm(), timeout);
+        stats.learning_rate = schedule_.at(step_);
+        set_learning_rate(*optimizer_, stats.learning_rate);
+        optimizer_->step();
+        stats.optimizer_seconds = seconds_since(t);
+        break;
+    }
+    peak_activation_bytes_ = std::max(peak_activation_bytes_, heap_bytes() - heap_at_start);
+  }
+  for (auto& w : sends_) w->wait();
+  sends_.clear();
+  CHECK(in_flight_.empty()) << "micro-batches left over after the step";
+
+  // Losses: the stage that computed each part contributes it; means over DP replicas.
+  torch::Tensor parts = torch::tensor({losses_[0], losses_[1]}, torch::kDouble);
+  pipeline_->allreduce(parts, {ReduceOp::kSum, timeout})->wait();
+  data_parallel_->allreduce(parts, {ReduceOp::kAvg, timeout})->wait();
+  const ModelSpec& spec = stage_->spec();
+  stats.contrastive_loss = parts[0].item<double>();
+  stats.caption_loss = parts[1].item<double>();
+  stats.loss = spec.contrastive_weight * stats.contrastive_loss + spec.caption_weight * stats.caption_loss;
+  stats.global_samples = config_.loop().global_batch_size();
+  ++step_;
+  stats.seconds = seconds_since(start);
+  stats.pipeline_bubble_ratio = 1.0 - busy / stats.seconds;
+  return stats;
+}
+
+}  // namespace vlm
