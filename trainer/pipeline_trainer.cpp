@@ -148,6 +148,21 @@ PipelineTrainer::PipelineTrainer(const TrainConfig& config, const Topology& topo
 
 PipelineTrainer::~PipelineTrainer() = default;
 
+std::map<std::string, OperationTotals> PipelineTrainer::communication_totals() const {
+  std::map<std::string, OperationTotals> sum;
+  auto add = [&sum](const Backend& backend) {
+    for (const auto& [op, t] : backend.totals()) {
+      sum[op].seconds += t.seconds;
+      sum[op].bytes += t.bytes;
+      sum[op].count += t.count;
+    }
+  };
+  add(*data_parallel_);
+  add(*pipeline_);
+  for (const auto& group : tied_) add(*group->backend);
+  return sum;
+}
+
 std::vector<std::string> PipelineTrainer::tied_parameter_names() const {
   std::vector<std::string> names;
   for (const auto& group : tied_) names.insert(names.end(), group->names.begin(), group->names.end());
@@ -295,6 +310,7 @@ StepStats PipelineTrainer::train_step() {
         busy += seconds_since(t);
         stats.backward_seconds += seconds_since(t);
         if (stage_index_ == 0) in_flight_.erase(a.micro_batch);
+        stats.pipeline_seconds = seconds_since(start);
         break;
       case ActionKind::kSendGradient: {
         std::vector<torch::Tensor> grads;
@@ -347,6 +363,7 @@ StepStats PipelineTrainer::train_step() {
   stats.global_samples = config_.loop().global_batch_size();
   ++step_;
   stats.seconds = seconds_since(start);
+  stats.pipeline_busy_seconds = busy;
   stats.pipeline_bubble_ratio = 1.0 - busy / stats.seconds;
   return stats;
 }

@@ -40,6 +40,8 @@ class PipelineTrainer {
   int64_t steps_done() const { return step_; }
   VlmStage& stage() { return stage_; }
   const std::vector<int>& stage_starts() const { return starts_; }
+  // Communication totals of all this rank's groups (DP, pipeline, tied), by operation.
+  std::map<std::string, OperationTotals> communication_totals() const;
   // Canonical names of this stage's tensors that other stages also hold.
   std::vector<std::string> tied_parameter_names() const;
   // Most micro-batches forwarded but not yet backwarded, and the most heap

@@ -38,7 +38,10 @@ int train_pipeline(const TrainConfig& config, const Topology& topology, const Pr
   ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
   while (trainer.steps_done() < config.loop().steps()) {
     const StepStats stats = trainer.train_step();
-    if (metrics) metrics->record_step(stats);
+    if (metrics) {
+      metrics->record_step(stats);
+      metrics->record_communication(trainer.communication_totals());
+    }
     if (topology.is_root()) progress.report(stats);
   }
   if (config.eval().enabled() && topology.is_root()) {
