@@ -8,15 +8,14 @@
 //
 //   mpirun -np 2 build/bench/vlm-commbench [--min-bytes 4096] [--max-bytes 268435456]
 
-#include <glog/logging.h>
-
 #include <chrono>
 #include <cstdio>
 #include <string>
 
 #include "comm/mpi_backend.h"
 #include "comm/mpi_check.h"
-#include "comm/mpi_runtime.h"
+
+#include "bench/bench_main.h"
 
 namespace vlm {
 namespace {
@@ -42,13 +41,8 @@ double time_rounds(int iterations, Op op) {
 }
 
 int bench(int argc, char** argv) {
-  int64_t min_bytes = 4 << 10, max_bytes = 256 << 20;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--min-bytes") min_bytes = std::stoll(argv[i + 1]);
-    else if (flag == "--max-bytes") max_bytes = std::stoll(argv[i + 1]);
-    else throw std::invalid_argument("unknown flag " + flag + "; use --min-bytes, --max-bytes");
-  }
+  auto flags = parse_bench_flags(argc, argv, {{"min-bytes", "4096"}, {"max-bytes", "268435456"}});
+  const int64_t min_bytes = std::stoll(flags["min-bytes"]), max_bytes = std::stoll(flags["max-bytes"]);
   MpiBackend mpi(MPI_COMM_WORLD, "world");
   Backend& backend = mpi;
   const int rank = backend.rank(), size = backend.size();
@@ -101,13 +95,4 @@ int bench(int argc, char** argv) {
 }  // namespace
 }  // namespace vlm
 
-int main(int argc, char** argv) {
-  google::InitGoogleLogging(argv[0]);
-  vlm::MpiRuntime mpi(&argc, &argv);
-  try {
-    return vlm::bench(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "vlm-commbench: error on %s: %s\n", vlm::process_label().c_str(), e.what());
-    vlm::MpiRuntime::abort_job(1);
-  }
-}
+int main(int argc, char** argv) { return vlm::bench_main("vlm-commbench", argc, argv, vlm::bench); }

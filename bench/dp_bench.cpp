@@ -7,19 +7,17 @@
 //
 //   mpirun -np 2 build/bench/vlm-dp-bench [--config configs/bench.pbtxt] [--steps 8] [--warmup 2]
 
-#include <glog/logging.h>
-
 #include <cmath>
 #include <cstdio>
 #include <thread>
 
-#include "comm/mpi_check.h"
-#include "comm/mpi_runtime.h"
 #include "comm/process_groups.h"
 #include "comm/threads.h"
 #include "comm/topology.h"
 #include "proto/config_loader.h"
 #include "trainer/trainer.h"
+
+#include "bench/bench_main.h"
 
 namespace vlm {
 namespace {
@@ -53,15 +51,10 @@ Breakdown measure(const TrainConfig& config, const Topology& topology, MPI_Comm 
 }
 
 int bench(int argc, char** argv) {
-  std::string config_path = std::string(VLM_SOURCE_DIR) + "/configs/bench.pbtxt";
-  int steps = 8, warmup = 2;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--config") config_path = argv[i + 1];
-    else if (flag == "--steps") steps = std::stoi(argv[i + 1]);
-    else if (flag == "--warmup") warmup = std::stoi(argv[i + 1]);
-    else throw std::invalid_argument("unknown flag " + flag + "; use --config, --steps, --warmup");
-  }
+  auto flags = parse_bench_flags(argc, argv, {{"config", std::string(VLM_SOURCE_DIR) + "/configs/bench.pbtxt"},
+                                                {"steps", "8"}, {"warmup", "2"}});
+  const std::string config_path = flags["config"];
+  const int steps = std::stoi(flags["steps"]), warmup = std::stoi(flags["warmup"]);
   const Topology topology = make_topology(detect_process(), 1, 0);
   const int threads = threads_per_rank(0, topology.process.local_size, static_cast<int>(std::thread::hardware_concurrency()));
   apply_thread_count(threads);
@@ -95,13 +88,4 @@ int bench(int argc, char** argv) {
 }  // namespace
 }  // namespace vlm
 
-int main(int argc, char** argv) {
-  google::InitGoogleLogging(argv[0]);
-  vlm::MpiRuntime mpi(&argc, &argv);
-  try {
-    return vlm::bench(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "vlm-dp-bench: error on %s: %s\n", vlm::process_label().c_str(), e.what());
-    vlm::MpiRuntime::abort_job(1);
-  }
-}
+int main(int argc, char** argv) { return vlm::bench_main("vlm-dp-bench", argc, argv, vlm::bench); }

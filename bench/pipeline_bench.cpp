@@ -6,19 +6,18 @@
 //
 //   mpirun -np P build/bench/vlm-pipeline-bench [--config configs/pipeline_bench.pbtxt] [--micro-batches 4,8,16]
 
-#include <glog/logging.h>
-
 #include <cstdio>
 #include <sstream>
 #include <thread>
 
 #include "comm/mpi_check.h"
-#include "comm/mpi_runtime.h"
 #include "comm/process_groups.h"
 #include "comm/threads.h"
 #include "comm/topology.h"
 #include "proto/config_loader.h"
 #include "trainer/pipeline_trainer.h"
+
+#include "bench/bench_main.h"
 
 namespace vlm {
 namespace {
@@ -28,20 +27,12 @@ constexpr int kWarmupSteps = 1;
 constexpr int kTimedSteps = 3;
 
 int bench(int argc, char** argv) {
-  std::string config_path = std::string(VLM_SOURCE_DIR) + "/configs/pipeline_bench.pbtxt";
-  std::vector<int> micro_batches = {4, 8, 16};
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--config") {
-      config_path = argv[i + 1];
-    } else if (flag == "--micro-batches") {
-      micro_batches.clear();
-      std::stringstream list(argv[i + 1]);
-      for (std::string m; std::getline(list, m, ',');) micro_batches.push_back(std::stoi(m));
-    } else {
-      throw std::invalid_argument("unknown flag " + flag + "; use --config, --micro-batches");
-    }
-  }
+  auto flags = parse_bench_flags(
+      argc, argv, {{"config", std::string(VLM_SOURCE_DIR) + "/configs/pipeline_bench.pbtxt"}, {"micro-batches", "4,8,16"}});
+  const std::string config_path = flags["config"];
+  std::vector<int> micro_batches;
+  std::stringstream list(flags["micro-batches"]);
+  for (std::string m; std::getline(list, m, ',');) micro_batches.push_back(std::stoi(m));
   const ProcessInfo process = detect_process();
   const Topology topology = make_topology(process, process.world_size, 1);
   apply_thread_count(1);
@@ -98,13 +89,4 @@ int bench(int argc, char** argv) {
 }  // namespace
 }  // namespace vlm
 
-int main(int argc, char** argv) {
-  google::InitGoogleLogging(argv[0]);
-  vlm::MpiRuntime mpi(&argc, &argv);
-  try {
-    return vlm::bench(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "vlm-pipeline-bench: error on %s: %s\n", vlm::process_label().c_str(), e.what());
-    vlm::MpiRuntime::abort_job(1);
-  }
-}
+int main(int argc, char** argv) { return vlm::bench_main("vlm-pipeline-bench", argc, argv, vlm::bench); }

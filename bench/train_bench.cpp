@@ -6,15 +6,12 @@
 //
 //   build/bench/vlm-train-bench [--config configs/bench.pbtxt] [--steps 20] [--warmup 3]
 
-#include <glog/logging.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <thread>
 
-#include "comm/mpi_runtime.h"
 #include "comm/process_groups.h"
 #include "comm/threads.h"
 #include "comm/topology.h"
@@ -22,6 +19,8 @@
 #include "model/parameters.h"
 #include "proto/config_loader.h"
 #include "trainer/trainer.h"
+
+#include "bench/bench_main.h"
 
 namespace vlm {
 namespace {
@@ -81,15 +80,10 @@ TrainConfig unshared(TrainConfig c) {
 }
 
 int bench(int argc, char** argv) {
-  std::string config_path = std::string(VLM_SOURCE_DIR) + "/configs/bench.pbtxt";
-  int steps = 20, warmup = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--config") config_path = argv[i + 1];
-    else if (flag == "--steps") steps = std::stoi(argv[i + 1]);
-    else if (flag == "--warmup") warmup = std::stoi(argv[i + 1]);
-    else throw std::invalid_argument("unknown flag " + flag + "; use --config, --steps, --warmup");
-  }
+  auto flags = parse_bench_flags(argc, argv, {{"config", std::string(VLM_SOURCE_DIR) + "/configs/bench.pbtxt"},
+                                                {"steps", "20"}, {"warmup", "3"}});
+  const std::string config_path = flags["config"];
+  const int steps = std::stoi(flags["steps"]), warmup = std::stoi(flags["warmup"]);
   const TrainConfig config = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps)});
   const Topology topology = make_topology(detect_process(), 1, 0);
   const int threads = static_cast<int>(std::thread::hardware_concurrency());
@@ -138,13 +132,4 @@ int bench(int argc, char** argv) {
 }  // namespace
 }  // namespace vlm
 
-int main(int argc, char** argv) {
-  google::InitGoogleLogging(argv[0]);
-  vlm::MpiRuntime mpi(&argc, &argv);
-  try {
-    return vlm::bench(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "vlm-train-bench: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return vlm::bench_main("vlm-train-bench", argc, argv, vlm::bench); }

@@ -18,7 +18,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-Millis millis(double seconds) { return Millis(static_cast<int64_t>(seconds * 1000)); }
 
 int64_t heap_bytes() {
   const struct mallinfo2 info = mallinfo2();
@@ -31,9 +30,6 @@ int64_t numel(const std::vector<int64_t>& shape) {
   return shape.empty() ? 0 : n;
 }
 
-BackendKind backend_kind(CommConfig::Backend backend) {
-  return backend == CommConfig::MPI ? BackendKind::kMpi : backend == CommConfig::NCCL ? BackendKind::kNccl : BackendKind::kAuto;
-}
 
 }  // namespace
 
@@ -76,8 +72,8 @@ PipelineTrainer::PipelineTrainer(const TrainConfig& config, const Topology& topo
                topology.dp_rank(), static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
       global_sampler_(data.train_task->size(), config.loop().global_batch_size(), 1, 0,
                       static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
-      init_timeout_(millis(config.comm().init_timeout_seconds())),
-      timeout_(millis(config.comm().timeout_seconds())) {
+      init_timeout_(seconds_to_millis(config.comm().init_timeout_seconds())),
+      timeout_(seconds_to_millis(config.comm().timeout_seconds())) {
   // Every rank builds the whole model from the same seed and keeps its stage,
   // so all stages (and all copies of a shared weight) start from the same values.
   torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
@@ -129,12 +125,7 @@ PipelineTrainer::PipelineTrainer(const TrainConfig& config, const Topology& topo
     tied_.push_back(std::move(group));
   }
 
-  ReducerOptions reducer;
-  reducer.bucket_cap_bytes = config.comm().bucket_cap_bytes();
-  reducer.first_bucket_bytes = config.comm().first_bucket_bytes();
-  reducer.overlap = config.comm().overlap();
-  reducer.timeout = init_timeout_;
-  reducer_ = std::make_unique<GradientReducer>(tensors, *data_parallel_, reducer);
+  reducer_ = std::make_unique<GradientReducer>(tensors, *data_parallel_, reducer_options(config.comm(), init_timeout_));
   reducer_->broadcast_parameters(0, init_timeout_);
   schedule_ = WarmupCosine{config.optim().lr(), config.optim().min_lr_ratio(), config.optim().warmup_steps(),
                            config.loop().steps()};

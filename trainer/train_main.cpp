@@ -20,19 +20,9 @@
 namespace vlm {
 namespace {
 
-// Pipeline stages > 1: each rank trains its stage. The evaluation needs the
-// whole model on one rank, which comes with checkpoint export; until then it
-// is skipped with a message.
-int train_pipeline(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
-                   const TrainingData& data) {
-  PipelineTrainer trainer(config, topology, groups, data);
-  std::string layout;
-  for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
-    layout += " [" + std::to_string(trainer.stage_starts()[s]) + ", " + std::to_string(trainer.stage_starts()[s + 1]) + ")";
-  }
-  LOG_IF(INFO, topology.is_root()) << "pipeline stages (blocks):" << layout;
-  std::unique_ptr<TrainMetrics> metrics;
-  if (config.metrics().enabled()) metrics = std::make_unique<TrainMetrics>(config.metrics(), topology);
+// The loop both trainers share: step, export metrics, report progress.
+template <typename AnyTrainer>
+void run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, TrainMetrics* metrics) {
   const LoopConfig::Progress style = config.loop().progress();
   const bool bar = style == LoopConfig::BAR || (style == LoopConfig::AUTO && is_interactive(stdout));
   ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
@@ -44,6 +34,28 @@ int train_pipeline(const TrainConfig& config, const Topology& topology, const Pr
     }
     if (topology.is_root()) progress.report(stats);
   }
+}
+
+std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Topology& topology) {
+  if (!config.metrics().enabled()) return nullptr;
+  auto metrics = std::make_unique<TrainMetrics>(config.metrics(), topology);
+  LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
+  return metrics;
+}
+
+// Pipeline stages > 1: each rank trains its stage. The evaluation needs the
+// whole model on one rank, which comes with checkpoint export; until then it
+// is skipped with a message.
+int train_pipeline(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
+                   const TrainingData& data) {
+  PipelineTrainer trainer(config, topology, groups, data);
+  std::string layout;
+  for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
+    layout += " [" + std::to_string(trainer.stage_starts()[s]) + ", " + std::to_string(trainer.stage_starts()[s + 1]) + ")";
+  }
+  LOG_IF(INFO, topology.is_root()) << "pipeline stages (blocks):" << layout;
+  auto metrics = start_metrics(config, topology);
+  run_steps(trainer, config, topology, metrics.get());
   if (config.eval().enabled() && topology.is_root()) {
     std::printf("evaluation skipped: with pipeline stages > 1 it needs the whole model on one rank, which "
                 "arrives with checkpoint export (vlm-ckpt)\n");
@@ -66,24 +78,9 @@ int train(const CommandLine& cli) {
   const auto data = load_training_data(config.data());
   if (topology.pipeline_stages > 1) return train_pipeline(config, topology, groups, *data);
   Trainer trainer(config, topology, groups.data_parallel(), *data);
-  std::unique_ptr<TrainMetrics> metrics;
-  if (config.metrics().enabled()) metrics = std::make_unique<TrainMetrics>(config.metrics(), topology);
-  if (metrics) {
-    LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
-    metrics->record_buckets(trainer.bucket_bytes());
-  }
-  const LoopConfig::Progress style = config.loop().progress();
-  const bool bar = style == LoopConfig::BAR || (style == LoopConfig::AUTO && is_interactive(stdout));
-  ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
-
-  while (trainer.steps_done() < config.loop().steps()) {
-    const StepStats stats = trainer.train_step();
-    if (metrics) {
-      metrics->record_step(stats);
-      metrics->record_communication(trainer.backend().totals());
-    }
-    if (topology.is_root()) progress.report(stats);
-  }
+  auto metrics = start_metrics(config, topology);
+  if (metrics) metrics->record_buckets(trainer.bucket_bytes());
+  run_steps(trainer, config, topology, metrics.get());
   if (config.eval().enabled() && topology.is_root()) {
     std::printf("%s", evaluate(trainer.model(), *data, config.eval()).summary().c_str());
     std::fflush(stdout);

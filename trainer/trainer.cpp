@@ -17,6 +17,9 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+
+}  // namespace
+
 Millis seconds_to_millis(double seconds) { return Millis(static_cast<int64_t>(seconds * 1000)); }
 
 BackendKind backend_kind(CommConfig::Backend backend) {
@@ -28,7 +31,14 @@ BackendKind backend_kind(CommConfig::Backend backend) {
   return BackendKind::kAuto;
 }
 
-}  // namespace
+ReducerOptions reducer_options(const CommConfig& config, Millis timeout) {
+  ReducerOptions options;
+  options.bucket_cap_bytes = config.bucket_cap_bytes();
+  options.first_bucket_bytes = config.first_bucket_bytes();
+  options.overlap = config.overlap();
+  options.timeout = timeout;
+  return options;
+}
 
 ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data) {
   return model_spec(config.model(), kFashionSide, data.train_task->image_width(), data.tokenizer.vocab_size());
@@ -51,12 +61,7 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, MPI_Comm d
   optimizer_ = make_adamw(*model_, config.optim());
   backend_ = make_backend(backend_kind(config.comm().backend()), torch::kCPU, dp_group_,
                           "dp(stage " + std::to_string(topology.stage()) + ")");
-  ReducerOptions reducer;
-  reducer.bucket_cap_bytes = config.comm().bucket_cap_bytes();
-  reducer.first_bucket_bytes = config.comm().first_bucket_bytes();
-  reducer.overlap = config.comm().overlap();
-  reducer.timeout = init_timeout_;
-  reducer_ = std::make_unique<GradientReducer>(parameters_, *backend_, reducer);
+  reducer_ = std::make_unique<GradientReducer>(parameters_, *backend_, reducer_options(config.comm(), init_timeout_));
   reducer_->broadcast_parameters(0, init_timeout_);  // replicas start identical whatever their seeds
   schedule_ = WarmupCosine{config.optim().lr(), config.optim().min_lr_ratio(), config.optim().warmup_steps(),
                            config.loop().steps()};

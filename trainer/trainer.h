@@ -50,7 +50,7 @@ class Trainer {
 
   int64_t steps_done() const { return step_; }
   VlmModel& model() { return model_; }
-  const Backend& backend() const { return *backend_; }
+  std::map<std::string, OperationTotals> communication_totals() const { return backend_->totals(); }
   std::vector<int64_t> bucket_bytes() const { return reducer_->bucket_bytes(); }
 
  private:
@@ -75,6 +75,11 @@ class Trainer {
 
 // The model spec the config and the task imply.
 ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data);
+
+// The comm settings as the comm library takes them.
+BackendKind backend_kind(CommConfig::Backend backend);
+ReducerOptions reducer_options(const CommConfig& config, Millis timeout);
+Millis seconds_to_millis(double seconds);
 
 // Caption targets (tokens after <bos>, through <eos>) of the given samples.
 int64_t caption_targets(const Task& task, const WordTokenizer& tokenizer, const std::vector<int64_t>& indices);
