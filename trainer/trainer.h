@@ -48,6 +48,15 @@ class Trainer {
 
   StepStats train_step();
 
+  // Collective over the world: dp_rank 0 writes parameters and optimizer
+  // state, rank 0 gathers every rank's RNG state and commits the manifest,
+  // then ROOT/latest. Keeps the newest `keep` checkpoints.
+  void save_checkpoint(const std::string& root, int keep);
+  // Restores parameters, optimizer state, step, data cursor and RNG from a
+  // step directory written by a model with the same config and sharing map
+  // (any DP size). Every rank reads it.
+  void load_checkpoint(const std::string& step_directory);
+
   int64_t steps_done() const { return step_; }
   VlmModel& model() { return model_; }
   std::map<std::string, OperationTotals> communication_totals() const { return backend_->totals(); }

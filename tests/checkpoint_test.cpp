@@ -1,0 +1,192 @@
+// Checkpoints (run under mpirun -np 2): bit-exact resume, damaged input gives
+// its message, a different DP size loads, the KV-cache layout matches the model.
+
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "comm/process_groups.h"
+#include "comm/topology.h"
+#include "model/parameters.h"
+#include "proto/config_loader.h"
+#include "trainer/checkpoint.h"
+#include "trainer/trainer.h"
+
+namespace vlm {
+namespace {
+
+namespace fs = std::filesystem;
+
+const TrainingData& tiny_data() {
+  static const auto data = load_training_data(load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt").data());
+  return *data;
+}
+
+TrainConfig config_with(int world, std::vector<std::string> more = {}) {
+  more.push_back("loop.global_batch_size=" + std::to_string(16 * 2));  // the same for 1 and 2 ranks
+  more.push_back("loop.steps=6");
+  return load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt", more);
+}
+
+// One folder for the whole job, named by rank 0.
+std::string shared_root(const std::string& name) {
+  int pid = getpid();
+  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  return (fs::temp_directory_path() / ("vlm_ckpt_" + name + "_" + std::to_string(pid))).string();
+}
+
+std::vector<uint8_t> parameter_bytes(VlmModel& model) {
+  std::vector<uint8_t> bytes;
+  for (const torch::Tensor& t : unique_tensors(*model)) {
+    const auto* p = static_cast<const uint8_t*>(t.contiguous().data_ptr());
+    bytes.insert(bytes.end(), p, p + t.nbytes());
+  }
+  return bytes;
+}
+
+class Checkpoint : public ::testing::Test {
+ protected:
+  Topology topology_ = make_topology(detect_process(), 1, 0);
+  ProcessGroups groups_{topology_};
+};
+
+TEST_F(Checkpoint, ResumeIsBitExact) {
+  const std::string root = shared_root("resume");
+  const TrainConfig config = config_with(topology_.world_size());
+  Trainer straight(config, topology_, groups_.data_parallel(), tiny_data());
+  std::vector<double> losses;
+  for (int i = 0; i < 6; ++i) losses.push_back(straight.train_step().loss);
+
+  Trainer first(config, topology_, groups_.data_parallel(), tiny_data());
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(first.train_step().loss, losses[i]);
+  first.save_checkpoint(root, 2);
+  // A different initialisation seed: everything must come from the checkpoint.
+  Trainer resumed(config_with(topology_.world_size(), {"loop.seed=999"}), topology_, groups_.data_parallel(), tiny_data());
+  resumed.load_checkpoint(resolve_checkpoint(root, "latest"));
+  EXPECT_EQ(resumed.steps_done(), 3);
+  for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
+  EXPECT_TRUE(parameter_bytes(resumed.model()) == parameter_bytes(straight.model())) << "parameters differ after resume";
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (topology_.is_root()) fs::remove_all(root);
+}
+
+TEST_F(Checkpoint, SharedTensorsAreStoredOnceAndVerify) {
+  const std::string root = shared_root("once");
+  Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());
+  trainer.train_step();
+  trainer.save_checkpoint(root, 2);
+  const CheckpointReader reader(resolve_checkpoint(root, "latest"));
+  int64_t stored = 0, aliases = 0;
+  for (const auto& r : reader.manifest().tensors()) {
+    stored += static_cast<int64_t>(r.length()) / 4;
+    aliases += r.aliases_size();
+  }
+  EXPECT_EQ(stored, unique_parameter_count(*trainer.model()));
+  EXPECT_GT(aliases, 0) << "tiny_test shares attention weights";
+  EXPECT_EQ(reader.verify_all(), 3 * 4 * unique_parameter_count(*trainer.model()));  // parameters + two Adam moments
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (topology_.is_root()) fs::remove_all(root);
+}
+
+TEST_F(Checkpoint, DamagedInputIsAClearError) {
+  const std::string root = shared_root("damage");
+  const TrainConfig config = config_with(topology_.world_size());
+  Trainer trainer(config, topology_, groups_.data_parallel(), tiny_data());
+  trainer.train_step();
+  trainer.save_checkpoint(root, 2);
+  const std::string good = resolve_checkpoint(root, "latest");
+  auto damaged_copy = [&](const std::string& name) {
+    const std::string copy = root + "/rank" + std::to_string(topology_.rank()) + "-" + name;
+    fs::copy(good, copy, fs::copy_options::recursive);
+    return copy;
+  };
+  auto error_of = [&](const std::string& directory, const TrainConfig& c) {
+    Trainer victim(c, topology_, groups_.data_parallel(), tiny_data());
+    try {
+      victim.load_checkpoint(directory);
+    } catch (const CheckpointError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  const std::string missing = damaged_copy("missing");
+  fs::remove(missing + "/shard-00000.bin");
+  EXPECT_NE(error_of(missing, config).find("missing shard"), std::string::npos);
+
+  const std::string truncated = damaged_copy("truncated");
+  fs::resize_file(truncated + "/shard-00000.bin", fs::file_size(truncated + "/shard-00000.bin") / 2);
+  EXPECT_NE(error_of(truncated, config).find("truncated"), std::string::npos);
+
+  const std::string flipped = damaged_copy("flipped");
+  {
+    std::fstream f(flipped + "/shard-00000.bin", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(1000);
+    char byte = 0;
+    f.read(&byte, 1);
+    byte ^= 0x10;
+    f.seekp(1000);
+    f.write(&byte, 1);
+  }
+  EXPECT_NE(error_of(flipped, config).find("checksum mismatch"), std::string::npos);
+
+  const std::string newer = damaged_copy("newer");
+  {
+    Manifest m = CheckpointReader(good).manifest();
+    m.set_format_version(kCheckpointFormatVersion + 1);
+    std::ofstream out(newer + "/manifest.pb", std::ios::binary | std::ios::trunc);
+    m.SerializeToOstream(&out);
+  }
+  EXPECT_NE(error_of(newer, config).find("is newer than this vlmtrain reads"), std::string::npos);
+
+  const std::string unfinished = damaged_copy("unfinished");
+  fs::remove(unfinished + "/manifest.pb");
+  EXPECT_NE(error_of(unfinished, config).find("not a complete checkpoint"), std::string::npos);
+
+  const std::string other_model = error_of(good, config_with(topology_.world_size(), {"model.d_model=48", "model.heads=2"}));
+  EXPECT_NE(other_model.find("d_model"), std::string::npos) << other_model;
+  const std::string other_sharing =
+      error_of(good, config_with(topology_.world_size(), {"model.text.self_attn_share_group=1"}));
+  EXPECT_NE(other_sharing.find("self_attn_share_group"), std::string::npos) << other_sharing;
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (topology_.is_root()) fs::remove_all(root);
+}
+
+TEST_F(Checkpoint, LoadsIntoADifferentDataParallelSize) {
+  const std::string root = shared_root("reshard");
+  const TrainConfig config = config_with(topology_.world_size());
+  Trainer two(config, topology_, groups_.data_parallel(), tiny_data());
+  for (int i = 0; i < 3; ++i) two.train_step();
+  two.save_checkpoint(root, 2);
+  // The same checkpoint, continued by this job (2 ranks) and by one process.
+  Trainer one(config, make_topology(ProcessInfo{0, 1, 0, 1}, 1, 1), MPI_COMM_SELF, tiny_data());
+  one.load_checkpoint(resolve_checkpoint(root, "latest"));
+  EXPECT_EQ(one.steps_done(), 3);
+  const double continued_by_two = two.train_step().loss, continued_by_one = one.train_step().loss;
+  EXPECT_NEAR(continued_by_one, continued_by_two, 1e-5 * std::abs(continued_by_two));
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (topology_.is_root()) fs::remove_all(root);
+}
+
+TEST(KvCacheLayout, MatchesTheModelsCache) {
+  for (int64_t share : {1, 2, 0}) {
+    ModelSpec spec;
+    spec.image_width = 56;
+    spec.multimodal_layers = 3;
+    spec.cross_kv_share = share;
+    VlmModel model(spec);
+    torch::NoGradGuard no_grad;
+    const DecodeState state = model->start_decoding(torch::zeros({1, 1, 28, 56}));
+    const KvCacheLayout layout = kv_cache_layout(spec);
+    EXPECT_EQ(layout.bytes_per_image(), image_kv_bytes(state.image_kv)) << share;
+    int64_t per_token = 0;
+    for (const auto& kv : state.self_kv) per_token += (kv.k.nbytes() + kv.v.nbytes()) / spec.max_tokens;
+    EXPECT_EQ(layout.bytes_per_token(), per_token);
+    EXPECT_EQ(layout.layers_size(), spec.text_layers());
+  }
+}
+
+}  // namespace
+}  // namespace vlm

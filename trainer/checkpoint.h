@@ -1,0 +1,74 @@
+#pragma once
+// Checkpoint files (format: proto/checkpoint.proto). Layout:
+//   ROOT/step-NNNNNNNN/shard-RRRRR.bin   raw tensor bytes, one file per writing rank
+//   ROOT/step-NNNNNNNN/manifest.pb       written last, atomically: no manifest, no checkpoint
+//   ROOT/latest                          the newest complete step directory's name, replaced atomically
+// Reading never trusts the files: names, offsets, lengths and sizes are
+// checked, every tensor's CRC-32 is verified, and nothing is executed.
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+
+#include "model/spec.h"
+#include "proto/checkpoint.pb.h"
+
+namespace vlm {
+
+constexpr int kCheckpointFormatVersion = 1;
+
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+std::string step_directory_name(int64_t step);
+
+// Appends tensors to one shard file; durable after close().
+class ShardWriter {
+ public:
+  ShardWriter(const std::string& step_directory, const std::string& shard_name);
+  ~ShardWriter();
+  ShardWriter(const ShardWriter&) = delete;
+  ShardWriter& operator=(const ShardWriter&) = delete;
+
+  TensorRecord append(const std::string& name, const torch::Tensor& tensor);
+  void close();  // flush and fsync
+
+ private:
+  std::string path_, shard_;
+  std::FILE* file_ = nullptr;
+  uint64_t offset_ = 0;
+};
+
+// Writes the manifest atomically into `step_directory`, then points ROOT/latest at it.
+void commit_checkpoint(const std::string& root, const std::string& step_directory, const Manifest& manifest);
+
+// Deletes complete checkpoints beyond the newest `keep`, and incomplete ones older than the newest complete.
+void prune_checkpoints(const std::string& root, int keep);
+
+// "latest" (read ROOT/latest) or a step directory path -> the step directory.
+std::string resolve_checkpoint(const std::string& root, const std::string& which);
+
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(const std::string& step_directory);
+  const Manifest& manifest() const { return manifest_; }
+  const std::string& directory() const { return directory_; }
+
+  // Reads `record` into `target` after checking dtype, shape, bounds and checksum.
+  void read(const TensorRecord& record, torch::Tensor target) const;
+  // Reads and checks every tensor; returns the bytes checked.
+  int64_t verify_all() const;
+
+ private:
+  std::string directory_;
+  Manifest manifest_;
+};
+
+// The KV cache the model described by `spec` needs, per text layer.
+KvCacheLayout kv_cache_layout(const ModelSpec& spec);
+
+}  // namespace vlm

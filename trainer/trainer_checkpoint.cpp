@@ -1,0 +1,139 @@
+// Trainer::save_checkpoint and Trainer::load_checkpoint (format: trainer/checkpoint.h).
+
+#include <google/protobuf/util/message_differencer.h>
+
+#include <type_traits>
+
+#include "comm/mpi_check.h"
+#include "model/parameters.h"
+#include "trainer/checkpoint.h"
+#include "trainer/trainer.h"
+
+namespace vlm {
+namespace {
+
+// LibTorch 1.13 keys optimizer state by the TensorImpl's address as a string,
+// 2.x by the address itself.
+template <typename StateMap>
+auto state_key(const StateMap&, const torch::Tensor& p) {
+  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>) {
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  } else {
+    return static_cast<typename StateMap::key_type>(p.unsafeGetTensorImpl());
+  }
+}
+
+torch::Tensor rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
+
+}  // namespace
+
+void Trainer::save_checkpoint(const std::string& root, int keep) {
+  const std::string directory = root + "/" + step_directory_name(step_);
+  Manifest manifest;
+  if (topology_.dp_rank() == 0) {  // replicas hold the same values: one writer
+    ShardWriter shard(directory, "shard-00000.bin");
+    for (const UniqueParameter& p : unique_parameters(*model_)) {
+      TensorRecord* record = manifest.add_tensors();
+      *record = shard.append(p.name, p.tensor);
+      for (const auto& alias : p.aliases) record->add_aliases(alias);
+      auto& states = optimizer_->state();
+      auto it = states.find(state_key(states, p.tensor));
+      if (it == states.end()) continue;  // no step taken yet
+      const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+      OptimizerRecord* o = manifest.add_optimizer();
+      o->set_parameter(p.name);
+      o->set_step(adam.step());
+      *o->mutable_exp_avg() = shard.append(p.name + "#exp_avg", adam.exp_avg());
+      *o->mutable_exp_avg_sq() = shard.append(p.name + "#exp_avg_sq", adam.exp_avg_sq());
+    }
+    shard.close();
+  }
+  // Every rank's RNG state to rank 0 (the states have the same size everywhere).
+  torch::Tensor mine = rng_state().contiguous();
+  std::vector<uint8_t> all(topology_.is_root() ? mine.numel() * topology_.world_size() : 0);
+  VLM_MPI_CHECK(MPI_Gather(mine.data_ptr(), static_cast<int>(mine.numel()), MPI_BYTE, all.data(),
+                           static_cast<int>(mine.numel()), MPI_BYTE, 0, MPI_COMM_WORLD));
+  VLM_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));  // every shard is durable before the manifest
+  if (topology_.is_root()) {
+    const int64_t consumed = step_ * config_.loop().global_batch_size();
+    manifest.set_format_version(kCheckpointFormatVersion);
+    manifest.set_step(step_);
+    manifest.set_consumed_samples(consumed);
+    *manifest.mutable_config() = config_;
+    manifest.mutable_topology()->set_data_parallel(topology_.data_parallel);
+    manifest.mutable_topology()->set_pipeline_stages(topology_.pipeline_stages);
+    manifest.mutable_topology()->add_stage_starts(0);
+    manifest.set_lr_schedule_step(step_);
+    for (int r = 0; r < topology_.world_size(); ++r) {
+      RankState* rank = manifest.add_ranks();
+      rank->set_rank(r);
+      rank->set_torch_rng_state(std::string(all.begin() + r * mine.numel(), all.begin() + (r + 1) * mine.numel()));
+    }
+    for (int d = 0; d < topology_.data_parallel; ++d) {
+      DataCursor* cursor = manifest.add_cursors();
+      cursor->set_dp_rank(d);
+      cursor->set_step(step_);
+      cursor->set_consumed_samples(consumed);
+    }
+    *manifest.mutable_kv_cache() = kv_cache_layout(model_->spec());
+    commit_checkpoint(root, directory, manifest);
+    prune_checkpoints(root, keep);
+  }
+  VLM_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+}
+
+void Trainer::load_checkpoint(const std::string& step_directory) {
+  const CheckpointReader reader(step_directory);
+  const Manifest& m = reader.manifest();
+  google::protobuf::util::MessageDifferencer differ;
+  std::string differences;
+  differ.ReportDifferencesToString(&differences);
+  if (!differ.Compare(m.config().model(), config_.model())) {
+    throw CheckpointError(step_directory + ": the model config differs from the checkpoint's (model.): " + differences +
+                          "HINT: resume with the config the checkpoint was trained with");
+  }
+  std::map<std::string, const TensorRecord*> records;
+  for (const auto& r : m.tensors()) records[r.name()] = &r;
+  for (const UniqueParameter& p : unique_parameters(*model_)) {
+    auto it = records.find(p.name);
+    if (it == records.end()) throw CheckpointError(step_directory + ": no tensor '" + p.name + "' in the checkpoint");
+    const std::vector<std::string> aliases(it->second->aliases().begin(), it->second->aliases().end());
+    if (aliases != p.aliases) {
+      throw CheckpointError(step_directory + ": the sharing map differs for '" + p.name + "': the checkpoint shares it with " +
+                            std::to_string(aliases.size()) + " other layers, the model with " +
+                            std::to_string(p.aliases.size()));
+    }
+    reader.read(*it->second, p.tensor);
+  }
+  std::map<std::string, torch::Tensor> parameters;
+  for (const UniqueParameter& p : unique_parameters(*model_)) parameters[p.name] = p.tensor;
+  auto& states = optimizer_->state();
+  for (const auto& o : m.optimizer()) {
+    auto it = parameters.find(o.parameter());
+    if (it == parameters.end()) throw CheckpointError(step_directory + ": optimizer state for unknown '" + o.parameter() + "'");
+    auto adam = std::make_unique<torch::optim::AdamWParamState>();
+    adam->step(o.step());
+    torch::Tensor exp_avg = torch::zeros_like(it->second), exp_avg_sq = torch::zeros_like(it->second);
+    reader.read(o.exp_avg(), exp_avg);
+    reader.read(o.exp_avg_sq(), exp_avg_sq);
+    adam->exp_avg(exp_avg);
+    adam->exp_avg_sq(exp_avg_sq);
+    states[state_key(states, it->second)] = std::move(adam);
+  }
+  const int64_t global = config_.loop().global_batch_size();
+  if (m.consumed_samples() % global != 0) {
+    throw CheckpointError(step_directory + ": " + std::to_string(m.consumed_samples()) +
+                          " consumed samples is not a whole number of loop.global_batch_size(" + std::to_string(global) +
+                          ") steps; resume with the global batch size the checkpoint was trained with");
+  }
+  step_ = m.consumed_samples() / global;  // the data cursor, re-derived for any DP size
+  for (const auto& r : m.ranks()) {
+    if (r.rank() != topology_.rank()) continue;
+    torch::Tensor state = torch::empty({static_cast<int64_t>(r.torch_rng_state().size())}, torch::kByte);
+    std::memcpy(state.data_ptr(), r.torch_rng_state().data(), r.torch_rng_state().size());
+    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
+    generator.set_state(state);
+  }
+}
+
+}  // namespace vlm
