@@ -2,6 +2,9 @@
 
 #include <glog/logging.h>
 
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 
 #include "comm/mpi_check.h"
@@ -10,6 +13,7 @@
 #include "comm/threads.h"
 #include "comm/topology.h"
 #include "proto/config_loader.h"
+#include "trainer/checkpoint.h"
 #include "trainer/command_line.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics.h"
@@ -20,12 +24,36 @@
 namespace vlm {
 namespace {
 
-// The loop both trainers share: step, export metrics, report progress.
+// Set by SIGTERM/SIGUSR1; acted on at the next step boundary.
+std::atomic<int> stop_requested{0};
+extern "C" void request_stop(int) { stop_requested.store(1); }
+
+// Whether any rank was asked to stop (a signal may reach only some ranks).
+bool any_rank_stopping() {
+  int stop = stop_requested.load();
+  VLM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+  return stop != 0;
+}
+
+void save(Trainer& trainer, const TrainConfig& config, const Topology& topology) {
+  const auto start = std::chrono::steady_clock::now();
+  trainer.save_checkpoint(config.checkpoint().dir(), config.checkpoint().keep());
+  LOG_IF(INFO, topology.is_root()) << "checkpoint " << config.checkpoint().dir() << "/"
+                                   << step_directory_name(trainer.steps_done()) << " saved in "
+                                   << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s";
+}
+void save(PipelineTrainer&, const TrainConfig&, const Topology&) {}  // rejected at start-up for now
+
+// The loop both trainers share: step, export metrics, report progress,
+// checkpoint every checkpoint.every_steps and at the end. Returns false when
+// stopped early by a signal (after saving).
 template <typename AnyTrainer>
-void run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, TrainMetrics* metrics) {
+bool run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, TrainMetrics* metrics) {
   const LoopConfig::Progress style = config.loop().progress();
   const bool bar = style == LoopConfig::BAR || (style == LoopConfig::AUTO && is_interactive(stdout));
   ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
+  const bool checkpoints = !config.checkpoint().dir().empty();
+  const int every = config.checkpoint().every_steps();
   while (trainer.steps_done() < config.loop().steps()) {
     const StepStats stats = trainer.train_step();
     if (metrics) {
@@ -33,7 +61,16 @@ void run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& t
       metrics->record_communication(trainer.communication_totals());
     }
     if (topology.is_root()) progress.report(stats);
+    const bool last = trainer.steps_done() == config.loop().steps();
+    const bool stopping = any_rank_stopping();
+    if (checkpoints && (last || stopping || (every > 0 && trainer.steps_done() % every == 0))) save(trainer, config, topology);
+    if (stopping && !last) {
+      LOG_IF(INFO, topology.is_root()) << "stopped by a signal after step " << trainer.steps_done()
+                                       << (checkpoints ? "; resume with --resume latest" : "");
+      return false;
+    }
   }
+  return true;
 }
 
 std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Topology& topology) {
@@ -48,6 +85,10 @@ std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Top
 // is skipped with a message.
 int train_pipeline(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
                    const TrainingData& data) {
+  if (!config.checkpoint().dir().empty()) {
+    throw std::invalid_argument("checkpoint.dir: checkpoints with pipeline stages > 1 are not available yet; "
+                                "clear checkpoint.dir or use parallel.pipeline_stages=1");
+  }
   PipelineTrainer trainer(config, topology, groups, data);
   std::string layout;
   for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
@@ -78,9 +119,14 @@ int train(const CommandLine& cli) {
   const auto data = load_training_data(config.data());
   if (topology.pipeline_stages > 1) return train_pipeline(config, topology, groups, *data);
   Trainer trainer(config, topology, groups.data_parallel(), *data);
+  if (!cli.resume.empty()) {
+    const std::string from = resolve_checkpoint(config.checkpoint().dir(), cli.resume);
+    trainer.load_checkpoint(from);
+    LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done();
+  }
   auto metrics = start_metrics(config, topology);
   if (metrics) metrics->record_buckets(trainer.bucket_bytes());
-  run_steps(trainer, config, topology, metrics.get());
+  if (!run_steps(trainer, config, topology, metrics.get())) return 0;
   if (config.eval().enabled() && topology.is_root()) {
     std::printf("%s", evaluate(trainer.model(), *data, config.eval()).summary().c_str());
     std::fflush(stdout);
@@ -95,6 +141,8 @@ int train(const CommandLine& cli) {
 int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  std::signal(SIGTERM, vlm::request_stop);
+  std::signal(SIGUSR1, vlm::request_stop);
   vlm::MpiRuntime mpi(&argc, &argv);
   try {
     const vlm::CommandLine cli = vlm::parse_command_line(argc, argv);

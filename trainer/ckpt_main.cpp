@@ -1,0 +1,77 @@
+// vlm-ckpt: look at checkpoints without training.
+//   vlm-ckpt inspect PATH   step, topology, tensors, bytes, shared tensors, KV-cache layout
+//   vlm-ckpt verify PATH    read every tensor and check its CRC-32; exit 1 on any damage
+// PATH is a step directory or a checkpoint root (then its `latest` is used).
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "trainer/checkpoint.h"
+
+namespace vlm {
+namespace {
+
+const char* const kUsage =
+    "usage: vlm-ckpt inspect|verify PATH\n"
+    "  PATH  a step directory (ROOT/step-NNNNNNNN) or a checkpoint root (its latest is used)\n"
+    "  inspect  print step, topology, tensors, bytes, shared tensors and the KV-cache layout\n"
+    "  verify   read every tensor and check its checksum; exit status 1 on any damage\n";
+
+std::string step_directory(const std::string& path) {
+  return std::filesystem::exists(path + "/latest") ? resolve_checkpoint(path, "latest") : path;
+}
+
+void inspect(const CheckpointReader& reader) {
+  const Manifest& m = reader.manifest();
+  int64_t parameters = 0, aliases = 0, optimizer_bytes = 0;
+  for (const auto& t : m.tensors()) parameters += static_cast<int64_t>(t.length()) / 4, aliases += t.aliases_size();
+  for (const auto& o : m.optimizer()) optimizer_bytes += static_cast<int64_t>(o.exp_avg().length() + o.exp_avg_sq().length());
+  std::printf("checkpoint %s\n", reader.directory().c_str());
+  std::printf("  format %d, step %lld, consumed samples %lld\n", m.format_version(), static_cast<long long>(m.step()),
+              static_cast<long long>(m.consumed_samples()));
+  std::printf("  written by data_parallel %d x pipeline_stages %d, %d ranks\n", m.topology().data_parallel(),
+              m.topology().pipeline_stages(), m.ranks_size());
+  std::printf("  %d tensors (%lld more names for shared ones), %lld parameters, %lld bytes; optimizer state %lld bytes\n",
+              m.tensors_size(), static_cast<long long>(aliases), static_cast<long long>(parameters),
+              static_cast<long long>(parameters * 4), static_cast<long long>(optimizer_bytes));
+  for (const auto& t : m.tensors()) {
+    if (t.aliases_size() > 0) std::printf("    shared: %s (+%d layers)\n", t.name().c_str(), t.aliases_size());
+  }
+  const KvCacheLayout& kv = m.kv_cache();
+  std::printf("  KV cache: %lld bytes per token, %lld bytes per image (%lld image tokens)\n",
+              static_cast<long long>(kv.bytes_per_token()), static_cast<long long>(kv.bytes_per_image()),
+              static_cast<long long>(kv.image_tokens()));
+  std::printf("    %5s %-10s %9s %9s %10s %12s %12s\n", "layer", "kind", "attn set", "heads x d", "image K/V", "B/token",
+              "B/image");
+  for (const auto& l : kv.layers()) {
+    std::printf("    %5d %-10s %9d %5d x %-3d %10s %12lld %12lld\n", l.layer(), l.multimodal() ? "multimodal" : "unimodal",
+                l.self_attn_weight_group(), l.heads(), l.head_dim(),
+                l.cross_kv_layer() < 0 ? "-" : ("layer " + std::to_string(l.cross_kv_layer())).c_str(),
+                static_cast<long long>(l.self_kv_bytes_per_token()), static_cast<long long>(l.cross_kv_bytes_per_image()));
+  }
+}
+
+}  // namespace
+}  // namespace vlm
+
+int main(int argc, char** argv) {
+  if (argc != 3 || (std::string(argv[1]) != "inspect" && std::string(argv[1]) != "verify")) {
+    std::fprintf(stderr, "%s", vlm::kUsage);
+    return 2;
+  }
+  try {
+    const vlm::CheckpointReader reader(vlm::step_directory(argv[2]));
+    if (std::string(argv[1]) == "inspect") {
+      vlm::inspect(reader);
+    } else {
+      const int64_t bytes = reader.verify_all();
+      std::printf("verified %s: %d tensors and their optimizer state, %lld bytes, every checksum matches\n",
+                  reader.directory().c_str(), reader.manifest().tensors_size(), static_cast<long long>(bytes));
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vlm-ckpt: %s\n", e.what());
+    return 1;
+  }
+}
