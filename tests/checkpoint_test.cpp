@@ -73,6 +73,30 @@ TEST_F(Checkpoint, ResumeIsBitExact) {
   if (topology_.is_root()) fs::remove_all(root);
 }
 
+TEST_F(Checkpoint, AsyncSaveCapturesTheStepBoundaryWhileTrainingGoesOn) {
+  const std::string root = shared_root("async");
+  const TrainConfig config = config_with(topology_.world_size());
+  Trainer straight(config, topology_, groups_.data_parallel(), tiny_data());
+  std::vector<double> losses;
+  for (int i = 0; i < 6; ++i) losses.push_back(straight.train_step().loss);
+
+  Trainer first(config, topology_, groups_.data_parallel(), tiny_data());
+  for (int i = 0; i < 3; ++i) first.train_step();
+  {
+    AsyncCheckpointer async(MPI_COMM_WORLD);
+    async.save(first.snapshot(), root, 2);
+    first.train_step();  // changes every parameter while the save may still be writing
+    first.train_step();
+    async.wait();
+  }
+  Trainer resumed(config_with(topology_.world_size(), {"loop.seed=999"}), topology_, groups_.data_parallel(), tiny_data());
+  resumed.load_checkpoint(resolve_checkpoint(root, "latest"));
+  EXPECT_EQ(resumed.steps_done(), 3);
+  for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (topology_.is_root()) fs::remove_all(root);
+}
+
 TEST_F(Checkpoint, SharedTensorsAreStoredOnceAndVerify) {
   const std::string root = shared_root("once");
   Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());

@@ -14,6 +14,7 @@
 #include "comm/topology.h"
 #include "proto/config_loader.h"
 #include "trainer/checkpoint.h"
+#include "trainer/checkpoint_writer.h"
 #include "trainer/command_line.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics.h"
@@ -35,14 +36,20 @@ bool any_rank_stopping() {
   return stop != 0;
 }
 
-void save(Trainer& trainer, const TrainConfig& config, const Topology& topology) {
+// Synchronous, or the snapshot now and the writing on `async`'s thread.
+void save(Trainer& trainer, const TrainConfig& config, const Topology& topology, AsyncCheckpointer* async) {
   const auto start = std::chrono::steady_clock::now();
-  trainer.save_checkpoint(config.checkpoint().dir(), config.checkpoint().keep());
-  LOG_IF(INFO, topology.is_root()) << "checkpoint " << config.checkpoint().dir() << "/"
-                                   << step_directory_name(trainer.steps_done()) << " saved in "
-                                   << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s";
+  const std::string where = config.checkpoint().dir() + "/" + step_directory_name(trainer.steps_done());
+  if (async != nullptr) {
+    async->save(trainer.snapshot(), config.checkpoint().dir(), config.checkpoint().keep());
+  } else {
+    trainer.save_checkpoint(config.checkpoint().dir(), config.checkpoint().keep());
+  }
+  const double stall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  LOG_IF(INFO, topology.is_root()) << "checkpoint " << where << (async ? " started; training stalled " : " saved in ")
+                                   << stall << " s";
 }
-void save(PipelineTrainer&, const TrainConfig&, const Topology&) {}  // rejected at start-up for now
+void save(PipelineTrainer&, const TrainConfig&, const Topology&, AsyncCheckpointer*) {}  // rejected at start-up for now
 
 // The loop both trainers share: step, export metrics, report progress,
 // checkpoint every checkpoint.every_steps and at the end. Returns false when
@@ -54,6 +61,8 @@ bool run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& t
   ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
   const bool checkpoints = !config.checkpoint().dir().empty();
   const int every = config.checkpoint().every_steps();
+  std::unique_ptr<AsyncCheckpointer> async;
+  if (checkpoints && config.checkpoint().async()) async = std::make_unique<AsyncCheckpointer>(MPI_COMM_WORLD);
   while (trainer.steps_done() < config.loop().steps()) {
     const StepStats stats = trainer.train_step();
     if (metrics) {
@@ -63,7 +72,10 @@ bool run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& t
     if (topology.is_root()) progress.report(stats);
     const bool last = trainer.steps_done() == config.loop().steps();
     const bool stopping = any_rank_stopping();
-    if (checkpoints && (last || stopping || (every > 0 && trainer.steps_done() % every == 0))) save(trainer, config, topology);
+    if (checkpoints && (last || stopping || (every > 0 && trainer.steps_done() % every == 0))) {
+      save(trainer, config, topology, async.get());
+    }
+    if (async && (last || stopping)) async->wait();  // the final checkpoint is complete before exit
     if (stopping && !last) {
       LOG_IF(INFO, topology.is_root()) << "stopped by a signal after step " << trainer.steps_done()
                                        << (checkpoints ? "; resume with --resume latest" : "");

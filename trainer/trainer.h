@@ -17,6 +17,7 @@
 #include "model/vlm.h"
 #include "proto/config.pb.h"
 #include "scheduler/lr_schedule.h"
+#include "trainer/checkpoint_writer.h"
 #include "trainer/training_data.h"
 
 namespace vlm {
@@ -48,9 +49,10 @@ class Trainer {
 
   StepStats train_step();
 
-  // Collective over the world: dp_rank 0 writes parameters and optimizer
-  // state, rank 0 gathers every rank's RNG state and commits the manifest,
-  // then ROOT/latest. Keeps the newest `keep` checkpoints.
+  // Copies what a checkpoint holds (parameters and optimizer state on
+  // dp_rank 0; every rank's RNG state): the only stall of an asynchronous save.
+  CheckpointSnapshot snapshot() const;
+  // Synchronous save, collective over the world (trainer/checkpoint_writer.h).
   void save_checkpoint(const std::string& root, int keep);
   // Restores parameters, optimizer state, step, data cursor and RNG from a
   // step directory written by a model with the same config and sharing map

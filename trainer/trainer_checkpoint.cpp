@@ -27,60 +27,28 @@ torch::Tensor rng_state() { return at::detail::getDefaultCPUGenerator().get_stat
 
 }  // namespace
 
-void Trainer::save_checkpoint(const std::string& root, int keep) {
-  const std::string directory = root + "/" + step_directory_name(step_);
-  Manifest manifest;
-  if (topology_.dp_rank() == 0) {  // replicas hold the same values: one writer
-    ShardWriter shard(directory, "shard-00000.bin");
-    for (const UniqueParameter& p : unique_parameters(*model_)) {
-      TensorRecord* record = manifest.add_tensors();
-      *record = shard.append(p.name, p.tensor);
-      for (const auto& alias : p.aliases) record->add_aliases(alias);
-      auto& states = optimizer_->state();
-      auto it = states.find(state_key(states, p.tensor));
-      if (it == states.end()) continue;  // no step taken yet
-      const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-      OptimizerRecord* o = manifest.add_optimizer();
-      o->set_parameter(p.name);
-      o->set_step(adam.step());
-      *o->mutable_exp_avg() = shard.append(p.name + "#exp_avg", adam.exp_avg());
-      *o->mutable_exp_avg_sq() = shard.append(p.name + "#exp_avg_sq", adam.exp_avg_sq());
-    }
-    shard.close();
+CheckpointSnapshot Trainer::snapshot() const {
+  CheckpointSnapshot snap;
+  snap.step = step_;
+  snap.consumed_samples = step_ * config_.loop().global_batch_size();
+  snap.config = config_;
+  snap.topology = topology_;
+  snap.kv_cache = kv_cache_layout(model_->spec());
+  snap.rng_state = rng_state().clone();
+  if (topology_.dp_rank() != 0) return snap;  // replicas hold the same values: one writer
+  torch::NoGradGuard no_grad;
+  auto& states = optimizer_->state();
+  for (const UniqueParameter& p : unique_parameters(*model_)) {
+    snap.parameters.push_back({p.name, p.aliases, p.tensor.detach().clone()});
+    auto it = states.find(state_key(states, p.tensor));
+    if (it == states.end()) continue;  // no step taken yet
+    const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+    snap.optimizer.push_back({p.name, adam.step(), adam.exp_avg().clone(), adam.exp_avg_sq().clone()});
   }
-  // Every rank's RNG state to rank 0 (the states have the same size everywhere).
-  torch::Tensor mine = rng_state().contiguous();
-  std::vector<uint8_t> all(topology_.is_root() ? mine.numel() * topology_.world_size() : 0);
-  VLM_MPI_CHECK(MPI_Gather(mine.data_ptr(), static_cast<int>(mine.numel()), MPI_BYTE, all.data(),
-                           static_cast<int>(mine.numel()), MPI_BYTE, 0, MPI_COMM_WORLD));
-  VLM_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));  // every shard is durable before the manifest
-  if (topology_.is_root()) {
-    const int64_t consumed = step_ * config_.loop().global_batch_size();
-    manifest.set_format_version(kCheckpointFormatVersion);
-    manifest.set_step(step_);
-    manifest.set_consumed_samples(consumed);
-    *manifest.mutable_config() = config_;
-    manifest.mutable_topology()->set_data_parallel(topology_.data_parallel);
-    manifest.mutable_topology()->set_pipeline_stages(topology_.pipeline_stages);
-    manifest.mutable_topology()->add_stage_starts(0);
-    manifest.set_lr_schedule_step(step_);
-    for (int r = 0; r < topology_.world_size(); ++r) {
-      RankState* rank = manifest.add_ranks();
-      rank->set_rank(r);
-      rank->set_torch_rng_state(std::string(all.begin() + r * mine.numel(), all.begin() + (r + 1) * mine.numel()));
-    }
-    for (int d = 0; d < topology_.data_parallel; ++d) {
-      DataCursor* cursor = manifest.add_cursors();
-      cursor->set_dp_rank(d);
-      cursor->set_step(step_);
-      cursor->set_consumed_samples(consumed);
-    }
-    *manifest.mutable_kv_cache() = kv_cache_layout(model_->spec());
-    commit_checkpoint(root, directory, manifest);
-    prune_checkpoints(root, keep);
-  }
-  VLM_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  return snap;
 }
+
+void Trainer::save_checkpoint(const std::string& root, int keep) { write_checkpoint(snapshot(), root, keep, MPI_COMM_WORLD); }
 
 void Trainer::load_checkpoint(const std::string& step_directory) {
   const CheckpointReader reader(step_directory);

@@ -1,0 +1,101 @@
+// Writing a checkpoint from a snapshot, synchronously or on a background thread.
+
+#include "trainer/checkpoint_writer.h"
+
+#include <glog/logging.h>
+
+#include "comm/mpi_check.h"
+
+namespace vlm {
+
+void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, int keep, MPI_Comm world) {
+  const std::string directory = root + "/" + step_directory_name(snap.step);
+  Manifest manifest;
+  if (!snap.parameters.empty()) {
+    ShardWriter shard(directory, "shard-00000.bin");
+    std::map<std::string, TensorRecord*> by_name;
+    for (const auto& p : snap.parameters) {
+      TensorRecord* record = manifest.add_tensors();
+      *record = shard.append(p.name, p.tensor);
+      for (const auto& alias : p.aliases) record->add_aliases(alias);
+    }
+    for (const auto& o : snap.optimizer) {
+      OptimizerRecord* record = manifest.add_optimizer();
+      record->set_parameter(o.parameter);
+      record->set_step(o.step);
+      *record->mutable_exp_avg() = shard.append(o.parameter + "#exp_avg", o.exp_avg);
+      *record->mutable_exp_avg_sq() = shard.append(o.parameter + "#exp_avg_sq", o.exp_avg_sq);
+    }
+    shard.close();
+  }
+  int rank = 0, size = 1;
+  VLM_MPI_CHECK(MPI_Comm_rank(world, &rank));
+  VLM_MPI_CHECK(MPI_Comm_size(world, &size));
+  // Every rank's RNG state to rank 0 (the states have the same size everywhere).
+  const torch::Tensor mine = snap.rng_state.contiguous();
+  std::vector<uint8_t> all(rank == 0 ? mine.numel() * size : 0);
+  VLM_MPI_CHECK(MPI_Gather(mine.data_ptr(), static_cast<int>(mine.numel()), MPI_BYTE, all.data(),
+                           static_cast<int>(mine.numel()), MPI_BYTE, 0, world));
+  VLM_MPI_CHECK(MPI_Barrier(world));  // every shard is durable before the manifest
+  if (rank == 0) {
+    manifest.set_format_version(kCheckpointFormatVersion);
+    manifest.set_step(snap.step);
+    manifest.set_consumed_samples(snap.consumed_samples);
+    *manifest.mutable_config() = snap.config;
+    manifest.mutable_topology()->set_data_parallel(snap.topology.data_parallel);
+    manifest.mutable_topology()->set_pipeline_stages(snap.topology.pipeline_stages);
+    manifest.mutable_topology()->add_stage_starts(0);
+    manifest.set_lr_schedule_step(snap.step);
+    for (int r = 0; r < size; ++r) {
+      RankState* state = manifest.add_ranks();
+      state->set_rank(r);
+      state->set_torch_rng_state(std::string(all.begin() + r * mine.numel(), all.begin() + (r + 1) * mine.numel()));
+    }
+    for (int d = 0; d < snap.topology.data_parallel; ++d) {
+      DataCursor* cursor = manifest.add_cursors();
+      cursor->set_dp_rank(d);
+      cursor->set_step(snap.step);
+      cursor->set_consumed_samples(snap.consumed_samples);
+    }
+    *manifest.mutable_kv_cache() = snap.kv_cache;
+    commit_checkpoint(root, directory, manifest);
+    prune_checkpoints(root, keep);
+  }
+  VLM_MPI_CHECK(MPI_Barrier(world));
+}
+
+AsyncCheckpointer::AsyncCheckpointer(MPI_Comm world) {
+  VLM_MPI_CHECK(MPI_Comm_dup(world, &comm_));  // never interleaves with the training thread's collectives
+}
+
+AsyncCheckpointer::~AsyncCheckpointer() {
+  try {
+    wait();
+  } catch (const std::exception& e) {
+    LOG(ERROR) << "the last asynchronous checkpoint failed: " << e.what();
+  }
+  MPI_Comm_free(&comm_);
+}
+
+void AsyncCheckpointer::save(CheckpointSnapshot snapshot, const std::string& root, int keep) {
+  wait();  // one save at a time
+  writer_ = std::thread([this, snap = std::move(snapshot), root, keep] {
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      write_checkpoint(snap, root, keep, comm_);
+    } catch (...) {
+      failure_ = std::current_exception();
+    }
+    last_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  });
+}
+
+void AsyncCheckpointer::wait() {
+  if (writer_.joinable()) writer_.join();
+  if (failure_) {
+    std::exception_ptr failure = std::exchange(failure_, nullptr);
+    std::rethrow_exception(failure);
+  }
+}
+
+}  // namespace vlm

@@ -1,0 +1,64 @@
+#pragma once
+// A checkpoint's contents copied out of the trainer at a step boundary, and
+// the code that writes them: synchronously, or on a background thread while
+// training goes on (the copy is the only stall).
+
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/topology.h"
+#include "proto/checkpoint.pb.h"
+#include "trainer/checkpoint.h"
+
+namespace vlm {
+
+struct CheckpointSnapshot {
+  struct Parameter {
+    std::string name;
+    std::vector<std::string> aliases;
+    torch::Tensor tensor;  // a copy
+  };
+  struct AdamState {
+    std::string parameter;
+    int64_t step;
+    torch::Tensor exp_avg, exp_avg_sq;  // copies
+  };
+  int64_t step = 0;
+  int64_t consumed_samples = 0;
+  TrainConfig config;
+  Topology topology;
+  KvCacheLayout kv_cache;
+  torch::Tensor rng_state;
+  std::vector<Parameter> parameters;  // empty on ranks that do not write tensors
+  std::vector<AdamState> optimizer;
+};
+
+// Collective over `world`: shards, barrier, manifest by rank 0, latest, pruning.
+void write_checkpoint(const CheckpointSnapshot& snapshot, const std::string& root, int keep, MPI_Comm world);
+
+class AsyncCheckpointer {
+ public:
+  explicit AsyncCheckpointer(MPI_Comm world);
+  ~AsyncCheckpointer();  // waits for the save in progress
+  AsyncCheckpointer(const AsyncCheckpointer&) = delete;
+  AsyncCheckpointer& operator=(const AsyncCheckpointer&) = delete;
+
+  // Waits for the previous save (rethrowing its failure), then writes `snapshot` in the background.
+  void save(CheckpointSnapshot snapshot, const std::string& root, int keep);
+  void wait();
+  double last_seconds() const { return last_seconds_; }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  std::thread writer_;
+  std::exception_ptr failure_;
+  std::atomic<double> last_seconds_{0};
+};
+
+}  // namespace vlm
