@@ -21,6 +21,26 @@ grep -q "resumed from $root/a/step-00000010 at step 10" "$root/b.log" || fail "d
 grep -q "step 15/15" "$root/b.log" || fail "resumed run did not reach step 15"
 [[ $(cat "$root/a/latest") == step-00000015 ]] || fail "latest is not step 15"
 
+echo "== different data-parallel sizes: 1 -> 2 -> 4 ranks"
+loss_at() { sed -nE "s/^step $2\/[0-9]+ loss ([0-9.]+).*/\1/p" "$1"; }
+# Runs that stop at different steps share one schedule only if it does not
+# depend on loop.steps: constant after warm-up.
+const=(--set optim.min_lr_ratio=1)
+"$train" --config "$config" "${const[@]}" --set loop.steps=14 --set loop.log_every=1 > "$root/ref.log" 2>&1 || fail "reference run"
+"$train" --config "$config" "${const[@]}" --set checkpoint.dir="$root/d" --set loop.steps=10 > "$root/d1.log" 2>&1 || fail "1 rank"
+mpirun --oversubscribe -np 2 "$train" --config "$config" "${const[@]}" --set checkpoint.dir="$root/d" --set loop.steps=12 \
+  --set loop.log_every=1 --resume latest > "$root/d2.log" 2>&1 || fail "2 ranks resuming"
+mpirun --oversubscribe -np 4 "$train" --config "$config" "${const[@]}" --set checkpoint.dir="$root/d" --set loop.steps=14 \
+  --set loop.log_every=1 --resume latest > "$root/d4.log" 2>&1 || fail "4 ranks resuming"
+for pair in "d2.log 11" "d2.log 12" "d4.log 13" "d4.log 14"; do
+  set -- $pair
+  got=$(loss_at "$root/$1" "$2") want=$(loss_at "$root/ref.log" "$2")
+  [[ -n $got && -n $want ]] || fail "no loss for step $2 in $1"
+  awk -v a="$got" -v b="$want" 'BEGIN { exit !(a - b < 2e-4 && b - a < 2e-4) }' ||
+    fail "step $2 after resharding: loss $got, one process without stopping: $want"
+  echo "step $2 ($1): loss $got, uninterrupted one process $want"
+done
+
 echo "== preemption (SIGUSR1 through mpirun)"
 mpirun --oversubscribe -np 2 "$train" --config "$config" --set checkpoint.dir="$root/p" --set loop.steps=100000 \
   --set loop.log_every=0 > "$root/p.log" 2>&1 &
@@ -63,4 +83,4 @@ pid=$!
 for _ in $(seq 100); do grep -q "^step " "$last.resume.log" 2> /dev/null && break; sleep 0.1; done
 kill -9 $pid; wait $pid 2> /dev/null
 grep -q "resumed from" "$last.resume.log" || fail "could not resume after SIGKILL"
-echo "checkpoint CLI: 3 passed, 0 failed"
+echo "checkpoint CLI: 4 passed, 0 failed"

@@ -4,6 +4,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <ATen/Parallel.h>
+#include <cstring>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -74,7 +77,12 @@ ShardWriter::~ShardWriter() {
   if (file_ != nullptr) std::fclose(file_);
 }
 
-TensorRecord ShardWriter::append(const std::string& name, const torch::Tensor& tensor) {
+uint32_t tensor_crc(const torch::Tensor& tensor) {
+  const torch::Tensor t = tensor.contiguous();
+  return crc_of(t.data_ptr(), t.nbytes());
+}
+
+TensorRecord ShardWriter::append(const std::string& name, const torch::Tensor& tensor, std::optional<uint32_t> crc) {
   torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
   if (t.scalar_type() != torch::kFloat) throw CheckpointError(name + ": only float32 tensors are checkpointed");
   TensorRecord record;
@@ -84,7 +92,7 @@ TensorRecord ShardWriter::append(const std::string& name, const torch::Tensor& t
   record.set_shard(shard_);
   record.set_offset(offset_);
   record.set_length(t.nbytes());
-  record.set_crc32(crc_of(t.data_ptr(), t.nbytes()));
+  record.set_crc32(crc ? *crc : crc_of(t.data_ptr(), t.nbytes()));
   if (std::fwrite(t.data_ptr(), 1, t.nbytes(), file_) != t.nbytes()) {
     throw CheckpointError(path_ + ": write failed: " + std::strerror(errno));
   }
@@ -170,31 +178,46 @@ void CheckpointReader::read(const TensorRecord& r, torch::Tensor target) const {
     throw CheckpointError(path + ": truncated: " + r.name() + " needs bytes [" + std::to_string(r.offset()) + ", " +
                           std::to_string(r.offset() + r.length()) + ") of a " + std::to_string(size) + "-byte file");
   }
-  torch::Tensor buffer = torch::empty_like(target, torch::MemoryFormat::Contiguous);
-  std::ifstream in(path, std::ios::binary);
-  in.seekg(static_cast<std::streamoff>(r.offset()));
-  in.read(static_cast<char*>(buffer.data_ptr()), static_cast<std::streamsize>(r.length()));
-  if (!in.good()) throw CheckpointError(path + ": read failed for " + r.name());
-  if (crc_of(buffer.data_ptr(), r.length()) != r.crc32()) {
+  // Read straight into the destination when it is contiguous; a damaged tensor
+  // throws, and a failed load is never trained on (vlm-train stops).
+  torch::NoGradGuard no_grad;
+  torch::Tensor destination = target.is_contiguous() ? target.detach() : torch::empty_like(target, torch::MemoryFormat::Contiguous);
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw CheckpointError(path + ": cannot open: " + std::strerror(errno));
+  auto* out = static_cast<char*>(destination.data_ptr());
+  uint64_t done = 0;
+  while (done < r.length()) {
+    const ssize_t n = ::pread(fd, out + done, r.length() - done, static_cast<off_t>(r.offset() + done));
+    if (n <= 0) break;
+    done += static_cast<uint64_t>(n);
+  }
+  ::close(fd);
+  if (done != r.length()) throw CheckpointError(path + ": read failed for " + r.name());
+  if (crc_of(out, r.length()) != r.crc32()) {
     throw CheckpointError(path + ": checksum mismatch for " + r.name() + ": the shard is damaged");
   }
-  torch::NoGradGuard no_grad;
-  target.copy_(buffer);
+  if (!destination.is_same(target)) target.copy_(destination);
 }
 
 int64_t CheckpointReader::verify_all() const {
+  std::vector<const TensorRecord*> records;
+  for (const auto& r : manifest_.tensors()) records.push_back(&r);
+  for (const auto& o : manifest_.optimizer()) records.push_back(&o.exp_avg()), records.push_back(&o.exp_avg_sq());
+  std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;
   int64_t bytes = 0;
-  auto check = [&](const TensorRecord& r) {
-    std::vector<int64_t> shape(r.shape().begin(), r.shape().end());
-    read(r, torch::empty(shape));
-    bytes += static_cast<int64_t>(r.length());
-  };
-  for (const auto& r : manifest_.tensors()) check(r);
-  for (const auto& o : manifest_.optimizer()) {
-    check(o.exp_avg());
-    check(o.exp_avg_sq());
+  for (const TensorRecord* r : records) {
+    reads.emplace_back(r, torch::empty(std::vector<int64_t>(r->shape().begin(), r->shape().end())));
+    bytes += static_cast<int64_t>(r->length());
   }
+  read_all(reads);
   return bytes;
+}
+
+void CheckpointReader::read_all(const std::vector<std::pair<const TensorRecord*, torch::Tensor>>& reads) const {
+  // Independent tensors: read and checksum them on ATen's threads.
+  at::parallel_for(0, static_cast<int64_t>(reads.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) read(*reads[i].first, reads[i].second);
+  });
 }
 
 KvCacheLayout kv_cache_layout(const ModelSpec& s) {

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -26,6 +27,9 @@ class CheckpointError : public std::runtime_error {
 
 std::string step_directory_name(int64_t step);
 
+// CRC-32 (zlib) of a contiguous float32 tensor's bytes.
+uint32_t tensor_crc(const torch::Tensor& tensor);
+
 // Appends tensors to one shard file; durable after close().
 class ShardWriter {
  public:
@@ -34,7 +38,8 @@ class ShardWriter {
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
 
-  TensorRecord append(const std::string& name, const torch::Tensor& tensor);
+  // `crc32`: the tensor's checksum if already computed (crc_of), else computed here.
+  TensorRecord append(const std::string& name, const torch::Tensor& tensor, std::optional<uint32_t> crc32 = {});
   void close();  // flush and fsync
 
  private:
@@ -60,6 +65,8 @@ class CheckpointReader {
 
   // Reads `record` into `target` after checking dtype, shape, bounds and checksum.
   void read(const TensorRecord& record, torch::Tensor target) const;
+  // read() for many tensors at once, in parallel.
+  void read_all(const std::vector<std::pair<const TensorRecord*, torch::Tensor>>& reads) const;
   // Reads and checks every tensor; returns the bytes checked.
   int64_t verify_all() const;
 

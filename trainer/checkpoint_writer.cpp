@@ -2,6 +2,7 @@
 
 #include "trainer/checkpoint_writer.h"
 
+#include <ATen/Parallel.h>
 #include <glog/logging.h>
 
 #include "comm/mpi_check.h"
@@ -12,19 +13,27 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
   const std::string directory = root + "/" + step_directory_name(snap.step);
   Manifest manifest;
   if (!snap.parameters.empty()) {
+    // Checksums first, in parallel over tensors; then one sequential write.
+    std::vector<const torch::Tensor*> order;
+    for (const auto& p : snap.parameters) order.push_back(&p.tensor);
+    for (const auto& o : snap.optimizer) order.push_back(&o.exp_avg), order.push_back(&o.exp_avg_sq);
+    std::vector<uint32_t> crcs(order.size());
+    at::parallel_for(0, static_cast<int64_t>(order.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) crcs[i] = tensor_crc(*order[i]);
+    });
     ShardWriter shard(directory, "shard-00000.bin");
-    std::map<std::string, TensorRecord*> by_name;
+    size_t next = 0;
     for (const auto& p : snap.parameters) {
       TensorRecord* record = manifest.add_tensors();
-      *record = shard.append(p.name, p.tensor);
+      *record = shard.append(p.name, p.tensor, crcs[next++]);
       for (const auto& alias : p.aliases) record->add_aliases(alias);
     }
     for (const auto& o : snap.optimizer) {
       OptimizerRecord* record = manifest.add_optimizer();
       record->set_parameter(o.parameter);
       record->set_step(o.step);
-      *record->mutable_exp_avg() = shard.append(o.parameter + "#exp_avg", o.exp_avg);
-      *record->mutable_exp_avg_sq() = shard.append(o.parameter + "#exp_avg_sq", o.exp_avg_sq);
+      *record->mutable_exp_avg() = shard.append(o.parameter + "#exp_avg", o.exp_avg, crcs[next++]);
+      *record->mutable_exp_avg_sq() = shard.append(o.parameter + "#exp_avg_sq", o.exp_avg_sq, crcs[next++]);
     }
     shard.close();
   }

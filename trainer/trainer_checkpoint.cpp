@@ -62,6 +62,7 @@ void Trainer::load_checkpoint(const std::string& step_directory) {
   }
   std::map<std::string, const TensorRecord*> records;
   for (const auto& r : m.tensors()) records[r.name()] = &r;
+  std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;  // checked first, read together
   for (const UniqueParameter& p : unique_parameters(*model_)) {
     auto it = records.find(p.name);
     if (it == records.end()) throw CheckpointError(step_directory + ": no tensor '" + p.name + "' in the checkpoint");
@@ -71,7 +72,7 @@ void Trainer::load_checkpoint(const std::string& step_directory) {
                             std::to_string(aliases.size()) + " other layers, the model with " +
                             std::to_string(p.aliases.size()));
     }
-    reader.read(*it->second, p.tensor);
+    reads.emplace_back(it->second, p.tensor);
   }
   std::map<std::string, torch::Tensor> parameters;
   for (const UniqueParameter& p : unique_parameters(*model_)) parameters[p.name] = p.tensor;
@@ -81,13 +82,14 @@ void Trainer::load_checkpoint(const std::string& step_directory) {
     if (it == parameters.end()) throw CheckpointError(step_directory + ": optimizer state for unknown '" + o.parameter() + "'");
     auto adam = std::make_unique<torch::optim::AdamWParamState>();
     adam->step(o.step());
-    torch::Tensor exp_avg = torch::zeros_like(it->second), exp_avg_sq = torch::zeros_like(it->second);
-    reader.read(o.exp_avg(), exp_avg);
-    reader.read(o.exp_avg_sq(), exp_avg_sq);
+    torch::Tensor exp_avg = torch::empty_like(it->second), exp_avg_sq = torch::empty_like(it->second);
+    reads.emplace_back(&o.exp_avg(), exp_avg);
+    reads.emplace_back(&o.exp_avg_sq(), exp_avg_sq);
     adam->exp_avg(exp_avg);
     adam->exp_avg_sq(exp_avg_sq);
     states[state_key(states, it->second)] = std::move(adam);
   }
+  reader.read_all(reads);
   const int64_t global = config_.loop().global_batch_size();
   if (m.consumed_samples() % global != 0) {
     throw CheckpointError(step_directory + ": " + std::to_string(m.consumed_samples()) +
