@@ -41,6 +41,15 @@ for pair in "d2.log 11" "d2.log 12" "d4.log 13" "d4.log 14"; do
   echo "step $2 ($1): loss $got, uninterrupted one process $want"
 done
 
+echo "== pipeline stages: 2-stage checkpoint, verified, resumed by one process"
+mpirun --oversubscribe -np 2 "$train" --config "$config" --set parallel.pipeline_stages=2 --set loop.micro_batches=2 \
+  --set checkpoint.dir="$root/pp" --set loop.steps=6 > "$root/pp.log" 2>&1 || fail "pipeline run"
+"$ckpt" verify "$root/pp" > /dev/null || fail "the pipeline checkpoint does not verify"
+"$ckpt" inspect "$root/pp" | grep -q "pipeline_stages 2" || fail "inspect does not show 2 stages"
+"$train" --config "$config" --set loop.micro_batches=2 --set checkpoint.dir="$root/pp" --set loop.steps=8 \
+  --resume latest > "$root/pp1.log" 2>&1 || fail "one process resuming a pipeline checkpoint"
+grep -q "resumed from $root/pp/step-00000006 at step 6" "$root/pp1.log" || fail "did not resume the pipeline checkpoint"
+
 echo "== preemption (SIGUSR1 through mpirun)"
 mpirun --oversubscribe -np 2 "$train" --config "$config" --set checkpoint.dir="$root/p" --set loop.steps=100000 \
   --set loop.log_every=0 > "$root/p.log" 2>&1 &
@@ -83,4 +92,4 @@ pid=$!
 for _ in $(seq 100); do grep -q "^step " "$last.resume.log" 2> /dev/null && break; sleep 0.1; done
 kill -9 $pid; wait $pid 2> /dev/null
 grep -q "resumed from" "$last.resume.log" || fail "could not resume after SIGKILL"
-echo "checkpoint CLI: 4 passed, 0 failed"
+echo "checkpoint CLI: 5 passed, 0 failed"

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <filesystem>
 #include <set>
 #include <sstream>
 
@@ -13,7 +14,10 @@
 #include "comm/topology.h"
 #include "model/parameters.h"
 #include "proto/config_loader.h"
+#include "trainer/checkpoint.h"
 #include "trainer/pipeline_trainer.h"
+
+#include <unistd.h>
 
 namespace vlm {
 namespace {
@@ -105,6 +109,60 @@ void expect_parity(const std::string& schedule, bool keep_groups_together = fals
     }
     for (const auto& [name, prints] : seen) EXPECT_EQ(prints.size(), 1u) << "copies of " << name << " differ at step " << step;
   }
+}
+
+// One folder for the whole job, named by rank 0.
+std::string shared_root(const std::string& name) {
+  int pid = getpid();
+  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  return (std::filesystem::temp_directory_path() / ("vlm_ppckpt_" + name + "_" + std::to_string(pid))).string();
+}
+
+TEST(PipelineCheckpoint, ResumeIsBitExactAndLoadsWithoutPipeline) {
+  const int stages = stages_from_environment();
+  const Topology topology = make_topology(detect_process(), stages, 0);
+  ProcessGroups groups(topology);
+  TrainConfig config = pipeline_config(stages, topology.data_parallel, "ONE_F_ONE_B");
+  config.mutable_loop()->set_steps(6);
+  const std::string root = shared_root("resume");
+  PipelineTrainer straight(config, topology, groups, tiny_data());
+  std::vector<double> losses;
+  for (int i = 0; i < 6; ++i) losses.push_back(straight.train_step().loss);
+
+  PipelineTrainer first(config, topology, groups, tiny_data());
+  for (int i = 0; i < 3; ++i) first.train_step();
+  first.save_checkpoint(root, 2);
+  TrainConfig other_seed = config;
+  other_seed.mutable_loop()->set_seed(999);
+  PipelineTrainer resumed(other_seed, topology, groups, tiny_data());
+  resumed.load_checkpoint(resolve_checkpoint(root, "latest"));
+  for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
+  const auto& mine = resumed.stage()->global_parameters();
+  const auto& reference = straight.stage()->global_parameters();
+  for (size_t i = 0; i < mine.size(); ++i) {
+    EXPECT_TRUE(torch::equal(mine[i].tensor, reference[i].tensor)) << mine[i].name << " differs after resume";
+  }
+
+  // The same checkpoint continued with the blocks cut elsewhere.
+  TrainConfig moved = config;
+  moved.mutable_parallel()->clear_stage_starts();
+  if (stages == 2) moved.mutable_parallel()->add_stage_starts(3);
+  if (stages == 3) moved.mutable_parallel()->add_stage_starts(2), moved.mutable_parallel()->add_stage_starts(3);
+  PipelineTrainer repartitioned(moved, topology, groups, tiny_data());
+  ASSERT_NE(repartitioned.stage_starts(), first.stage_starts());
+  repartitioned.load_checkpoint(resolve_checkpoint(root, "latest"));
+  EXPECT_NEAR(repartitioned.train_step().loss, losses[3], 1e-5 * std::abs(losses[3]));
+
+  // And by one process without pipelining.
+  TrainConfig single = config;
+  single.mutable_parallel()->set_pipeline_stages(1);
+  single.mutable_parallel()->clear_stage_starts();
+  Trainer alone(single, make_topology(ProcessInfo{0, 1, 0, 1}, 1, 1), MPI_COMM_SELF, tiny_data());
+  alone.load_checkpoint(resolve_checkpoint(root, "latest"));
+  EXPECT_EQ(alone.steps_done(), 3);
+  EXPECT_NEAR(alone.train_step().loss, losses[3], 1e-5 * std::abs(losses[3]));
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (topology.is_root()) std::filesystem::remove_all(root);
 }
 
 TEST(PipelineParity, OneFOneBMatchesOneProcess) { expect_parity("ONE_F_ONE_B"); }

@@ -21,7 +21,9 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
     at::parallel_for(0, static_cast<int64_t>(order.size()), 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) crcs[i] = tensor_crc(*order[i]);
     });
-    ShardWriter shard(directory, "shard-00000.bin");
+    char shard_name[32];
+    std::snprintf(shard_name, sizeof shard_name, "shard-%05d.bin", snap.shard);
+    ShardWriter shard(directory, shard_name);
     size_t next = 0;
     for (const auto& p : snap.parameters) {
       TensorRecord* record = manifest.add_tensors();
@@ -45,15 +47,34 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
   std::vector<uint8_t> all(rank == 0 ? mine.numel() * size : 0);
   VLM_MPI_CHECK(MPI_Gather(mine.data_ptr(), static_cast<int>(mine.numel()), MPI_BYTE, all.data(),
                            static_cast<int>(mine.numel()), MPI_BYTE, 0, world));
+  // Every writer's records to rank 0, which merges them into one manifest.
+  std::string records;
+  manifest.SerializeToString(&records);
+  int length = static_cast<int>(records.size());
+  std::vector<int> lengths(rank == 0 ? size : 0), offsets(rank == 0 ? size : 0);
+  VLM_MPI_CHECK(MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, world));
+  std::string gathered;
+  if (rank == 0) {
+    for (int r = 1; r < size; ++r) offsets[r] = offsets[r - 1] + lengths[r - 1];
+    gathered.resize(static_cast<size_t>(offsets.back() + lengths.back()));
+  }
+  VLM_MPI_CHECK(MPI_Gatherv(records.data(), length, MPI_CHAR, gathered.data(), lengths.data(), offsets.data(), MPI_CHAR,
+                            0, world));
   VLM_MPI_CHECK(MPI_Barrier(world));  // every shard is durable before the manifest
   if (rank == 0) {
+    manifest.Clear();
+    for (int r = 0; r < size; ++r) {
+      Manifest part;
+      if (!part.ParseFromArray(gathered.data() + offsets[r], lengths[r])) throw CheckpointError("corrupt records from rank " + std::to_string(r));
+      manifest.MergeFrom(part);
+    }
     manifest.set_format_version(kCheckpointFormatVersion);
     manifest.set_step(snap.step);
     manifest.set_consumed_samples(snap.consumed_samples);
     *manifest.mutable_config() = snap.config;
     manifest.mutable_topology()->set_data_parallel(snap.topology.data_parallel);
     manifest.mutable_topology()->set_pipeline_stages(snap.topology.pipeline_stages);
-    manifest.mutable_topology()->add_stage_starts(0);
+    for (int start : snap.stage_starts) manifest.mutable_topology()->add_stage_starts(start);
     manifest.set_lr_schedule_step(snap.step);
     for (int r = 0; r < size; ++r) {
       RankState* state = manifest.add_ranks();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "comm/topology.h"
+#include "model/parameters.h"
 #include "proto/checkpoint.pb.h"
 #include "trainer/checkpoint.h"
 
@@ -37,7 +38,21 @@ struct CheckpointSnapshot {
   torch::Tensor rng_state;
   std::vector<Parameter> parameters;  // empty on ranks that do not write tensors
   std::vector<AdamState> optimizer;
+  int shard = 0;                      // this writer's shard-NNNNN.bin (its pipeline stage)
+  std::vector<int> stage_starts{0};   // first block of each pipeline stage
 };
+
+// What a trainer hands over to be snapshotted: the parameters this rank
+// writes (empty if it writes none) and the optimizer holding their state.
+CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const Topology& topology,
+                                 const KvCacheLayout& kv_cache, const std::vector<UniqueParameter>& to_write,
+                                 torch::optim::Optimizer& optimizer, int shard, std::vector<int> stage_starts);
+
+// Restores `parameters` (by global name) and their optimizer state from any
+// checkpoint of the same model, whatever its DP size or pipeline partition.
+// Returns the step to continue from (re-derived from the consumed samples).
+int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
+                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer& optimizer);
 
 // Collective over `world`: shards, barrier, manifest by rank 0, latest, pruning.
 void write_checkpoint(const CheckpointSnapshot& snapshot, const std::string& root, int keep, MPI_Comm world);

@@ -92,7 +92,7 @@ PipelineTrainer::PipelineTrainer(const TrainConfig& config, const Topology& topo
   std::vector<torch::Tensor> tensors;
   for (const auto& p : parameters_) {
     tensors.push_back(p.tensor);
-    if (holders[p.name].front() == stage_index_) owned_for_norm_.push_back(p.tensor);
+    if (holders[p.name].front() == stage_index_) owned_for_norm_.push_back(p.tensor), owned_.push_back(p);
   }
   optimizer_ = make_adamw(*stage_, config.optim());
   const BackendKind kind = backend_kind(config.comm().backend());
@@ -138,6 +138,22 @@ PipelineTrainer::PipelineTrainer(const TrainConfig& config, const Topology& topo
 }
 
 PipelineTrainer::~PipelineTrainer() = default;
+
+CheckpointSnapshot PipelineTrainer::snapshot() const {
+  const auto to_write = topology_.dp_rank() == 0 ? owned_ : std::vector<UniqueParameter>{};
+  std::vector<int> starts(starts_.begin(), starts_.end() - 1);
+  return make_snapshot(step_, config_, topology_, kv_cache_layout(stage_->spec()), to_write, *optimizer_, stage_index_,
+                       starts);
+}
+
+void PipelineTrainer::save_checkpoint(const std::string& root, int keep) {
+  write_checkpoint(snapshot(), root, keep, MPI_COMM_WORLD);
+}
+
+void PipelineTrainer::load_checkpoint(const std::string& step_directory) {
+  const CheckpointReader reader(step_directory);
+  step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, *optimizer_);
+}
 
 std::map<std::string, OperationTotals> PipelineTrainer::communication_totals() const {
   std::map<std::string, OperationTotals> sum;

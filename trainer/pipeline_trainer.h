@@ -22,6 +22,7 @@
 #include "model/pipeline_stage.h"
 #include "scheduler/lr_schedule.h"
 #include "scheduler/pipeline_schedule.h"
+#include "trainer/checkpoint_writer.h"
 #include "trainer/trainer.h"
 
 namespace vlm {
@@ -36,6 +37,13 @@ class PipelineTrainer {
   ~PipelineTrainer();
 
   StepStats train_step();
+
+  // Checkpoints as Trainer's: each stage's dp_rank 0 writes the tensors it is
+  // the first stage to hold (shard = stage); names are global, so a checkpoint
+  // loads into any partition, DP size, or no pipeline at all.
+  CheckpointSnapshot snapshot() const;
+  void save_checkpoint(const std::string& root, int keep);
+  void load_checkpoint(const std::string& step_directory);
 
   int64_t steps_done() const { return step_; }
   VlmStage& stage() { return stage_; }
@@ -67,6 +75,7 @@ class PipelineTrainer {
   VlmStage stage_{nullptr};
   std::vector<UniqueParameter> parameters_;
   std::vector<torch::Tensor> owned_for_norm_;  // each tensor counted once across stages
+  std::vector<UniqueParameter> owned_;         // the same, with names: what this stage checkpoints
   std::unique_ptr<torch::optim::AdamW> optimizer_;  // never zero_grad() it: see trainer.h
   std::unique_ptr<Backend> data_parallel_;
   std::unique_ptr<Backend> pipeline_;

@@ -37,7 +37,8 @@ bool any_rank_stopping() {
 }
 
 // Synchronous, or the snapshot now and the writing on `async`'s thread.
-void save(Trainer& trainer, const TrainConfig& config, const Topology& topology, AsyncCheckpointer* async) {
+template <typename AnyTrainer>
+void save(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, AsyncCheckpointer* async) {
   const auto start = std::chrono::steady_clock::now();
   const std::string where = config.checkpoint().dir() + "/" + step_directory_name(trainer.steps_done());
   if (async != nullptr) {
@@ -49,7 +50,6 @@ void save(Trainer& trainer, const TrainConfig& config, const Topology& topology,
   LOG_IF(INFO, topology.is_root()) << "checkpoint " << where << (async ? " started; training stalled " : " saved in ")
                                    << stall << " s";
 }
-void save(PipelineTrainer&, const TrainConfig&, const Topology&, AsyncCheckpointer*) {}  // rejected at start-up for now
 
 // The loop both trainers share: step, export metrics, report progress,
 // checkpoint every checkpoint.every_steps and at the end. Returns false when
@@ -95,20 +95,25 @@ std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Top
 // Pipeline stages > 1: each rank trains its stage. The evaluation needs the
 // whole model on one rank, which comes with checkpoint export; until then it
 // is skipped with a message.
+template <typename AnyTrainer>
+void resume_if_asked(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, const std::string& which) {
+  if (which.empty()) return;
+  const std::string from = resolve_checkpoint(config.checkpoint().dir(), which);
+  trainer.load_checkpoint(from);
+  LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done();
+}
+
 int train_pipeline(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
-                   const TrainingData& data) {
-  if (!config.checkpoint().dir().empty()) {
-    throw std::invalid_argument("checkpoint.dir: checkpoints with pipeline stages > 1 are not available yet; "
-                                "clear checkpoint.dir or use parallel.pipeline_stages=1");
-  }
+                   const TrainingData& data, const std::string& resume) {
   PipelineTrainer trainer(config, topology, groups, data);
+  resume_if_asked(trainer, config, topology, resume);
   std::string layout;
   for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
     layout += " [" + std::to_string(trainer.stage_starts()[s]) + ", " + std::to_string(trainer.stage_starts()[s + 1]) + ")";
   }
   LOG_IF(INFO, topology.is_root()) << "pipeline stages (blocks):" << layout;
   auto metrics = start_metrics(config, topology);
-  run_steps(trainer, config, topology, metrics.get());
+  if (!run_steps(trainer, config, topology, metrics.get())) return 0;
   if (config.eval().enabled() && topology.is_root()) {
     std::printf("evaluation skipped: with pipeline stages > 1 it needs the whole model on one rank, which "
                 "arrives with checkpoint export (vlm-ckpt)\n");
@@ -129,13 +134,9 @@ int train(const CommandLine& cli) {
 
   ProcessGroups groups(topology);
   const auto data = load_training_data(config.data());
-  if (topology.pipeline_stages > 1) return train_pipeline(config, topology, groups, *data);
+  if (topology.pipeline_stages > 1) return train_pipeline(config, topology, groups, *data, cli.resume);
   Trainer trainer(config, topology, groups.data_parallel(), *data);
-  if (!cli.resume.empty()) {
-    const std::string from = resolve_checkpoint(config.checkpoint().dir(), cli.resume);
-    trainer.load_checkpoint(from);
-    LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done();
-  }
+  resume_if_asked(trainer, config, topology, cli.resume);
   auto metrics = start_metrics(config, topology);
   if (metrics) metrics->record_buckets(trainer.bucket_bytes());
   if (!run_steps(trainer, config, topology, metrics.get())) return 0;

@@ -1,4 +1,5 @@
-// Trainer::save_checkpoint and Trainer::load_checkpoint (format: trainer/checkpoint.h).
+// Trainer's checkpoint entry points, and the snapshot/restore core both
+// trainers share (trainer/checkpoint_writer.h).
 
 #include <google/protobuf/util/message_differencer.h>
 
@@ -27,18 +28,21 @@ torch::Tensor rng_state() { return at::detail::getDefaultCPUGenerator().get_stat
 
 }  // namespace
 
-CheckpointSnapshot Trainer::snapshot() const {
+CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const Topology& topology,
+                                 const KvCacheLayout& kv_cache, const std::vector<UniqueParameter>& to_write,
+                                 torch::optim::Optimizer& optimizer, int shard, std::vector<int> stage_starts) {
   CheckpointSnapshot snap;
-  snap.step = step_;
-  snap.consumed_samples = step_ * config_.loop().global_batch_size();
-  snap.config = config_;
-  snap.topology = topology_;
-  snap.kv_cache = kv_cache_layout(model_->spec());
+  snap.step = step;
+  snap.consumed_samples = step * config.loop().global_batch_size();
+  snap.config = config;
+  snap.topology = topology;
+  snap.kv_cache = kv_cache;
   snap.rng_state = rng_state().clone();
-  if (topology_.dp_rank() != 0) return snap;  // replicas hold the same values: one writer
+  snap.shard = shard;
+  snap.stage_starts = std::move(stage_starts);
   torch::NoGradGuard no_grad;
-  auto& states = optimizer_->state();
-  for (const UniqueParameter& p : unique_parameters(*model_)) {
+  auto& states = optimizer.state();
+  for (const UniqueParameter& p : to_write) {
     snap.parameters.push_back({p.name, p.aliases, p.tensor.detach().clone()});
     auto it = states.find(state_key(states, p.tensor));
     if (it == states.end()) continue;  // no step taken yet
@@ -48,62 +52,72 @@ CheckpointSnapshot Trainer::snapshot() const {
   return snap;
 }
 
-void Trainer::save_checkpoint(const std::string& root, int keep) { write_checkpoint(snapshot(), root, keep, MPI_COMM_WORLD); }
-
-void Trainer::load_checkpoint(const std::string& step_directory) {
-  const CheckpointReader reader(step_directory);
+int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
+                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer& optimizer) {
   const Manifest& m = reader.manifest();
+  const std::string& where = reader.directory();
   google::protobuf::util::MessageDifferencer differ;
   std::string differences;
   differ.ReportDifferencesToString(&differences);
-  if (!differ.Compare(m.config().model(), config_.model())) {
-    throw CheckpointError(step_directory + ": the model config differs from the checkpoint's (model.): " + differences +
+  if (!differ.Compare(m.config().model(), config.model())) {
+    throw CheckpointError(where + ": the model config differs from the checkpoint's (model.): " + differences +
                           "HINT: resume with the config the checkpoint was trained with");
   }
   std::map<std::string, const TensorRecord*> records;
   for (const auto& r : m.tensors()) records[r.name()] = &r;
+  std::map<std::string, const OptimizerRecord*> adam_records;
+  for (const auto& o : m.optimizer()) adam_records[o.parameter()] = &o;
   std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;  // checked first, read together
-  for (const UniqueParameter& p : unique_parameters(*model_)) {
+  auto& states = optimizer.state();
+  for (const UniqueParameter& p : parameters) {
     auto it = records.find(p.name);
-    if (it == records.end()) throw CheckpointError(step_directory + ": no tensor '" + p.name + "' in the checkpoint");
+    if (it == records.end()) throw CheckpointError(where + ": no tensor '" + p.name + "' in the checkpoint");
     const std::vector<std::string> aliases(it->second->aliases().begin(), it->second->aliases().end());
     if (aliases != p.aliases) {
-      throw CheckpointError(step_directory + ": the sharing map differs for '" + p.name + "': the checkpoint shares it with " +
+      throw CheckpointError(where + ": the sharing map differs for '" + p.name + "': the checkpoint shares it with " +
                             std::to_string(aliases.size()) + " other layers, the model with " +
                             std::to_string(p.aliases.size()));
     }
     reads.emplace_back(it->second, p.tensor);
-  }
-  std::map<std::string, torch::Tensor> parameters;
-  for (const UniqueParameter& p : unique_parameters(*model_)) parameters[p.name] = p.tensor;
-  auto& states = optimizer_->state();
-  for (const auto& o : m.optimizer()) {
-    auto it = parameters.find(o.parameter());
-    if (it == parameters.end()) throw CheckpointError(step_directory + ": optimizer state for unknown '" + o.parameter() + "'");
+    auto adam_record = adam_records.find(p.name);
+    if (adam_record == adam_records.end()) continue;
     auto adam = std::make_unique<torch::optim::AdamWParamState>();
-    adam->step(o.step());
-    torch::Tensor exp_avg = torch::empty_like(it->second), exp_avg_sq = torch::empty_like(it->second);
-    reads.emplace_back(&o.exp_avg(), exp_avg);
-    reads.emplace_back(&o.exp_avg_sq(), exp_avg_sq);
+    adam->step(adam_record->second->step());
+    torch::Tensor exp_avg = torch::empty_like(p.tensor), exp_avg_sq = torch::empty_like(p.tensor);
+    reads.emplace_back(&adam_record->second->exp_avg(), exp_avg);
+    reads.emplace_back(&adam_record->second->exp_avg_sq(), exp_avg_sq);
     adam->exp_avg(exp_avg);
     adam->exp_avg_sq(exp_avg_sq);
-    states[state_key(states, it->second)] = std::move(adam);
+    states[state_key(states, p.tensor)] = std::move(adam);
   }
   reader.read_all(reads);
-  const int64_t global = config_.loop().global_batch_size();
+  const int64_t global = config.loop().global_batch_size();
   if (m.consumed_samples() % global != 0) {
-    throw CheckpointError(step_directory + ": " + std::to_string(m.consumed_samples()) +
+    throw CheckpointError(where + ": " + std::to_string(m.consumed_samples()) +
                           " consumed samples is not a whole number of loop.global_batch_size(" + std::to_string(global) +
                           ") steps; resume with the global batch size the checkpoint was trained with");
   }
-  step_ = m.consumed_samples() / global;  // the data cursor, re-derived for any DP size
   for (const auto& r : m.ranks()) {
-    if (r.rank() != topology_.rank()) continue;
+    if (r.rank() != rank) continue;
     torch::Tensor state = torch::empty({static_cast<int64_t>(r.torch_rng_state().size())}, torch::kByte);
     std::memcpy(state.data_ptr(), r.torch_rng_state().data(), r.torch_rng_state().size());
     at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
     generator.set_state(state);
   }
+  return m.consumed_samples() / global;  // the data cursor, re-derived for any DP size or partition
+}
+
+CheckpointSnapshot Trainer::snapshot() const {
+  // Replicas hold the same values: dp_rank 0 writes them.
+  const auto to_write = topology_.dp_rank() == 0 ? unique_parameters(*model_) : std::vector<UniqueParameter>{};
+  return make_snapshot(step_, config_, topology_, kv_cache_layout(model_->spec()), to_write, *optimizer_, 0, {0});
+}
+
+void Trainer::save_checkpoint(const std::string& root, int keep) { write_checkpoint(snapshot(), root, keep, MPI_COMM_WORLD); }
+
+void Trainer::load_checkpoint(const std::string& step_directory) {
+  const CheckpointReader reader(step_directory);
+  step_ = restore_checkpoint(reader, config_, topology_.rank(), unique_parameters(*model_), *optimizer_);
 }
 
 }  // namespace vlm
