@@ -46,6 +46,8 @@ mpirun --oversubscribe -np 2 "$train" --config "$config" --set parallel.pipeline
   --set checkpoint.dir="$root/pp" --set loop.steps=6 > "$root/pp.log" 2>&1 || fail "pipeline run"
 "$ckpt" verify "$root/pp" > /dev/null || fail "the pipeline checkpoint does not verify"
 "$ckpt" inspect "$root/pp" | grep -q "pipeline_stages 2" || fail "inspect does not show 2 stages"
+"$ckpt" export "$root/pp" "$root/model.vlm" > /dev/null || fail "export"
+"$ckpt" verify "$root/model.vlm" > /dev/null || fail "the exported model does not verify"
 "$train" --config "$config" --set loop.micro_batches=2 --set checkpoint.dir="$root/pp" --set loop.steps=8 \
   --resume latest > "$root/pp1.log" 2>&1 || fail "one process resuming a pipeline checkpoint"
 grep -q "resumed from $root/pp/step-00000006 at step 6" "$root/pp1.log" || fail "did not resume the pipeline checkpoint"

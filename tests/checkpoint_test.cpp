@@ -13,6 +13,7 @@
 #include "model/parameters.h"
 #include "proto/config_loader.h"
 #include "trainer/checkpoint.h"
+#include "trainer/checkpoint_writer.h"
 #include "trainer/trainer.h"
 
 namespace vlm {
@@ -190,6 +191,26 @@ TEST_F(Checkpoint, LoadsIntoADifferentDataParallelSize) {
   EXPECT_EQ(one.steps_done(), 3);
   const double continued_by_two = two.train_step().loss, continued_by_one = one.train_step().loss;
   EXPECT_NEAR(continued_by_one, continued_by_two, 1e-5 * std::abs(continued_by_two));
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (topology_.is_root()) fs::remove_all(root);
+}
+
+TEST_F(Checkpoint, ExportedModelLoadsForInference) {
+  const std::string root = shared_root("export");
+  const TrainConfig config = config_with(topology_.world_size());
+  Trainer trainer(config, topology_, groups_.data_parallel(), tiny_data());
+  trainer.train_step();
+  trainer.save_checkpoint(root, 2);
+  const std::string file = root + "/model-rank" + std::to_string(topology_.rank()) + ".vlm";
+  export_model(resolve_checkpoint(root, "latest"), file);
+  // A fresh model of the same config (other seed), filled from the one file.
+  torch::manual_seed(12345);
+  VlmModel model(model_spec_for(config, tiny_data()));
+  const CheckpointReader exported(file);
+  EXPECT_EQ(exported.manifest().optimizer_size(), 0);
+  EXPECT_EQ(exported.manifest().kv_cache().bytes_per_image(), kv_cache_layout(model->spec()).bytes_per_image());
+  restore_checkpoint(exported, config, topology_.rank(), unique_parameters(*model), nullptr);
+  EXPECT_TRUE(parameter_bytes(model) == parameter_bytes(trainer.model()));
   MPI_Barrier(MPI_COMM_WORLD);
   if (topology_.is_root()) fs::remove_all(root);
 }

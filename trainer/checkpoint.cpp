@@ -140,7 +140,69 @@ std::string resolve_checkpoint(const std::string& root, const std::string& which
   return root + "/" + name;
 }
 
+namespace {
+constexpr char kExportMagic[8] = {'V', 'L', 'M', 'M', 'O', 'D', 'E', 'L'};
+constexpr uint64_t kExportHeader = 24;  // magic, version byte + padding, manifest length
+}  // namespace
+
+void export_model(const std::string& step_directory, const std::string& out_file) {
+  const CheckpointReader reader(step_directory);
+  Manifest model = reader.manifest();
+  model.clear_optimizer();
+  model.clear_ranks();
+  model.clear_cursors();
+  std::vector<torch::Tensor> tensors;
+  uint64_t offset = 0;
+  for (TensorRecord& r : *model.mutable_tensors()) {
+    torch::Tensor t = torch::empty(std::vector<int64_t>(r.shape().begin(), r.shape().end()));
+    reader.read(r, t);  // verified on the way out
+    tensors.push_back(t);
+    r.clear_shard();
+    r.set_offset(offset);
+    offset += r.length();
+  }
+  std::string manifest;
+  model.SerializeToString(&manifest);
+  std::string header(kExportMagic, 8);
+  header += static_cast<char>(kCheckpointFormatVersion);
+  header += std::string(7, '\0');
+  const uint64_t length = manifest.size();
+  for (int i = 0; i < 8; ++i) header += static_cast<char>((length >> (8 * i)) & 0xff);
+  const std::string tmp = out_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    out.write(manifest.data(), static_cast<std::streamsize>(manifest.size()));
+    for (const auto& t : tensors) out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+    if (!out.good()) throw CheckpointError(tmp + ": write failed");
+  }
+  fsync_path(tmp, false);
+  if (std::rename(tmp.c_str(), out_file.c_str()) != 0) throw CheckpointError(out_file + ": rename failed");
+}
+
 CheckpointReader::CheckpointReader(const std::string& step_directory) : directory_(step_directory) {
+  if (fs::is_regular_file(step_directory)) {  // an exported model
+    exported_file_ = step_directory;
+    std::ifstream in(step_directory, std::ios::binary);
+    char header[kExportHeader];
+    if (!in.read(header, kExportHeader) || std::memcmp(header, kExportMagic, 8) != 0) {
+      throw CheckpointError(step_directory + ": not a vlmtrain model file (no VLMMODEL header)");
+    }
+    if (header[8] > kCheckpointFormatVersion) {
+      throw CheckpointError(step_directory + ": format version " + std::to_string(header[8]) +
+                            " is newer than this vlmtrain reads (" + std::to_string(kCheckpointFormatVersion) + ")");
+    }
+    uint64_t length = 0;
+    for (int i = 0; i < 8; ++i) length |= static_cast<uint64_t>(static_cast<uint8_t>(header[16 + i])) << (8 * i);
+    if (length > kMaxManifestBytes || length > fs::file_size(step_directory)) {
+      throw CheckpointError(step_directory + ": implausible manifest length " + std::to_string(length));
+    }
+    std::string bytes(length, '\0');
+    in.read(bytes.data(), static_cast<std::streamsize>(length));
+    if (!in.good() || !manifest_.ParseFromString(bytes)) throw CheckpointError(step_directory + ": corrupt manifest");
+    data_start_ = kExportHeader + length;
+    return;
+  }
   const std::string path = step_directory + "/manifest.pb";
   std::error_code error;
   const uint64_t size = fs::file_size(path, error);
@@ -162,7 +224,8 @@ CheckpointReader::CheckpointReader(const std::string& step_directory) : director
 void CheckpointReader::read(const TensorRecord& r, torch::Tensor target) const {
   const std::string what = directory_ + ": tensor '" + r.name() + "'";
   if (r.dtype() != "float32") throw CheckpointError(what + ": dtype '" + r.dtype() + "', expected float32");
-  if (!valid_shard_name(r.shard())) throw CheckpointError(what + ": invalid shard name '" + r.shard() + "'");
+  const bool exported = !exported_file_.empty();
+  if (!exported && !valid_shard_name(r.shard())) throw CheckpointError(what + ": invalid shard name '" + r.shard() + "'");
   std::vector<int64_t> shape(r.shape().begin(), r.shape().end());
   if (torch::IntArrayRef(shape) != target.sizes()) {
     std::ostringstream message;
@@ -170,10 +233,11 @@ void CheckpointReader::read(const TensorRecord& r, torch::Tensor target) const {
     throw CheckpointError(message.str());
   }
   if (r.length() != static_cast<uint64_t>(target.nbytes())) throw CheckpointError(what + ": length does not match its shape");
-  const std::string path = directory_ + "/" + r.shard();
+  const std::string path = exported ? exported_file_ : directory_ + "/" + r.shard();
   std::error_code error;
-  const uint64_t size = fs::file_size(path, error);
+  const uint64_t file_size = fs::file_size(path, error);
   if (error) throw CheckpointError(path + ": missing shard (needed by " + r.name() + ")");
+  const uint64_t size = exported ? (file_size > data_start_ ? file_size - data_start_ : 0) : file_size;
   if (r.offset() > size || r.length() > size - r.offset()) {
     throw CheckpointError(path + ": truncated: " + r.name() + " needs bytes [" + std::to_string(r.offset()) + ", " +
                           std::to_string(r.offset() + r.length()) + ") of a " + std::to_string(size) + "-byte file");
@@ -187,7 +251,7 @@ void CheckpointReader::read(const TensorRecord& r, torch::Tensor target) const {
   auto* out = static_cast<char*>(destination.data_ptr());
   uint64_t done = 0;
   while (done < r.length()) {
-    const ssize_t n = ::pread(fd, out + done, r.length() - done, static_cast<off_t>(r.offset() + done));
+    const ssize_t n = ::pread(fd, out + done, r.length() - done, static_cast<off_t>(data_start_ + r.offset() + done));
     if (n <= 0) break;
     done += static_cast<uint64_t>(n);
   }

@@ -57,8 +57,15 @@ void prune_checkpoints(const std::string& root, int keep);
 // "latest" (read ROOT/latest) or a step directory path -> the step directory.
 std::string resolve_checkpoint(const std::string& root, const std::string& which);
 
+// The model alone in one file, for inference: "VLMMODEL" + format byte +
+// 7 pad bytes, the manifest's length (uint64, little-endian), the manifest
+// (tensors, config, KV-cache layout; no optimizer, RNG or cursors), then the
+// tensors' bytes; a record's offset counts from the end of the manifest.
+void export_model(const std::string& step_directory, const std::string& out_file);
+
 class CheckpointReader {
  public:
+  // A step directory, or a file written by export_model.
   explicit CheckpointReader(const std::string& step_directory);
   const Manifest& manifest() const { return manifest_; }
   const std::string& directory() const { return directory_; }
@@ -73,6 +80,8 @@ class CheckpointReader {
  private:
   std::string directory_;
   Manifest manifest_;
+  std::string exported_file_;  // set when reading an export_model file
+  uint64_t data_start_ = 0;    // in that file
 };
 
 // The KV cache the model described by `spec` needs, per text layer.

@@ -48,11 +48,12 @@ CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const 
                                  const KvCacheLayout& kv_cache, const std::vector<UniqueParameter>& to_write,
                                  torch::optim::Optimizer& optimizer, int shard, std::vector<int> stage_starts);
 
-// Restores `parameters` (by global name) and their optimizer state from any
-// checkpoint of the same model, whatever its DP size or pipeline partition.
+// Restores `parameters` (by global name) and, given an optimizer, their
+// optimizer state from any checkpoint of the same model (or an exported
+// model file, then without optimizer), whatever its DP size or partition.
 // Returns the step to continue from (re-derived from the consumed samples).
 int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
-                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer& optimizer);
+                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer* optimizer);
 
 // Collective over `world`: shards, barrier, manifest by rank 0, latest, pruning.
 void write_checkpoint(const CheckpointSnapshot& snapshot, const std::string& root, int keep, MPI_Comm world);

@@ -1,6 +1,7 @@
 // vlm-ckpt: look at checkpoints without training.
 //   vlm-ckpt inspect PATH   step, topology, tensors, bytes, shared tensors, KV-cache layout
 //   vlm-ckpt verify PATH    read every tensor and check its CRC-32; exit 1 on any damage
+//   vlm-ckpt export PATH OUT.vlm   the model alone in one file, for inference
 // PATH is a step directory or a checkpoint root (then its `latest` is used).
 
 #include <cstdio>
@@ -13,13 +14,15 @@ namespace vlm {
 namespace {
 
 const char* const kUsage =
-    "usage: vlm-ckpt inspect|verify PATH\n"
-    "  PATH  a step directory (ROOT/step-NNNNNNNN) or a checkpoint root (its latest is used)\n"
+    "usage: vlm-ckpt inspect|verify PATH    or    vlm-ckpt export PATH OUT.vlm\n"
+    "  PATH  a step directory (ROOT/step-NNNNNNNN), a checkpoint root (its latest is used), or an exported .vlm file\n"
     "  inspect  print step, topology, tensors, bytes, shared tensors and the KV-cache layout\n"
-    "  verify   read every tensor and check its checksum; exit status 1 on any damage\n";
+    "  verify   read every tensor and check its checksum; exit status 1 on any damage\n"
+    "  export   write the model alone (parameters, config, KV-cache layout) to one file, for inference\n";
 
 std::string step_directory(const std::string& path) {
-  return std::filesystem::exists(path + "/latest") ? resolve_checkpoint(path, "latest") : path;
+  return std::filesystem::is_directory(path) && std::filesystem::exists(path + "/latest") ? resolve_checkpoint(path, "latest")
+                                                                                         : path;
 }
 
 void inspect(const CheckpointReader& reader) {
@@ -56,17 +59,24 @@ void inspect(const CheckpointReader& reader) {
 }  // namespace vlm
 
 int main(int argc, char** argv) {
-  if (argc != 3 || (std::string(argv[1]) != "inspect" && std::string(argv[1]) != "verify")) {
+  const std::string command = argc > 1 ? argv[1] : "";
+  const bool ok = (argc == 3 && (command == "inspect" || command == "verify")) || (argc == 4 && command == "export");
+  if (!ok) {
     std::fprintf(stderr, "%s", vlm::kUsage);
     return 2;
   }
   try {
+    if (command == "export") {
+      vlm::export_model(vlm::step_directory(argv[2]), argv[3]);
+      std::printf("exported %s to %s\n", vlm::step_directory(argv[2]).c_str(), argv[3]);
+      return 0;
+    }
     const vlm::CheckpointReader reader(vlm::step_directory(argv[2]));
     if (std::string(argv[1]) == "inspect") {
       vlm::inspect(reader);
     } else {
       const int64_t bytes = reader.verify_all();
-      std::printf("verified %s: %d tensors and their optimizer state, %lld bytes, every checksum matches\n",
+      std::printf("verified %s: %d tensors (with optimizer state when present), %lld bytes, every checksum matches\n",
                   reader.directory().c_str(), reader.manifest().tensors_size(), static_cast<long long>(bytes));
     }
     return 0;

@@ -152,7 +152,7 @@ void PipelineTrainer::save_checkpoint(const std::string& root, int keep) {
 
 void PipelineTrainer::load_checkpoint(const std::string& step_directory) {
   const CheckpointReader reader(step_directory);
-  step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, *optimizer_);
+  step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, optimizer_.get());
 }
 
 std::map<std::string, OperationTotals> PipelineTrainer::communication_totals() const {

@@ -53,7 +53,7 @@ CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const 
 }
 
 int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
-                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer& optimizer) {
+                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer* optimizer) {
   const Manifest& m = reader.manifest();
   const std::string& where = reader.directory();
   google::protobuf::util::MessageDifferencer differ;
@@ -68,7 +68,6 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
   std::map<std::string, const OptimizerRecord*> adam_records;
   for (const auto& o : m.optimizer()) adam_records[o.parameter()] = &o;
   std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;  // checked first, read together
-  auto& states = optimizer.state();
   for (const UniqueParameter& p : parameters) {
     auto it = records.find(p.name);
     if (it == records.end()) throw CheckpointError(where + ": no tensor '" + p.name + "' in the checkpoint");
@@ -80,7 +79,8 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
     }
     reads.emplace_back(it->second, p.tensor);
     auto adam_record = adam_records.find(p.name);
-    if (adam_record == adam_records.end()) continue;
+    if (optimizer == nullptr || adam_record == adam_records.end()) continue;
+    auto& states = optimizer->state();
     auto adam = std::make_unique<torch::optim::AdamWParamState>();
     adam->step(adam_record->second->step());
     torch::Tensor exp_avg = torch::empty_like(p.tensor), exp_avg_sq = torch::empty_like(p.tensor);
@@ -117,7 +117,7 @@ void Trainer::save_checkpoint(const std::string& root, int keep) { write_checkpo
 
 void Trainer::load_checkpoint(const std::string& step_directory) {
   const CheckpointReader reader(step_directory);
-  step_ = restore_checkpoint(reader, config_, topology_.rank(), unique_parameters(*model_), *optimizer_);
+  step_ = restore_checkpoint(reader, config_, topology_.rank(), unique_parameters(*model_), optimizer_.get());
 }
 
 }  // namespace vlm
