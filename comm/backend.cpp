@@ -9,15 +9,6 @@
 
 namespace vlm {
 
-const char* reduce_op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMax: return "max";
-  }
-  return "?";
-}
-
 std::unique_ptr<Backend> make_backend(BackendKind kind, const torch::Device& device, MPI_Comm group,
                                       const std::string& group_name) {
   const bool nccl = kind == BackendKind::kNccl || (kind == BackendKind::kAuto && device.is_cuda());

@@ -104,8 +104,6 @@ class Backend {
   std::map<std::string, OperationTotals> totals_;
 };
 
-const char* reduce_op_name(ReduceOp op);
-
 enum class BackendKind {
   kAuto,  // NCCL for CUDA tensors, MPI otherwise
   kMpi,

@@ -314,40 +314,35 @@ WorkPtr MpiBackend::barrier(const CollectiveOptions& options) {
 // Point-to-point starts a nonblocking request on the communication thread and
 // completes when it does, so a send and a receive queued back to back cannot
 // deadlock each other.
-namespace {
-
-std::function<bool()> request_done(std::shared_ptr<MPI_Request> request) {
-  return [request] {
-    int done = 0;
-    VLM_MPI_CHECK(MPI_Test(request.get(), &done, MPI_STATUS_IGNORE));
-    return done != 0;
+WorkPtr MpiBackend::point_to_point(bool sending, torch::Tensor tensor, int peer, const PointToPointOptions& options) {
+  const char* kind = sending ? "send" : "recv";
+  check_tensor(tensor, kind);
+  auto request = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
+  auto start = [this, sending, tensor, peer, options, request] {
+    const int count = static_cast<int>(tensor.numel());
+    const MPI_Datatype type = mpi_type(tensor.scalar_type());
+    if (sending) {
+      VLM_MPI_CHECK(MPI_Isend(tensor.data_ptr(), count, type, peer, options.tag, comm_, request.get()));
+    } else {
+      VLM_MPI_CHECK(MPI_Irecv(tensor.data_ptr(), count, type, peer, options.tag, comm_, request.get()));
+    }
   };
+  auto done = [request] {
+    int finished = 0;
+    VLM_MPI_CHECK(MPI_Test(request.get(), &finished, MPI_STATUS_IGNORE));
+    return finished != 0;
+  };
+  return enqueue(kind, tensor.nbytes(),
+                 describe(kind, tensor) + (sending ? " to rank " : " from rank ") + std::to_string(peer),
+                 options.timeout, start, done);
 }
 
-}  // namespace
-
 WorkPtr MpiBackend::send(torch::Tensor tensor, int destination, const PointToPointOptions& options) {
-  check_tensor(tensor, "send");
-  auto request = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
-  return enqueue(
-      "send", tensor.nbytes(), describe("send", tensor) + " to rank " + std::to_string(destination), options.timeout,
-      [this, tensor, destination, options, request] {
-        VLM_MPI_CHECK(MPI_Isend(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()),
-                                destination, options.tag, comm_, request.get()));
-      },
-      request_done(request));
+  return point_to_point(true, std::move(tensor), destination, options);
 }
 
 WorkPtr MpiBackend::recv(torch::Tensor tensor, int source, const PointToPointOptions& options) {
-  check_tensor(tensor, "recv");
-  auto request = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
-  return enqueue(
-      "recv", tensor.nbytes(), describe("recv", tensor) + " from rank " + std::to_string(source), options.timeout,
-      [this, tensor, source, options, request] {
-        VLM_MPI_CHECK(MPI_Irecv(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()),
-                                source, options.tag, comm_, request.get()));
-      },
-      request_done(request));
+  return point_to_point(false, std::move(tensor), source, options);
 }
 
 }  // namespace vlm

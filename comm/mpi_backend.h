@@ -55,6 +55,7 @@ class MpiBackend : public Backend {
   // `kind` and `bytes` feed totals().
   WorkPtr enqueue(const char* kind, int64_t bytes, std::string what, Millis timeout, std::function<void()> run,
                   std::function<bool()> poll = nullptr);
+  WorkPtr point_to_point(bool sending, torch::Tensor tensor, int peer, const PointToPointOptions& options);
   void check_signature(const std::string& what, int64_t op, const torch::Tensor& tensor, int64_t root);
   void communication_loop();
 

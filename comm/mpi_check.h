@@ -14,6 +14,9 @@ class CommError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// "file:line: call failed: message (host:rank N)", thrown as CommError; the
+// one shape of every MPI, NCCL and CUDA failure.
+[[noreturn]] void throw_library_error(const char* call, const char* file, int line, const std::string& message);
 [[noreturn]] void throw_mpi_error(int code, const char* call, const char* file, int line);
 
 // "host:rank N" of this process, for messages.

@@ -18,12 +18,16 @@ std::string process_label() {
   return std::string(host) + ":rank " + std::to_string(rank);
 }
 
+void throw_library_error(const char* call, const char* file, int line, const std::string& message) {
+  throw CommError(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " + message + " (" +
+                  process_label() + ")");
+}
+
 void throw_mpi_error(int code, const char* call, const char* file, int line) {
   char text[MPI_MAX_ERROR_STRING] = {0};
   int length = 0;
   MPI_Error_string(code, text, &length);
-  throw CommError(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " + text +
-                  " (" + process_label() + ")");
+  throw_library_error(call, file, line, text);
 }
 
 MpiRuntime::MpiRuntime(int* argc, char*** argv) {

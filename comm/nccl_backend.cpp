@@ -14,22 +14,20 @@
 #endif
 
 // Every NCCL and CUDA call reports file:line, the library's message, host and rank.
-#define VLM_NCCL_CHECK(call)                                                                                  \
-  do {                                                                                                        \
-    const ncclResult_t vlm_nccl_result_ = (call);                                                             \
-    if (vlm_nccl_result_ != ncclSuccess) {                                                                    \
-      throw ::vlm::CommError(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #call " failed: " + \
-                             ncclGetErrorString(vlm_nccl_result_) + " (" + ::vlm::process_label() + ")");     \
-    }                                                                                                         \
+#define VLM_NCCL_CHECK(call)                                                                       \
+  do {                                                                                             \
+    const ncclResult_t vlm_nccl_result_ = (call);                                                  \
+    if (vlm_nccl_result_ != ncclSuccess) {                                                         \
+      ::vlm::throw_library_error(#call, __FILE__, __LINE__, ncclGetErrorString(vlm_nccl_result_)); \
+    }                                                                                              \
   } while (0)
 
-#define VLM_CUDA_CHECK(call)                                                                                  \
-  do {                                                                                                        \
-    const cudaError_t vlm_cuda_result_ = (call);                                                              \
-    if (vlm_cuda_result_ != cudaSuccess) {                                                                    \
-      throw ::vlm::CommError(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " #call " failed: " + \
-                             cudaGetErrorString(vlm_cuda_result_) + " (" + ::vlm::process_label() + ")");     \
-    }                                                                                                         \
+#define VLM_CUDA_CHECK(call)                                                                       \
+  do {                                                                                             \
+    const cudaError_t vlm_cuda_result_ = (call);                                                   \
+    if (vlm_cuda_result_ != cudaSuccess) {                                                         \
+      ::vlm::throw_library_error(#call, __FILE__, __LINE__, cudaGetErrorString(vlm_cuda_result_)); \
+    }                                                                                              \
   } while (0)
 
 namespace vlm {

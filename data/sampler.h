@@ -19,7 +19,6 @@ class DistributedSampler {
                      uint64_t seed, int64_t micro_batches = 1);
 
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
-  int64_t local_batch() const { return global_batch_ / dp_size_; }
 
   // Dataset indices of this rank's share of micro-batch `micro` of global step
   // `step` (any step, any order: the cursor is just the step number).

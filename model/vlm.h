@@ -66,8 +66,6 @@ class VlmModelImpl : public torch::nn::Module {
   torch::Tensor embed_patches(const torch::Tensor& images);
   // Tokens embedded, plus positions: the text blocks' input [B, T, D].
   torch::Tensor embed_tokens(const torch::Tensor& tokens);
-  // The vision tower's final norm: image tokens from the last vision block's output.
-  torch::Tensor finish_image(const torch::Tensor& vision_hidden) { return vision_norm_->forward(vision_hidden); }
   // Final norm and LM head -> [B, T, V].
   torch::Tensor caption_head(const torch::Tensor& hidden) { return lm_head_->forward(caption_norm_->forward(hidden)); }
   torch::Tensor causal_mask(int64_t tokens) const;
@@ -92,10 +90,6 @@ class VlmModelImpl : public torch::nn::Module {
   // KV-cached decoding: start once per batch of images, then one call per position.
   DecodeState start_decoding(const torch::Tensor& images);
   torch::Tensor decode_step(const torch::Tensor& token, int64_t position, DecodeState* state);
-
-  // The text block at `layer` (unimodal first, then multimodal).
-  Block text_block(int64_t layer) const { return text_blocks_[layer]; }
-  Block vision_block(int64_t layer) const { return vision_blocks_[layer]; }
 
   torch::Tensor logit_scale;  // log of the contrastive temperature's inverse
 

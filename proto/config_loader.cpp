@@ -201,9 +201,6 @@ void check_rules(const TrainConfig& c, const Origins& origins, const std::string
                       ": model.vision.patch_size(" + std::to_string(m.vision().patch_size()) +
                       ") must divide the Fashion-MNIST image side 28; use 1, 2, 4, 7, 14 or 28");
   }
-  if (c.optim().min_lr_ratio() > 1.0) {
-    throw ConfigError(where(origins, "optim.min_lr_ratio", file) + ": must be <= 1");
-  }
 }
 
 void fill_defaults(pb::Message* message) {

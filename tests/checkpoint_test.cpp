@@ -14,6 +14,7 @@
 #include "proto/config_loader.h"
 #include "trainer/checkpoint.h"
 #include "trainer/checkpoint_writer.h"
+#include "tests/mpi_test_support.h"
 #include "trainer/trainer.h"
 
 namespace vlm {
@@ -21,31 +22,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const TrainingData& tiny_data() {
-  static const auto data = load_training_data(load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt").data());
-  return *data;
-}
-
 TrainConfig config_with(int world, std::vector<std::string> more = {}) {
   more.push_back("loop.global_batch_size=" + std::to_string(16 * 2));  // the same for 1 and 2 ranks
   more.push_back("loop.steps=6");
   return load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt", more);
-}
-
-// One folder for the whole job, named by rank 0.
-std::string shared_root(const std::string& name) {
-  int pid = getpid();
-  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  return (fs::temp_directory_path() / ("vlm_ckpt_" + name + "_" + std::to_string(pid))).string();
-}
-
-std::vector<uint8_t> parameter_bytes(VlmModel& model) {
-  std::vector<uint8_t> bytes;
-  for (const torch::Tensor& t : unique_tensors(*model)) {
-    const auto* p = static_cast<const uint8_t*>(t.contiguous().data_ptr());
-    bytes.insert(bytes.end(), p, p + t.nbytes());
-  }
-  return bytes;
 }
 
 class Checkpoint : public ::testing::Test {
@@ -69,7 +49,7 @@ TEST_F(Checkpoint, ResumeIsBitExact) {
   resumed.load_checkpoint(resolve_checkpoint(root, "latest"));
   EXPECT_EQ(resumed.steps_done(), 3);
   for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
-  EXPECT_TRUE(parameter_bytes(resumed.model()) == parameter_bytes(straight.model())) << "parameters differ after resume";
+  EXPECT_TRUE(parameter_bytes(*resumed.model()) == parameter_bytes(*straight.model())) << "parameters differ after resume";
   MPI_Barrier(MPI_COMM_WORLD);
   if (topology_.is_root()) fs::remove_all(root);
 }
@@ -210,7 +190,7 @@ TEST_F(Checkpoint, ExportedModelLoadsForInference) {
   EXPECT_EQ(exported.manifest().optimizer_size(), 0);
   EXPECT_EQ(exported.manifest().kv_cache().bytes_per_image(), kv_cache_layout(model->spec()).bytes_per_image());
   restore_checkpoint(exported, config, topology_.rank(), unique_parameters(*model), nullptr);
-  EXPECT_TRUE(parameter_bytes(model) == parameter_bytes(trainer.model()));
+  EXPECT_TRUE(parameter_bytes(*model) == parameter_bytes(*trainer.model()));
   MPI_Barrier(MPI_COMM_WORLD);
   if (topology_.is_root()) fs::remove_all(root);
 }

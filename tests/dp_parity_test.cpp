@@ -9,15 +9,11 @@
 #include "comm/topology.h"
 #include "model/parameters.h"
 #include "proto/config_loader.h"
+#include "tests/mpi_test_support.h"
 #include "trainer/trainer.h"
 
 namespace vlm {
 namespace {
-
-const TrainingData& tiny_data() {
-  static const auto data = load_training_data(load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt").data());
-  return *data;
-}
 
 TrainConfig parity_config(int world, int micro_batches) {
   // Small buckets: several of them, so the reducer's ordering is exercised.

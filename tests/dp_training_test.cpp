@@ -7,25 +7,11 @@
 #include "comm/topology.h"
 #include "model/parameters.h"
 #include "proto/config_loader.h"
+#include "tests/mpi_test_support.h"
 #include "trainer/trainer.h"
 
 namespace vlm {
 namespace {
-
-const TrainingData& fashion_mnist(const TrainConfig& config) {
-  static const auto data = load_training_data(config.data());
-  return *data;
-}
-
-// All unique parameters as raw bytes, in registration order.
-std::vector<uint8_t> parameter_bytes(VlmModel& model) {
-  std::vector<uint8_t> bytes;
-  for (const torch::Tensor& t : unique_tensors(*model)) {
-    const auto* p = static_cast<const uint8_t*>(t.contiguous().data_ptr());
-    bytes.insert(bytes.end(), p, p + t.nbytes());
-  }
-  return bytes;
-}
 
 TEST(DataParallel, LossDecreasesAndReplicasStayBitIdentical) {
   const Topology topology = make_topology(detect_process(), 1, 0);
@@ -35,13 +21,13 @@ TEST(DataParallel, LossDecreasesAndReplicasStayBitIdentical) {
                                    {"loop.seed=" + std::to_string(100 + topology.rank()),
                                     "loop.global_batch_size=" + std::to_string(16 * topology.world_size())});
   ProcessGroups groups(topology);
-  Trainer trainer(config, topology, groups.data_parallel(), fashion_mnist(config));
+  Trainer trainer(config, topology, groups.data_parallel(), tiny_data());
 
   std::vector<double> losses;
   for (int step = 0; step < config.loop().steps(); ++step) {
     losses.push_back(trainer.train_step().loss);
     // Replicas compared after every step, byte for byte, against rank 0.
-    std::vector<uint8_t> mine = parameter_bytes(trainer.model()), root = mine;
+    std::vector<uint8_t> mine = parameter_bytes(*trainer.model()), root = mine;
     MPI_Bcast(root.data(), static_cast<int>(root.size()), MPI_BYTE, 0, MPI_COMM_WORLD);
     ASSERT_TRUE(mine == root) << "rank " << topology.rank() << " diverged from rank 0 at step " << step;
   }

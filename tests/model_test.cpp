@@ -206,7 +206,7 @@ TEST(SharedAttention, ImageKvBytesMatchClosedForm) {
 TEST(Flops, CountFollowsTheDocumentedFormula) {
   ModelSpec s = tiny_spec(1, 1, 1);
   const FlopCount c = flops_per_sample(s);
-  const double d = 16, f = 32, n = 32, t = 8;
+  const double d = 16, f = 32, n = 32;
   const double vision = 2 * n * 49 * d + 3 * (2 * n * d * 3 * d + 2 * n * d * d + 2 * 2 * n * d * n + 2 * 2 * n * d * f) + 2 * d * 8;
   EXPECT_DOUBLE_EQ(c.vision, vision);
   EXPECT_DOUBLE_EQ(c.train(), 3 * c.forward());
@@ -214,7 +214,6 @@ TEST(Flops, CountFollowsTheDocumentedFormula) {
   // Sharing the cross K/V saves (layers - groups) image K/V projections; self-attention sharing saves no FLOPs.
   EXPECT_DOUBLE_EQ(c.text - flops_per_sample(shared).text, (3 - 1) * 2 * n * d * 2 * d);
   EXPECT_DOUBLE_EQ(c.vision, flops_per_sample(shared).vision);
-  (void)t;
 }
 
 }  // namespace

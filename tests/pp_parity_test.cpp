@@ -15,17 +15,13 @@
 #include "model/parameters.h"
 #include "proto/config_loader.h"
 #include "trainer/checkpoint.h"
+#include "tests/mpi_test_support.h"
 #include "trainer/pipeline_trainer.h"
 
 #include <unistd.h>
 
 namespace vlm {
 namespace {
-
-const TrainingData& tiny_data() {
-  static const auto data = load_training_data(load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt").data());
-  return *data;
-}
 
 int stages_from_environment() {
   const char* text = std::getenv("VLM_TEST_PIPELINE_STAGES");
@@ -44,9 +40,10 @@ TrainConfig pipeline_config(int stages, int dp, const std::string& schedule) {
 }
 
 uint64_t fingerprint(const torch::Tensor& t) {  // FNV-1a over the bytes
-  const auto* p = static_cast<const uint8_t*>(t.contiguous().data_ptr());
+  const torch::Tensor c = t.contiguous();
+  const auto* p = static_cast<const uint8_t*>(c.data_ptr());
   uint64_t h = 1469598103934665603ULL;
-  for (int64_t i = 0; i < t.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  for (size_t i = 0; i < c.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ULL;
   return h;
 }
 
@@ -111,20 +108,13 @@ void expect_parity(const std::string& schedule, bool keep_groups_together = fals
   }
 }
 
-// One folder for the whole job, named by rank 0.
-std::string shared_root(const std::string& name) {
-  int pid = getpid();
-  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  return (std::filesystem::temp_directory_path() / ("vlm_ppckpt_" + name + "_" + std::to_string(pid))).string();
-}
-
 TEST(PipelineCheckpoint, ResumeIsBitExactAndLoadsWithoutPipeline) {
   const int stages = stages_from_environment();
   const Topology topology = make_topology(detect_process(), stages, 0);
   ProcessGroups groups(topology);
   TrainConfig config = pipeline_config(stages, topology.data_parallel, "ONE_F_ONE_B");
   config.mutable_loop()->set_steps(6);
-  const std::string root = shared_root("resume");
+  const std::string root = shared_root("pipeline_resume");
   PipelineTrainer straight(config, topology, groups, tiny_data());
   std::vector<double> losses;
   for (int i = 0; i < 6; ++i) losses.push_back(straight.train_step().loss);

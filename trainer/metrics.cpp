@@ -52,7 +52,7 @@ void TrainMetrics::record_step(const StepStats& s) {
   samples_->Increment(static_cast<double>(s.global_samples));
   step_seconds_->Observe(s.seconds);
   comm_exposed_seconds_->Increment(s.reduction.exposed_seconds);
-  bubble_->Set(s.pipeline_bubble_ratio);
+  bubble_->Set(s.pipeline_busy_seconds > 0 ? 1.0 - s.pipeline_busy_seconds / s.seconds : 0.0);
   last_step_timestamp_->Set(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 

@@ -371,7 +371,6 @@ StepStats PipelineTrainer::train_step() {
   ++step_;
   stats.seconds = seconds_since(start);
   stats.pipeline_busy_seconds = busy;
-  stats.pipeline_bubble_ratio = 1.0 - busy / stats.seconds;
   return stats;
 }
 

@@ -36,8 +36,7 @@ struct StepStats {
   double backward_seconds = 0;   // backward passes (gradient communication overlaps them)
   double optimizer_seconds = 0;  // clipping and the AdamW update
   ReductionStats reduction;      // gradient communication: total, exposed, buckets
-  double pipeline_bubble_ratio = 0;  // share of the step this stage spent idle (pipeline only)
-  double pipeline_busy_seconds = 0;  // forward + backward on this stage (pipeline only)
+  double pipeline_busy_seconds = 0;  // forward + backward on this stage (pipeline only; idle share = 1 - busy / seconds)
   double pipeline_seconds = 0;       // step start to this stage's last backward (pipeline only)
   int64_t global_samples = 0;
 };

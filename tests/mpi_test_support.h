@@ -1,0 +1,42 @@
+#pragma once
+// Helpers the multi-rank tests share.
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "model/parameters.h"
+#include "proto/config_loader.h"
+#include "trainer/training_data.h"
+
+namespace vlm {
+
+// Fashion-MNIST as configs/tiny_test.pbtxt reads it, loaded once per process.
+inline const TrainingData& tiny_data() {
+  static const auto data =
+      load_training_data(load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt").data());
+  return *data;
+}
+
+// All unique parameters as raw bytes, in registration order.
+inline std::vector<uint8_t> parameter_bytes(const torch::nn::Module& model) {
+  std::vector<uint8_t> bytes;
+  for (const torch::Tensor& t : unique_tensors(model)) {
+    const torch::Tensor c = t.contiguous();
+    const auto* p = static_cast<const uint8_t*>(c.data_ptr());
+    bytes.insert(bytes.end(), p, p + c.nbytes());
+  }
+  return bytes;
+}
+
+// One temporary folder for the whole job, named after rank 0's process.
+inline std::string shared_root(const std::string& name) {
+  int pid = getpid();
+  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  return (std::filesystem::temp_directory_path() / ("vlm_" + name + "_" + std::to_string(pid))).string();
+}
+
+}  // namespace vlm
