@@ -5,6 +5,7 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -21,6 +22,15 @@ namespace vlm {
 namespace {
 
 namespace fs = std::filesystem;
+
+const TensorRecord* find_record(const Manifest& manifest, const std::string& name) {
+  for (const auto& r : manifest.tensors()) {
+    if (r.name() == name) return &r;
+  }
+  ADD_FAILURE() << "no record for " << name;
+  static const TensorRecord none;
+  return &none;
+}
 
 TrainConfig config_with(int world, std::vector<std::string> more = {}) {
   more.push_back("loop.global_batch_size=" + std::to_string(16 * 2));  // the same for 1 and 2 ranks
@@ -63,17 +73,59 @@ TEST_F(Checkpoint, AsyncSaveCapturesTheStepBoundaryWhileTrainingGoesOn) {
 
   Trainer first(config, topology_, groups_.data_parallel(), tiny_data());
   for (int i = 0; i < 3; ++i) first.train_step();
-  {
-    AsyncCheckpointer async(MPI_COMM_WORLD);
-    async.save(first.snapshot(), root, 2);
-    first.train_step();  // changes every parameter while the save may still be writing
-    first.train_step();
-    async.wait();
-  }
+  first.save_checkpoint(root, 2, /*async=*/true);
+  first.train_step();  // changes every parameter while the save may still be copying or writing
+  first.train_step();
+  first.wait_for_checkpoint();
   Trainer resumed(config_with(topology_.world_size(), {"loop.seed=999"}), topology_, groups_.data_parallel(), tiny_data());
   resumed.load_checkpoint(resolve_checkpoint(root, "latest"));
   EXPECT_EQ(resumed.steps_done(), 3);
   for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (topology_.is_root()) fs::remove_all(root);
+}
+
+// The asynchronous contract: once wait_until_copied() returns, the live
+// tensors may change (the optimizer step) without reaching the checkpoint.
+TEST_F(Checkpoint, AsyncSaveWritesTheTensorsAsTheyWereAtSave) {
+  const std::string root = shared_root("async_copy");
+  Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());
+  trainer.train_step();  // creates the optimizer state
+  CheckpointSnapshot live = trainer.snapshot();
+  if (!live.parameters.empty()) {
+    // Large enough that writing it takes longer than changing it: were the
+    // save to read the live tensors after wait_until_copied(), it would see NaN.
+    live.parameters.push_back({"large", {}, torch::rand({8 << 20})});
+  }
+  std::vector<torch::Tensor> before;
+  for (const auto& p : live.parameters) before.push_back(p.tensor.clone());
+  for (const auto& o : live.optimizer) before.push_back(o.exp_avg.clone());
+  {
+    AsyncCheckpointer async(MPI_COMM_WORLD);
+    async.save(live, root, 2);
+    async.wait_until_copied();
+    torch::NoGradGuard no_grad;
+    for (const auto& p : live.parameters) p.tensor.fill_(std::nanf(""));  // what a later step would do, at worst
+    for (const auto& o : live.optimizer) o.exp_avg.fill_(std::nanf(""));
+    async.wait();
+  }
+  auto expect_saved_as_before = [&] {
+    const CheckpointReader reader(resolve_checkpoint(root, "latest"));
+    size_t next = 0;
+    for (const auto& p : live.parameters) {
+      torch::Tensor saved = torch::empty_like(before[next]);
+      reader.read(*find_record(reader.manifest(), p.name), saved);
+      EXPECT_TRUE(torch::equal(saved, before[next++])) << p.name;
+    }
+    for (const auto& o : reader.manifest().optimizer()) {
+      torch::Tensor saved = torch::empty_like(before[next]);
+      reader.read(o.exp_avg(), saved);
+      EXPECT_TRUE(torch::equal(saved, before[next++])) << o.parameter();
+    }
+    EXPECT_EQ(next, before.size());
+  };
+  // A damaged file must fail the test, not skip the barrier below.
+  if (topology_.dp_rank() == 0) EXPECT_NO_THROW(expect_saved_as_before());
   MPI_Barrier(MPI_COMM_WORLD);
   if (topology_.is_root()) fs::remove_all(root);
 }

@@ -1,17 +1,20 @@
 #include "trainer/checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
-#include <ATen/Parallel.h>
 #include <cstring>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
+
+#include "trainer/chunks.h"
+#include "trainer/crc32c.h"
 
 namespace vlm {
 namespace fs = std::filesystem;
@@ -28,17 +31,51 @@ void fsync_path(const std::string& path, bool directory) {
   ::close(fd);
 }
 
-uint32_t crc_of(const void* data, uint64_t length) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  const auto* bytes = static_cast<const Bytef*>(data);
-  while (length > 0) {
-    const uInt chunk = static_cast<uInt>(std::min<uint64_t>(length, 1u << 30));
-    crc = crc32(crc, bytes, chunk);
-    bytes += chunk;
-    length -= chunk;
+// Runs `chunk_crc(item, begin, length)` -> CRC-32C over every chunk of items
+// of `lengths` bytes in parallel; returns each item's CRC-32C.
+template <typename ChunkCrc>
+std::vector<uint32_t> checksum_in_chunks(const std::vector<uint64_t>& lengths, ChunkCrc chunk_crc) {
+  const std::vector<Chunk> chunks = split_into_chunks(lengths);
+  std::vector<uint32_t> chunk_crcs(chunks.size());
+  parallel_over_chunks(chunks, [&](const Chunk& c, size_t index) { chunk_crcs[index] = chunk_crc(c.item, c.begin, c.length); });
+  std::vector<uint32_t> crcs(lengths.size(), 0);  // the CRC-32C of no bytes is 0
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    uint32_t& crc = crcs[chunks[c].item];
+    crc = chunks[c].begin == 0 ? chunk_crcs[c] : crc32c_combine(crc, chunk_crcs[c], chunks[c].length);
   }
-  return static_cast<uint32_t>(crc);
+  return crcs;
 }
+
+// Shard files opened once per read, closed on the way out.
+class OpenFiles {
+ public:
+  struct File {
+    std::string path;
+    int fd;
+    uint64_t size;
+  };
+  OpenFiles() = default;
+  OpenFiles(const OpenFiles&) = delete;
+  OpenFiles& operator=(const OpenFiles&) = delete;
+  ~OpenFiles() {
+    for (const auto& [path, file] : files_) ::close(file.fd);
+  }
+  const File& open(const std::string& path, const std::string& needed_by) {
+    auto it = files_.find(path);
+    if (it != files_.end()) return it->second;
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) {
+      throw CheckpointError(path + (errno == ENOENT ? ": missing shard (needed by " + needed_by + ")"
+                                                    : ": cannot open: " + std::string(std::strerror(errno))));
+    }
+    struct stat status {};
+    ::fstat(fd, &status);
+    return files_.emplace(path, File{path, fd, static_cast<uint64_t>(status.st_size)}).first->second;
+  }
+
+ private:
+  std::map<std::string, File> files_;
+};
 
 // Writes `data` to `path` through a temporary file and an atomic rename, all fsynced.
 void write_atomically(const std::string& path, const std::string& data) {
@@ -51,6 +88,18 @@ void write_atomically(const std::string& path, const std::string& data) {
   fsync_path(tmp, false);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw CheckpointError(path + ": rename failed: " + std::strerror(errno));
   fsync_path(fs::path(path).parent_path().string(), true);
+}
+
+void check_format_version(int version, const std::string& path) {
+  if (version > kCheckpointFormatVersion) {
+    throw CheckpointError(path + ": format version " + std::to_string(version) + " is newer than this vlmtrain reads (" +
+                          std::to_string(kCheckpointFormatVersion) + "). HINT: use a newer vlmtrain");
+  }
+  if (version < kCheckpointFormatVersion) {  // version 1 (pre-release) had zlib CRC-32 checksums
+    throw CheckpointError(path + ": format version " + std::to_string(version) + " predates CRC-32C checksums (" +
+                          std::to_string(kCheckpointFormatVersion) + "); it cannot be verified. HINT: re-save it with " +
+                          "the vlmtrain that wrote it, or train again");
+  }
 }
 
 bool valid_shard_name(const std::string& name) {
@@ -77,9 +126,15 @@ ShardWriter::~ShardWriter() {
   if (file_ != nullptr) std::fclose(file_);
 }
 
-uint32_t tensor_crc(const torch::Tensor& tensor) {
-  const torch::Tensor t = tensor.contiguous();
-  return crc_of(t.data_ptr(), t.nbytes());
+std::vector<uint32_t> checksum_tensors(const std::vector<const torch::Tensor*>& tensors) {
+  std::vector<uint64_t> lengths;
+  for (const torch::Tensor* t : tensors) {
+    TORCH_CHECK(t->is_contiguous() && t->device().is_cpu(), "checksum_tensors: needs contiguous CPU tensors");
+    lengths.push_back(t->nbytes());
+  }
+  return checksum_in_chunks(lengths, [&](size_t i, uint64_t begin, uint64_t length) {
+    return crc32c(static_cast<const char*>(tensors[i]->data_ptr()) + begin, length);
+  });
 }
 
 TensorRecord ShardWriter::append(const std::string& name, const torch::Tensor& tensor, std::optional<uint32_t> crc) {
@@ -92,7 +147,7 @@ TensorRecord ShardWriter::append(const std::string& name, const torch::Tensor& t
   record.set_shard(shard_);
   record.set_offset(offset_);
   record.set_length(t.nbytes());
-  record.set_crc32(crc ? *crc : crc_of(t.data_ptr(), t.nbytes()));
+  record.set_crc32c(crc ? *crc : crc32c(t.data_ptr(), t.nbytes()));
   if (std::fwrite(t.data_ptr(), 1, t.nbytes(), file_) != t.nbytes()) {
     throw CheckpointError(path_ + ": write failed: " + std::strerror(errno));
   }
@@ -151,12 +206,13 @@ void export_model(const std::string& step_directory, const std::string& out_file
   model.clear_optimizer();
   model.clear_ranks();
   model.clear_cursors();
-  std::vector<torch::Tensor> tensors;
+  std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;
+  for (const TensorRecord& r : reader.manifest().tensors()) {
+    reads.emplace_back(&r, torch::empty(std::vector<int64_t>(r.shape().begin(), r.shape().end())));
+  }
+  reader.read_all(reads);  // verified on the way out
   uint64_t offset = 0;
   for (TensorRecord& r : *model.mutable_tensors()) {
-    torch::Tensor t = torch::empty(std::vector<int64_t>(r.shape().begin(), r.shape().end()));
-    reader.read(r, t);  // verified on the way out
-    tensors.push_back(t);
     r.clear_shard();
     r.set_offset(offset);
     offset += r.length();
@@ -173,7 +229,7 @@ void export_model(const std::string& step_directory, const std::string& out_file
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
     out.write(manifest.data(), static_cast<std::streamsize>(manifest.size()));
-    for (const auto& t : tensors) out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+    for (const auto& [r, t] : reads) out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
     if (!out.good()) throw CheckpointError(tmp + ": write failed");
   }
   fsync_path(tmp, false);
@@ -188,10 +244,7 @@ CheckpointReader::CheckpointReader(const std::string& step_directory) : director
     if (!in.read(header, kExportHeader) || std::memcmp(header, kExportMagic, 8) != 0) {
       throw CheckpointError(step_directory + ": not a vlmtrain model file (no VLMMODEL header)");
     }
-    if (header[8] > kCheckpointFormatVersion) {
-      throw CheckpointError(step_directory + ": format version " + std::to_string(header[8]) +
-                            " is newer than this vlmtrain reads (" + std::to_string(kCheckpointFormatVersion) + ")");
-    }
+    check_format_version(header[8], step_directory);
     uint64_t length = 0;
     for (int i = 0; i < 8; ++i) length |= static_cast<uint64_t>(static_cast<uint8_t>(header[16 + i])) << (8 * i);
     if (length > kMaxManifestBytes || length > fs::file_size(step_directory)) {
@@ -214,54 +267,10 @@ CheckpointReader::CheckpointReader(const std::string& step_directory) : director
   std::ifstream in(path, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (!manifest_.ParseFromString(bytes)) throw CheckpointError(path + ": not a valid manifest (corrupt or truncated)");
-  if (manifest_.format_version() > kCheckpointFormatVersion) {
-    throw CheckpointError(path + ": format version " + std::to_string(manifest_.format_version()) +
-                          " is newer than this vlmtrain reads (" + std::to_string(kCheckpointFormatVersion) +
-                          "). HINT: use a newer vlmtrain");
-  }
+  check_format_version(manifest_.format_version(), path);
 }
 
-void CheckpointReader::read(const TensorRecord& r, torch::Tensor target) const {
-  const std::string what = directory_ + ": tensor '" + r.name() + "'";
-  if (r.dtype() != "float32") throw CheckpointError(what + ": dtype '" + r.dtype() + "', expected float32");
-  const bool exported = !exported_file_.empty();
-  if (!exported && !valid_shard_name(r.shard())) throw CheckpointError(what + ": invalid shard name '" + r.shard() + "'");
-  std::vector<int64_t> shape(r.shape().begin(), r.shape().end());
-  if (torch::IntArrayRef(shape) != target.sizes()) {
-    std::ostringstream message;
-    message << what << ": shape " << torch::IntArrayRef(shape) << " but the model has " << target.sizes();
-    throw CheckpointError(message.str());
-  }
-  if (r.length() != static_cast<uint64_t>(target.nbytes())) throw CheckpointError(what + ": length does not match its shape");
-  const std::string path = exported ? exported_file_ : directory_ + "/" + r.shard();
-  std::error_code error;
-  const uint64_t file_size = fs::file_size(path, error);
-  if (error) throw CheckpointError(path + ": missing shard (needed by " + r.name() + ")");
-  const uint64_t size = exported ? (file_size > data_start_ ? file_size - data_start_ : 0) : file_size;
-  if (r.offset() > size || r.length() > size - r.offset()) {
-    throw CheckpointError(path + ": truncated: " + r.name() + " needs bytes [" + std::to_string(r.offset()) + ", " +
-                          std::to_string(r.offset() + r.length()) + ") of a " + std::to_string(size) + "-byte file");
-  }
-  // Read straight into the destination when it is contiguous; a damaged tensor
-  // throws, and a failed load is never trained on (vlm-train stops).
-  torch::NoGradGuard no_grad;
-  torch::Tensor destination = target.is_contiguous() ? target.detach() : torch::empty_like(target, torch::MemoryFormat::Contiguous);
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw CheckpointError(path + ": cannot open: " + std::strerror(errno));
-  auto* out = static_cast<char*>(destination.data_ptr());
-  uint64_t done = 0;
-  while (done < r.length()) {
-    const ssize_t n = ::pread(fd, out + done, r.length() - done, static_cast<off_t>(data_start_ + r.offset() + done));
-    if (n <= 0) break;
-    done += static_cast<uint64_t>(n);
-  }
-  ::close(fd);
-  if (done != r.length()) throw CheckpointError(path + ": read failed for " + r.name());
-  if (crc_of(out, r.length()) != r.crc32()) {
-    throw CheckpointError(path + ": checksum mismatch for " + r.name() + ": the shard is damaged");
-  }
-  if (!destination.is_same(target)) target.copy_(destination);
-}
+void CheckpointReader::read(const TensorRecord& record, torch::Tensor target) const { read_all({{&record, target}}); }
 
 int64_t CheckpointReader::verify_all() const {
   std::vector<const TensorRecord*> records;
@@ -277,11 +286,65 @@ int64_t CheckpointReader::verify_all() const {
   return bytes;
 }
 
+void CheckpointReader::check_record(const TensorRecord& r, const torch::Tensor& target) const {
+  const std::string what = directory_ + ": tensor '" + r.name() + "'";
+  if (r.dtype() != "float32") throw CheckpointError(what + ": dtype '" + r.dtype() + "', expected float32");
+  if (exported_file_.empty() && !valid_shard_name(r.shard())) {
+    throw CheckpointError(what + ": invalid shard name '" + r.shard() + "'");
+  }
+  std::vector<int64_t> shape(r.shape().begin(), r.shape().end());
+  if (torch::IntArrayRef(shape) != target.sizes()) {
+    std::ostringstream message;
+    message << what << ": shape " << torch::IntArrayRef(shape) << " but the model has " << target.sizes();
+    throw CheckpointError(message.str());
+  }
+  if (r.length() != static_cast<uint64_t>(target.nbytes())) throw CheckpointError(what + ": length does not match its shape");
+}
+
 void CheckpointReader::read_all(const std::vector<std::pair<const TensorRecord*, torch::Tensor>>& reads) const {
-  // Independent tensors: read and checksum them on ATen's threads.
-  at::parallel_for(0, static_cast<int64_t>(reads.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) read(*reads[i].first, reads[i].second);
+  // Every record is checked and every shard opened (once) before a byte is read.
+  OpenFiles files;
+  std::vector<const OpenFiles::File*> sources;
+  std::vector<uint64_t> lengths;
+  for (const auto& [r, target] : reads) {
+    check_record(*r, target);
+    const OpenFiles::File& file = files.open(exported_file_.empty() ? directory_ + "/" + r->shard() : exported_file_, r->name());
+    const uint64_t size = file.size > data_start_ ? file.size - data_start_ : 0;
+    if (r->offset() > size || r->length() > size - r->offset()) {
+      throw CheckpointError(file.path + ": truncated: " + r->name() + " needs bytes [" + std::to_string(r->offset()) +
+                            ", " + std::to_string(r->offset() + r->length()) + ") of a " + std::to_string(size) +
+                            "-byte file");
+    }
+    sources.push_back(&file);
+    lengths.push_back(r->length());
+  }
+  // Straight into the destination when it is contiguous. A damaged tensor
+  // throws, and a failed load is never trained on (vlm-train stops).
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> destinations;
+  for (const auto& [r, target] : reads) {
+    destinations.push_back(target.is_contiguous() ? target.detach()
+                                                   : torch::empty_like(target, torch::MemoryFormat::Contiguous));
+  }
+  const std::vector<uint32_t> crcs = checksum_in_chunks(lengths, [&](size_t i, uint64_t begin, uint64_t length) {
+    char* out = static_cast<char*>(destinations[i].data_ptr()) + begin;
+    const TensorRecord& r = *reads[i].first;
+    uint64_t done = 0;
+    while (done < length) {
+      const ssize_t n = ::pread(sources[i]->fd, out + done, length - done,
+                                static_cast<off_t>(data_start_ + r.offset() + begin + done));
+      if (n <= 0) throw CheckpointError(sources[i]->path + ": read failed for " + r.name());
+      done += static_cast<uint64_t>(n);
+    }
+    return crc32c(out, length);  // while the chunk is in cache
   });
+  for (size_t i = 0; i < reads.size(); ++i) {
+    if (crcs[i] != reads[i].first->crc32c()) {
+      throw CheckpointError(sources[i]->path + ": checksum mismatch for " + reads[i].first->name() +
+                            ": the shard is damaged");
+    }
+    if (!destinations[i].is_same(reads[i].second)) reads[i].second.copy_(destinations[i]);
+  }
 }
 
 KvCacheLayout kv_cache_layout(const ModelSpec& s) {

@@ -4,7 +4,7 @@
 //   ROOT/step-NNNNNNNN/manifest.pb       written last, atomically: no manifest, no checkpoint
 //   ROOT/latest                          the newest complete step directory's name, replaced atomically
 // Reading never trusts the files: names, offsets, lengths and sizes are
-// checked, every tensor's CRC-32 is verified, and nothing is executed.
+// checked, every tensor's CRC-32C is verified, and nothing is executed.
 
 #include <torch/torch.h>
 
@@ -12,13 +12,14 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "model/spec.h"
 #include "proto/checkpoint.pb.h"
 
 namespace vlm {
 
-constexpr int kCheckpointFormatVersion = 1;
+constexpr int kCheckpointFormatVersion = 2;  // 2: CRC-32C checksums
 
 class CheckpointError : public std::runtime_error {
  public:
@@ -27,8 +28,8 @@ class CheckpointError : public std::runtime_error {
 
 std::string step_directory_name(int64_t step);
 
-// CRC-32 (zlib) of a contiguous float32 tensor's bytes.
-uint32_t tensor_crc(const torch::Tensor& tensor);
+// CRC-32C of each contiguous CPU tensor's bytes, computed in parallel.
+std::vector<uint32_t> checksum_tensors(const std::vector<const torch::Tensor*>& tensors);
 
 // Appends tensors to one shard file; durable after close().
 class ShardWriter {
@@ -38,8 +39,8 @@ class ShardWriter {
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
 
-  // `crc32`: the tensor's checksum if already computed (crc_of), else computed here.
-  TensorRecord append(const std::string& name, const torch::Tensor& tensor, std::optional<uint32_t> crc32 = {});
+  // `crc32c`: the tensor's checksum if already computed (checksum_tensors), else computed here.
+  TensorRecord append(const std::string& name, const torch::Tensor& tensor, std::optional<uint32_t> crc32c = {});
   void close();  // flush and fsync
 
  private:
@@ -72,12 +73,15 @@ class CheckpointReader {
 
   // Reads `record` into `target` after checking dtype, shape, bounds and checksum.
   void read(const TensorRecord& record, torch::Tensor target) const;
-  // read() for many tensors at once, in parallel.
+  // read() for many tensors at once: every record checked first, each shard
+  // opened once, then read and checksummed in chunks on ATen's threads.
   void read_all(const std::vector<std::pair<const TensorRecord*, torch::Tensor>>& reads) const;
   // Reads and checks every tensor; returns the bytes checked.
   int64_t verify_all() const;
 
  private:
+  void check_record(const TensorRecord& record, const torch::Tensor& target) const;
+
   std::string directory_;
   Manifest manifest_;
   std::string exported_file_;  // set when reading an export_model file

@@ -2,12 +2,44 @@
 
 #include "trainer/checkpoint_writer.h"
 
-#include <ATen/Parallel.h>
 #include <glog/logging.h>
 
+#include <cstring>
+
 #include "comm/mpi_check.h"
+#include "trainer/chunks.h"
 
 namespace vlm {
+namespace {
+
+// Replaces the snapshot's tensors by copies in `staging`, one host buffer
+// reused when large enough: a fresh one costs a page fault per 4 KiB, several
+// times the copy itself.
+void copy_to_staging(CheckpointSnapshot& snap, torch::Tensor& staging) {
+  std::vector<torch::Tensor*> tensors;
+  for (auto& p : snap.parameters) tensors.push_back(&p.tensor);
+  for (auto& o : snap.optimizer) tensors.push_back(&o.exp_avg), tensors.push_back(&o.exp_avg_sq);
+  int64_t total = 0;
+  for (const torch::Tensor* t : tensors) total += t->numel();
+  if (!staging.defined() || staging.numel() < total) staging = torch::empty({total}, torch::kFloat);
+  std::vector<torch::Tensor> sources;
+  std::vector<uint64_t> lengths;
+  int64_t offset = 0;
+  for (torch::Tensor* t : tensors) {
+    TORCH_CHECK(t->scalar_type() == torch::kFloat && t->is_contiguous() && t->device().is_cpu(),
+                "checkpoint tensors are contiguous float32 host tensors (make_snapshot)");
+    sources.push_back(*t);
+    lengths.push_back(t->nbytes());
+    *t = staging.narrow(0, offset, t->numel()).view(t->sizes());
+    offset += t->numel();
+  }
+  parallel_over_chunks(split_into_chunks(lengths), [&](const Chunk& c, size_t) {
+    std::memcpy(static_cast<char*>(tensors[c.item]->data_ptr()) + c.begin,
+                static_cast<const char*>(sources[c.item].data_ptr()) + c.begin, c.length);
+  });
+}
+
+}  // namespace
 
 void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, int keep, MPI_Comm world) {
   const std::string directory = root + "/" + step_directory_name(snap.step);
@@ -17,10 +49,7 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
     std::vector<const torch::Tensor*> order;
     for (const auto& p : snap.parameters) order.push_back(&p.tensor);
     for (const auto& o : snap.optimizer) order.push_back(&o.exp_avg), order.push_back(&o.exp_avg_sq);
-    std::vector<uint32_t> crcs(order.size());
-    at::parallel_for(0, static_cast<int64_t>(order.size()), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) crcs[i] = tensor_crc(*order[i]);
-    });
+    const std::vector<uint32_t> crcs = checksum_tensors(order);
     char shard_name[32];
     std::snprintf(shard_name, sizeof shard_name, "shard-%05d.bin", snap.shard);
     ShardWriter shard(directory, shard_name);
@@ -107,17 +136,33 @@ AsyncCheckpointer::~AsyncCheckpointer() {
   MPI_Comm_free(&comm_);
 }
 
-void AsyncCheckpointer::save(CheckpointSnapshot snapshot, const std::string& root, int keep) {
+void AsyncCheckpointer::save(CheckpointSnapshot live, const std::string& root, int keep) {
   wait();  // one save at a time
-  writer_ = std::thread([this, snap = std::move(snapshot), root, keep] {
+  copied_ = false;
+  writer_ = std::thread([this, snap = std::move(live), root, keep]() mutable {
     const auto start = std::chrono::steady_clock::now();
     try {
-      write_checkpoint(snap, root, keep, comm_);
+      copy_to_staging(snap, staging_);
+    } catch (...) {
+      failure_ = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      copied_ = true;
+    }
+    copied_signal_.notify_all();
+    try {
+      if (!failure_) write_checkpoint(snap, root, keep, comm_);
     } catch (...) {
       failure_ = std::current_exception();
     }
     last_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   });
+}
+
+void AsyncCheckpointer::wait_until_copied() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  copied_signal_.wait(lock, [this] { return copied_; });
 }
 
 void AsyncCheckpointer::wait() {

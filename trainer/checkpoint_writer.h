@@ -1,13 +1,15 @@
 #pragma once
-// A checkpoint's contents copied out of the trainer at a step boundary, and
+// A checkpoint's contents taken from the trainer at a step boundary, and
 // the code that writes them: synchronously, or on a background thread while
-// training goes on (the copy is the only stall).
+// training goes on.
 
 #include <mpi.h>
 #include <torch/torch.h>
 
 #include <atomic>
 #include <exception>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,12 +25,12 @@ struct CheckpointSnapshot {
   struct Parameter {
     std::string name;
     std::vector<std::string> aliases;
-    torch::Tensor tensor;  // a copy
+    torch::Tensor tensor;  // the live tensor, or a copy (AsyncCheckpointer)
   };
   struct AdamState {
     std::string parameter;
     int64_t step;
-    torch::Tensor exp_avg, exp_avg_sq;  // copies
+    torch::Tensor exp_avg, exp_avg_sq;  // the same
   };
   int64_t step = 0;
   int64_t consumed_samples = 0;
@@ -42,8 +44,10 @@ struct CheckpointSnapshot {
   std::vector<int> stage_starts{0};   // first block of each pipeline stage
 };
 
-// What a trainer hands over to be snapshotted: the parameters this rank
-// writes (empty if it writes none) and the optimizer holding their state.
+// What a trainer hands over to be saved: the parameters this rank writes
+// (empty if it writes none) and the optimizer holding their state. The
+// snapshot refers to the live host tensors (a GPU's are copied to the host
+// now); the step, RNG state and metadata are captured now.
 CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const Topology& topology,
                                  const KvCacheLayout& kv_cache, const std::vector<UniqueParameter>& to_write,
                                  torch::optim::Optimizer& optimizer, int shard, std::vector<int> stage_starts);
@@ -58,6 +62,11 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
 // Collective over `world`: shards, barrier, manifest by rank 0, latest, pruning.
 void write_checkpoint(const CheckpointSnapshot& snapshot, const std::string& root, int keep, MPI_Comm world);
 
+// Saves while training goes on. save() returns at once; the writer thread
+// first copies the snapshot's tensors into one host staging buffer (reused
+// from save to save), which overlaps the next forward and backward, which
+// only read them; the trainer calls wait_until_copied() before its optimizer
+// step changes them. Then it checksums and writes from the copy.
 class AsyncCheckpointer {
  public:
   explicit AsyncCheckpointer(MPI_Comm world);
@@ -65,8 +74,9 @@ class AsyncCheckpointer {
   AsyncCheckpointer(const AsyncCheckpointer&) = delete;
   AsyncCheckpointer& operator=(const AsyncCheckpointer&) = delete;
 
-  // Waits for the previous save (rethrowing its failure), then writes `snapshot` in the background.
-  void save(CheckpointSnapshot snapshot, const std::string& root, int keep);
+  // Waits for the previous save (rethrowing its failure), then starts this one.
+  void save(CheckpointSnapshot live, const std::string& root, int keep);
+  void wait_until_copied();
   void wait();
   double last_seconds() const { return last_seconds_; }
 
@@ -74,6 +84,10 @@ class AsyncCheckpointer {
   MPI_Comm comm_ = MPI_COMM_NULL;
   std::thread writer_;
   std::exception_ptr failure_;
+  torch::Tensor staging_;  // only the writer thread touches it
+  std::mutex mutex_;
+  std::condition_variable copied_signal_;
+  bool copied_ = true;
   std::atomic<double> last_seconds_{0};
 };
 

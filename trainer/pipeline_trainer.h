@@ -42,7 +42,8 @@ class PipelineTrainer {
   // the first stage to hold (shard = stage); names are global, so a checkpoint
   // loads into any partition, DP size, or no pipeline at all.
   CheckpointSnapshot snapshot() const;
-  void save_checkpoint(const std::string& root, int keep);
+  void save_checkpoint(const std::string& root, int keep, bool async = false);
+  void wait_for_checkpoint();
   void load_checkpoint(const std::string& step_directory);
 
   int64_t steps_done() const { return step_; }
@@ -94,6 +95,7 @@ class PipelineTrainer {
   int live_micro_batches_ = 0;  // forwarded, not yet backwarded
   int64_t peak_activation_bytes_ = 0;
   double losses_[2] = {0, 0};  // contrastive, caption: this stage's share of the step
+  std::unique_ptr<AsyncCheckpointer> async_;  // created by the first asynchronous save
 };
 
 }  // namespace vlm

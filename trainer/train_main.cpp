@@ -36,16 +36,12 @@ bool any_rank_stopping() {
   return stop != 0;
 }
 
-// Synchronous, or the snapshot now and the writing on `async`'s thread.
 template <typename AnyTrainer>
-void save(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, AsyncCheckpointer* async) {
+void save(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology) {
   const auto start = std::chrono::steady_clock::now();
   const std::string where = config.checkpoint().dir() + "/" + step_directory_name(trainer.steps_done());
-  if (async != nullptr) {
-    async->save(trainer.snapshot(), config.checkpoint().dir(), config.checkpoint().keep());
-  } else {
-    trainer.save_checkpoint(config.checkpoint().dir(), config.checkpoint().keep());
-  }
+  const bool async = config.checkpoint().async();
+  trainer.save_checkpoint(config.checkpoint().dir(), config.checkpoint().keep(), async);
   const double stall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   LOG_IF(INFO, topology.is_root()) << "checkpoint " << where << (async ? " started; training stalled " : " saved in ")
                                    << stall << " s";
@@ -61,8 +57,6 @@ bool run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& t
   ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
   const bool checkpoints = !config.checkpoint().dir().empty();
   const int every = config.checkpoint().every_steps();
-  std::unique_ptr<AsyncCheckpointer> async;
-  if (checkpoints && config.checkpoint().async()) async = std::make_unique<AsyncCheckpointer>(MPI_COMM_WORLD);
   while (trainer.steps_done() < config.loop().steps()) {
     const StepStats stats = trainer.train_step();
     if (metrics) {
@@ -73,9 +67,9 @@ bool run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& t
     const bool last = trainer.steps_done() == config.loop().steps();
     const bool stopping = any_rank_stopping();
     if (checkpoints && (last || stopping || (every > 0 && trainer.steps_done() % every == 0))) {
-      save(trainer, config, topology, async.get());
+      save(trainer, config, topology);
     }
-    if (async && (last || stopping)) async->wait();  // the final checkpoint is complete before exit
+    if (last || stopping) trainer.wait_for_checkpoint();  // the final checkpoint is complete before exit
     if (stopping && !last) {
       LOG_IF(INFO, topology.is_root()) << "stopped by a signal after step " << trainer.steps_done()
                                        << (checkpoints ? "; resume with --resume latest" : "");

@@ -121,6 +121,9 @@ StepStats Trainer::train_step() {
   stats.grad_norm = torch::nn::utils::clip_grad_norm_(parameters_, clip > 0 ? clip : std::numeric_limits<double>::infinity());
   stats.learning_rate = schedule_.at(step_);
   set_learning_rate(*optimizer_, stats.learning_rate);
+  const auto copy_wait = Clock::now();
+  if (async_) async_->wait_until_copied();  // the save in progress still reads the tensors
+  stats.checkpoint_wait_seconds = seconds_since(copy_wait);
   optimizer_->step();
   stats.optimizer_seconds = seconds_since(t);
 

@@ -35,6 +35,7 @@ struct StepStats {
   double forward_seconds = 0;    // forward passes and losses
   double backward_seconds = 0;   // backward passes (gradient communication overlaps them)
   double optimizer_seconds = 0;  // clipping and the AdamW update
+  double checkpoint_wait_seconds = 0;  // of which waiting for an asynchronous save to copy the tensors
   ReductionStats reduction;      // gradient communication: total, exposed, buckets
   double pipeline_busy_seconds = 0;  // forward + backward on this stage (pipeline only; idle share = 1 - busy / seconds)
   double pipeline_seconds = 0;       // step start to this stage's last backward (pipeline only)
@@ -48,11 +49,14 @@ class Trainer {
 
   StepStats train_step();
 
-  // Copies what a checkpoint holds (parameters and optimizer state on
-  // dp_rank 0; every rank's RNG state): the only stall of an asynchronous save.
+  // What a checkpoint holds (parameters and optimizer state on dp_rank 0;
+  // every rank's RNG state), referring to the live tensors.
   CheckpointSnapshot snapshot() const;
-  // Synchronous save, collective over the world (trainer/checkpoint_writer.h).
-  void save_checkpoint(const std::string& root, int keep);
+  // Collective over the world (trainer/checkpoint_writer.h). Asynchronous:
+  // returns at once; the tensors are copied on the writer's thread during the
+  // next forward and backward, and the next optimizer step waits for the copy.
+  void save_checkpoint(const std::string& root, int keep, bool async = false);
+  void wait_for_checkpoint();  // the asynchronous save in progress is complete (rethrows its failure)
   // Restores parameters, optimizer state, step, data cursor and RNG from a
   // step directory written by a model with the same config and sharing map
   // (any DP size). Every rank reads it.
@@ -81,6 +85,7 @@ class Trainer {
   Millis init_timeout_;  // start-up and the first step
   Millis timeout_;       // every later step
   int64_t step_ = 0;
+  std::unique_ptr<AsyncCheckpointer> async_;  // created by the first asynchronous save
 };
 
 // The model spec the config and the task imply.

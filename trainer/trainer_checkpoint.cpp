@@ -40,14 +40,18 @@ CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const 
   snap.rng_state = rng_state().clone();
   snap.shard = shard;
   snap.stage_starts = std::move(stage_starts);
-  torch::NoGradGuard no_grad;
+  // The live tensors; only what is not contiguous host memory (a GPU's) is copied now.
+  auto host = [](const torch::Tensor& t) {
+    const torch::Tensor d = t.detach();
+    return d.device().is_cpu() && d.is_contiguous() ? d : d.to(torch::kCPU).contiguous();
+  };
   auto& states = optimizer.state();
   for (const UniqueParameter& p : to_write) {
-    snap.parameters.push_back({p.name, p.aliases, p.tensor.detach().clone()});
+    snap.parameters.push_back({p.name, p.aliases, host(p.tensor)});
     auto it = states.find(state_key(states, p.tensor));
     if (it == states.end()) continue;  // no step taken yet
     const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-    snap.optimizer.push_back({p.name, adam.step(), adam.exp_avg().clone(), adam.exp_avg_sq().clone()});
+    snap.optimizer.push_back({p.name, adam.step(), host(adam.exp_avg()), host(adam.exp_avg_sq())});
   }
   return snap;
 }
@@ -80,15 +84,17 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
     reads.emplace_back(it->second, p.tensor);
     auto adam_record = adam_records.find(p.name);
     if (optimizer == nullptr || adam_record == adam_records.end()) continue;
-    auto& states = optimizer->state();
-    auto adam = std::make_unique<torch::optim::AdamWParamState>();
-    adam->step(adam_record->second->step());
-    torch::Tensor exp_avg = torch::empty_like(p.tensor), exp_avg_sq = torch::empty_like(p.tensor);
-    reads.emplace_back(&adam_record->second->exp_avg(), exp_avg);
-    reads.emplace_back(&adam_record->second->exp_avg_sq(), exp_avg_sq);
-    adam->exp_avg(exp_avg);
-    adam->exp_avg_sq(exp_avg_sq);
-    states[state_key(states, p.tensor)] = std::move(adam);
+    auto& state = optimizer->state()[state_key(optimizer->state(), p.tensor)];
+    if (state == nullptr) {  // a fresh optimizer: allocate the state (a running one is loaded in place)
+      state = std::make_unique<torch::optim::AdamWParamState>();
+      auto& adam = static_cast<torch::optim::AdamWParamState&>(*state);
+      adam.exp_avg(torch::empty_like(p.tensor, torch::MemoryFormat::Contiguous));
+      adam.exp_avg_sq(torch::empty_like(p.tensor, torch::MemoryFormat::Contiguous));
+    }
+    auto& adam = static_cast<torch::optim::AdamWParamState&>(*state);
+    adam.step(adam_record->second->step());
+    reads.emplace_back(&adam_record->second->exp_avg(), adam.exp_avg());
+    reads.emplace_back(&adam_record->second->exp_avg_sq(), adam.exp_avg_sq());
   }
   reader.read_all(reads);
   const int64_t global = config.loop().global_batch_size();
@@ -113,9 +119,18 @@ CheckpointSnapshot Trainer::snapshot() const {
   return make_snapshot(step_, config_, topology_, kv_cache_layout(model_->spec()), to_write, *optimizer_, 0, {0});
 }
 
-void Trainer::save_checkpoint(const std::string& root, int keep) { write_checkpoint(snapshot(), root, keep, MPI_COMM_WORLD); }
+void Trainer::save_checkpoint(const std::string& root, int keep, bool async) {
+  if (!async) return write_checkpoint(snapshot(), root, keep, MPI_COMM_WORLD);
+  if (!async_) async_ = std::make_unique<AsyncCheckpointer>(MPI_COMM_WORLD);
+  async_->save(snapshot(), root, keep);
+}
+
+void Trainer::wait_for_checkpoint() {
+  if (async_) async_->wait();
+}
 
 void Trainer::load_checkpoint(const std::string& step_directory) {
+  wait_for_checkpoint();  // a save in progress may still be copying the tensors
   const CheckpointReader reader(step_directory);
   step_ = restore_checkpoint(reader, config_, topology_.rank(), unique_parameters(*model_), optimizer_.get());
 }
