@@ -106,6 +106,18 @@ void expect_parity(const std::string& schedule, bool keep_groups_together = fals
     }
     for (const auto& [name, prints] : seen) EXPECT_EQ(prints.size(), 1u) << "copies of " << name << " differ at step " << step;
   }
+  // The whole model, assembled on rank 0 for evaluation, is the one-process model.
+  const VlmModel whole = pipeline.gather_model();
+  ASSERT_EQ(whole.is_empty(), !topology.is_root());
+  if (!topology.is_root()) return;
+  size_t compared = 0;
+  for (const auto& p : unique_parameters(*whole)) {
+    const torch::Tensor& r = reference_parameters.at(p.name);
+    const double error = (p.tensor - r).norm().item<double>() / std::max(r.norm().item<double>(), 1e-30);
+    EXPECT_LE(error, 1e-5) << "gathered " << p.name;
+    ++compared;
+  }
+  EXPECT_EQ(compared, reference_parameters.size());
 }
 
 TEST(PipelineCheckpoint, ResumeIsBitExactAndLoadsWithoutPipeline) {

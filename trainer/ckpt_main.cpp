@@ -1,6 +1,6 @@
 // vlm-ckpt: look at checkpoints without training.
 //   vlm-ckpt inspect PATH   step, topology, tensors, bytes, shared tensors, KV-cache layout
-//   vlm-ckpt verify PATH    read every tensor and check its CRC-32; exit 1 on any damage
+//   vlm-ckpt verify PATH    read every tensor and check its CRC-32C; exit 1 on any damage
 //   vlm-ckpt export PATH OUT.vlm   the model alone in one file, for inference
 // PATH is a step directory or a checkpoint root (then its `latest` is used).
 

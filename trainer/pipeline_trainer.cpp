@@ -5,10 +5,12 @@
 
 #include <chrono>
 #include <set>
+#include <sstream>
 
 #include "comm/gather_with_grad.h"
 #include "comm/mpi_check.h"
 #include "data/batch.h"
+#include "model/parameters.h"
 #include "scheduler/stage_partition.h"
 #include "trainer/optimizer.h"
 
@@ -160,6 +162,68 @@ void PipelineTrainer::load_checkpoint(const std::string& step_directory) {
   wait_for_checkpoint();  // a save in progress may still be copying the tensors
   const CheckpointReader reader(step_directory);
   step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, optimizer_.get());
+}
+
+VlmModel PipelineTrainer::gather_model() const {
+  // Each stage's dp_rank 0 sends the tensors it is the first stage to hold:
+  // their names, newline-separated, then their values in that order.
+  const int root = 0;
+  const int dp = topology_.data_parallel;
+  const bool sender = topology_.dp_rank() == 0 && stage_index_ > 0;
+  if (sender) {
+    std::string names;
+    std::vector<torch::Tensor> values;
+    for (const auto& p : owned_) names += p.name + "\n", values.push_back(p.tensor.detach().reshape({-1}));
+    const torch::Tensor flat = torch::cat(values);
+    VLM_MPI_CHECK(MPI_Send(names.data(), static_cast<int>(names.size()), MPI_CHAR, root, 0, MPI_COMM_WORLD));
+    VLM_MPI_CHECK(MPI_Send(flat.data_ptr(), static_cast<int>(flat.numel()), MPI_FLOAT, root, 1, MPI_COMM_WORLD));
+  }
+  if (topology_.rank() != root) return VlmModel(nullptr);
+
+  VlmModel whole(stage_->spec());
+  std::map<std::string, torch::Tensor> by_name;
+  for (const auto& p : unique_parameters(*whole)) by_name[p.name] = p.tensor;
+  torch::NoGradGuard no_grad;
+  size_t filled = 0;
+  auto fill = [&](const std::string& name, const torch::Tensor& values, int stage) {
+    auto it = by_name.find(name);
+    if (it == by_name.end() || it->second.numel() != values.numel()) {
+      throw std::runtime_error("gather_model: stage " + std::to_string(stage) + " sent '" + name +
+                               "', which the model does not have in that size");
+    }
+    it->second.copy_(values.view_as(it->second));
+    ++filled;
+  };
+  for (const auto& p : owned_) fill(p.name, p.tensor.detach(), 0);
+  for (int stage = 1; stage < stages_; ++stage) {
+    const int from = stage * dp;  // the stage's dp_rank 0
+    MPI_Status status;
+    int length = 0;
+    VLM_MPI_CHECK(MPI_Probe(from, 0, MPI_COMM_WORLD, &status));
+    VLM_MPI_CHECK(MPI_Get_count(&status, MPI_CHAR, &length));
+    std::string names(static_cast<size_t>(length), '\0');
+    VLM_MPI_CHECK(MPI_Recv(names.data(), length, MPI_CHAR, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    std::vector<std::string> list;
+    int64_t numel = 0;
+    std::stringstream in(names);
+    for (std::string name; std::getline(in, name);) {
+      list.push_back(name);
+      if (by_name.count(name)) numel += by_name.at(name).numel();
+    }
+    torch::Tensor flat = torch::empty({numel});
+    VLM_MPI_CHECK(MPI_Recv(flat.data_ptr(), static_cast<int>(numel), MPI_FLOAT, from, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    int64_t offset = 0;
+    for (const auto& name : list) {
+      const int64_t n = by_name.count(name) ? by_name.at(name).numel() : 0;
+      fill(name, flat.narrow(0, offset, n), stage);
+      offset += n;
+    }
+  }
+  if (filled != by_name.size()) {
+    throw std::runtime_error("gather_model: " + std::to_string(filled) + " of " + std::to_string(by_name.size()) +
+                             " tensors arrived; the stages do not cover the model");
+  }
+  return whole;
 }
 
 std::map<std::string, OperationTotals> PipelineTrainer::communication_totals() const {

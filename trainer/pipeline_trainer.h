@@ -46,6 +46,10 @@ class PipelineTrainer {
   void wait_for_checkpoint();
   void load_checkpoint(const std::string& step_directory);
 
+  // Collective over the world: the whole model, assembled on world rank 0
+  // from every stage's dp_rank 0 (nullptr elsewhere). For evaluation.
+  VlmModel gather_model() const;
+
   int64_t steps_done() const { return step_; }
   VlmStage& stage() { return stage_; }
   const std::vector<int>& stage_starts() const { return starts_; }

@@ -86,9 +86,7 @@ std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Top
   return metrics;
 }
 
-// Pipeline stages > 1: each rank trains its stage. The evaluation needs the
-// whole model on one rank, which comes with checkpoint export; until then it
-// is skipped with a message.
+// Either trainer: continue from a checkpoint if --resume was given.
 template <typename AnyTrainer>
 void resume_if_asked(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, const std::string& which) {
   if (which.empty()) return;
@@ -108,9 +106,12 @@ int train_pipeline(const TrainConfig& config, const Topology& topology, const Pr
   LOG_IF(INFO, topology.is_root()) << "pipeline stages (blocks):" << layout;
   auto metrics = start_metrics(config, topology);
   if (!run_steps(trainer, config, topology, metrics.get())) return 0;
-  if (config.eval().enabled() && topology.is_root()) {
-    std::printf("evaluation skipped: with pipeline stages > 1 it needs the whole model on one rank, which "
-                "arrives with checkpoint export (vlm-ckpt)\n");
+  if (config.eval().enabled()) {
+    VlmModel whole = trainer.gather_model();  // on rank 0
+    if (topology.is_root()) {
+      std::printf("%s", evaluate(whole, data, config.eval()).summary().c_str());
+      std::fflush(stdout);
+    }
   }
   VLM_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
   return 0;
