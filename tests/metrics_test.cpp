@@ -47,9 +47,11 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   stats.seconds = 0.2;
   stats.global_samples = 64;
   stats.reduction.exposed_seconds = 0.25;
+  stats.checkpoint_wait_seconds = 0.125;
   metrics.record_step(stats);
   metrics.record_step(stats);
   metrics.record_buckets({1048576, 4096});
+  metrics.record_checkpoint(40, 0.5);
   metrics.record_communication({{"allreduce", OperationTotals{1.5, 1000, 3}}});
   metrics.record_communication({{"allreduce", OperationTotals{2.0, 1500, 4}}});  // cumulative: +0.5 s, +500 B
 
@@ -69,6 +71,9 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   EXPECT_NE(reply.find("vlm_comm_exposed_seconds_total{" + rank_labels + "} 0.5"), std::string::npos);
   EXPECT_NE(reply.find("vlm_grad_buckets{" + rank_labels + "} 2"), std::string::npos);
   EXPECT_NE(reply.find("vlm_grad_bucket_bytes{" + rank_labels + ",bucket=\"0\"} 1048576"), std::string::npos);
+  EXPECT_NE(reply.find("vlm_checkpoint_stall_seconds_total{" + rank_labels + "} 0.75"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("vlm_checkpoints_total{" + rank_labels + "} 1"), std::string::npos);
+  EXPECT_NE(reply.find("vlm_checkpoint_step{" + rank_labels + "} 40"), std::string::npos);
   EXPECT_EQ(http_get(metrics.port(), "/other").rfind("HTTP/1.0 404", 0), 0u);
 }
 

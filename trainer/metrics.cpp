@@ -40,6 +40,9 @@ TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology
   buckets_ = &prometheus::BuildGauge().Name("vlm_grad_buckets").Help("Gradient buckets of the DP reducer").Labels(labels).Register(*registry_).Add({});
   bucket_bytes_ = &prometheus::BuildGauge().Name("vlm_grad_bucket_bytes").Help("Size of each gradient bucket, in launch order").Labels(labels).Register(*registry_);
   last_step_timestamp_ = &prometheus::BuildGauge().Name("vlm_last_step_timestamp_seconds").Help("Unix time at which the last step finished").Labels(labels).Register(*registry_).Add({});
+  checkpoint_stall_seconds_ = &prometheus::BuildCounter().Name("vlm_checkpoint_stall_seconds_total").Help("Training time lost to checkpoints: synchronous saves, asynchronous save calls, optimizer steps waiting for their copy").Labels(labels).Register(*registry_).Add({});
+  checkpoints_ = &prometheus::BuildCounter().Name("vlm_checkpoints_total").Help("Checkpoint saves started").Labels(labels).Register(*registry_).Add({});
+  checkpoint_step_ = &prometheus::BuildGauge().Name("vlm_checkpoint_step").Help("Step of the last checkpoint save started").Labels(labels).Register(*registry_).Add({});
 }
 
 void TrainMetrics::record_step(const StepStats& s) {
@@ -52,6 +55,7 @@ void TrainMetrics::record_step(const StepStats& s) {
   samples_->Increment(static_cast<double>(s.global_samples));
   step_seconds_->Observe(s.seconds);
   comm_exposed_seconds_->Increment(s.reduction.exposed_seconds);
+  checkpoint_stall_seconds_->Increment(s.checkpoint_wait_seconds);
   bubble_->Set(s.pipeline_busy_seconds > 0 ? 1.0 - s.pipeline_busy_seconds / s.seconds : 0.0);
   last_step_timestamp_->Set(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
@@ -67,6 +71,12 @@ void TrainMetrics::record_communication(const std::map<std::string, OperationTot
     comm_bytes_->Add({{"op", op}}).Increment(static_cast<double>(total.bytes - seen.bytes));
     seen = total;
   }
+}
+
+void TrainMetrics::record_checkpoint(int64_t step, double stall_seconds) {
+  checkpoints_->Increment();
+  checkpoint_step_->Set(static_cast<double>(step));
+  checkpoint_stall_seconds_->Increment(stall_seconds);
 }
 
 void TrainMetrics::record_buckets(const std::vector<int64_t>& bucket_bytes) {

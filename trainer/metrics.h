@@ -30,6 +30,9 @@ class TrainMetrics {
   // Cumulative per-operation totals of the DP backend (Backend::totals()).
   void record_communication(const std::map<std::string, OperationTotals>& totals);
   void record_buckets(const std::vector<int64_t>& bucket_bytes);
+  // A checkpoint save started (asynchronous) or done (synchronous), and how
+  // long the training loop waited for it.
+  void record_checkpoint(int64_t step, double stall_seconds);
 
   // "host:port" being served (port_base + local rank).
   const std::string& address() const { return address_; }
@@ -54,6 +57,9 @@ class TrainMetrics {
   prometheus::Gauge* buckets_;
   prometheus::Gauge* bubble_;
   prometheus::Family<prometheus::Gauge>* bucket_bytes_;
+  prometheus::Counter* checkpoint_stall_seconds_;
+  prometheus::Counter* checkpoints_;
+  prometheus::Gauge* checkpoint_step_;
   std::map<std::string, OperationTotals> reported_;  // totals already turned into counter increments
 };
 

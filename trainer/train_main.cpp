@@ -37,7 +37,7 @@ bool any_rank_stopping() {
 }
 
 template <typename AnyTrainer>
-void save(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology) {
+void save(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, TrainMetrics* metrics) {
   const auto start = std::chrono::steady_clock::now();
   const std::string where = config.checkpoint().dir() + "/" + step_directory_name(trainer.steps_done());
   const bool async = config.checkpoint().async();
@@ -45,6 +45,7 @@ void save(AnyTrainer& trainer, const TrainConfig& config, const Topology& topolo
   const double stall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   LOG_IF(INFO, topology.is_root()) << "checkpoint " << where << (async ? " started; training stalled " : " saved in ")
                                    << stall << " s";
+  if (metrics) metrics->record_checkpoint(trainer.steps_done(), stall);
 }
 
 // The loop both trainers share: step, export metrics, report progress,
@@ -67,7 +68,7 @@ bool run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& t
     const bool last = trainer.steps_done() == config.loop().steps();
     const bool stopping = any_rank_stopping();
     if (checkpoints && (last || stopping || (every > 0 && trainer.steps_done() % every == 0))) {
-      save(trainer, config, topology);
+      save(trainer, config, topology, metrics);
     }
     if (last || stopping) trainer.wait_for_checkpoint();  // the final checkpoint is complete before exit
     if (stopping && !last) {
