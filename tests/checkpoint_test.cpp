@@ -125,7 +125,9 @@ TEST_F(Checkpoint, AsyncSaveWritesTheTensorsAsTheyWereAtSave) {
     EXPECT_EQ(next, before.size());
   };
   // A damaged file must fail the test, not skip the barrier below.
-  if (topology_.dp_rank() == 0) EXPECT_NO_THROW(expect_saved_as_before());
+  if (topology_.dp_rank() == 0) {
+    EXPECT_NO_THROW(expect_saved_as_before());
+  }
   MPI_Barrier(MPI_COMM_WORLD);
   if (topology_.is_root()) fs::remove_all(root);
 }

@@ -173,4 +173,10 @@ void AsyncCheckpointer::wait() {
   }
 }
 
+void CheckpointSaver::save(CheckpointSnapshot snapshot, const std::string& root, int keep, bool async) {
+  if (!async) return write_checkpoint(snapshot, root, keep, MPI_COMM_WORLD);
+  if (!async_) async_ = std::make_unique<AsyncCheckpointer>(MPI_COMM_WORLD);
+  async_->save(std::move(snapshot), root, keep);
+}
+
 }  // namespace vlm

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <exception>
+#include <memory>
 #include <condition_variable>
 #include <mutex>
 #include <string>
@@ -89,6 +90,22 @@ class AsyncCheckpointer {
   std::condition_variable copied_signal_;
   bool copied_ = true;
   std::atomic<double> last_seconds_{0};
+};
+
+// A trainer's saves: synchronous (the live tensors, written before save()
+// returns), or asynchronous on an AsyncCheckpointer made by the first such save.
+class CheckpointSaver {
+ public:
+  void save(CheckpointSnapshot snapshot, const std::string& root, int keep, bool async);
+  void wait_until_copied() {  // before the optimizer step changes the tensors
+    if (async_) async_->wait_until_copied();
+  }
+  void wait() {  // the save in progress is complete (rethrows its failure)
+    if (async_) async_->wait();
+  }
+
+ private:
+  std::unique_ptr<AsyncCheckpointer> async_;
 };
 
 }  // namespace vlm

@@ -149,17 +149,11 @@ CheckpointSnapshot PipelineTrainer::snapshot() const {
 }
 
 void PipelineTrainer::save_checkpoint(const std::string& root, int keep, bool async) {
-  if (!async) return write_checkpoint(snapshot(), root, keep, MPI_COMM_WORLD);
-  if (!async_) async_ = std::make_unique<AsyncCheckpointer>(MPI_COMM_WORLD);
-  async_->save(snapshot(), root, keep);
-}
-
-void PipelineTrainer::wait_for_checkpoint() {
-  if (async_) async_->wait();
+  checkpoints_.save(snapshot(), root, keep, async);
 }
 
 void PipelineTrainer::load_checkpoint(const std::string& step_directory) {
-  wait_for_checkpoint();  // a save in progress may still be copying the tensors
+  checkpoints_.wait();  // a save in progress may still be copying the tensors
   const CheckpointReader reader(step_directory);
   step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, optimizer_.get());
 }
@@ -421,7 +415,7 @@ StepStats PipelineTrainer::train_step() {
         stats.learning_rate = schedule_.at(step_);
         set_learning_rate(*optimizer_, stats.learning_rate);
         const auto copy_wait = Clock::now();
-        if (async_) async_->wait_until_copied();  // the save in progress still reads the tensors
+        checkpoints_.wait_until_copied();  // a save in progress may still be copying the tensors
         stats.checkpoint_wait_seconds = seconds_since(copy_wait);
         optimizer_->step();
         stats.optimizer_seconds = seconds_since(t);

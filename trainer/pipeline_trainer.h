@@ -43,7 +43,7 @@ class PipelineTrainer {
   // loads into any partition, DP size, or no pipeline at all.
   CheckpointSnapshot snapshot() const;
   void save_checkpoint(const std::string& root, int keep, bool async = false);
-  void wait_for_checkpoint();
+  void wait_for_checkpoint() { checkpoints_.wait(); }
   void load_checkpoint(const std::string& step_directory);
 
   // Collective over the world: the whole model, assembled on world rank 0
@@ -99,7 +99,7 @@ class PipelineTrainer {
   int live_micro_batches_ = 0;  // forwarded, not yet backwarded
   int64_t peak_activation_bytes_ = 0;
   double losses_[2] = {0, 0};  // contrastive, caption: this stage's share of the step
-  std::unique_ptr<AsyncCheckpointer> async_;  // created by the first asynchronous save
+  CheckpointSaver checkpoints_;  // last: destroyed first, after the save in progress
 };
 
 }  // namespace vlm

@@ -122,7 +122,7 @@ StepStats Trainer::train_step() {
   stats.learning_rate = schedule_.at(step_);
   set_learning_rate(*optimizer_, stats.learning_rate);
   const auto copy_wait = Clock::now();
-  if (async_) async_->wait_until_copied();  // the save in progress still reads the tensors
+  checkpoints_.wait_until_copied();  // a save in progress may still be copying the tensors
   stats.checkpoint_wait_seconds = seconds_since(copy_wait);
   optimizer_->step();
   stats.optimizer_seconds = seconds_since(t);

@@ -56,7 +56,7 @@ class Trainer {
   // returns at once; the tensors are copied on the writer's thread during the
   // next forward and backward, and the next optimizer step waits for the copy.
   void save_checkpoint(const std::string& root, int keep, bool async = false);
-  void wait_for_checkpoint();  // the asynchronous save in progress is complete (rethrows its failure)
+  void wait_for_checkpoint() { checkpoints_.wait(); }  // the save in progress is complete (rethrows its failure)
   // Restores parameters, optimizer state, step, data cursor and RNG from a
   // step directory written by a model with the same config and sharing map
   // (any DP size). Every rank reads it.
@@ -85,7 +85,7 @@ class Trainer {
   Millis init_timeout_;  // start-up and the first step
   Millis timeout_;       // every later step
   int64_t step_ = 0;
-  std::unique_ptr<AsyncCheckpointer> async_;  // created by the first asynchronous save
+  CheckpointSaver checkpoints_;  // last: destroyed first, after the save in progress
 };
 
 // The model spec the config and the task imply.

@@ -120,17 +120,11 @@ CheckpointSnapshot Trainer::snapshot() const {
 }
 
 void Trainer::save_checkpoint(const std::string& root, int keep, bool async) {
-  if (!async) return write_checkpoint(snapshot(), root, keep, MPI_COMM_WORLD);
-  if (!async_) async_ = std::make_unique<AsyncCheckpointer>(MPI_COMM_WORLD);
-  async_->save(snapshot(), root, keep);
-}
-
-void Trainer::wait_for_checkpoint() {
-  if (async_) async_->wait();
+  checkpoints_.save(snapshot(), root, keep, async);
 }
 
 void Trainer::load_checkpoint(const std::string& step_directory) {
-  wait_for_checkpoint();  // a save in progress may still be copying the tensors
+  checkpoints_.wait();  // a save in progress may still be copying the tensors
   const CheckpointReader reader(step_directory);
   step_ = restore_checkpoint(reader, config_, topology_.rank(), unique_parameters(*model_), optimizer_.get());
 }
