@@ -127,9 +127,43 @@ TEST_F(Checkpoint, AsyncSaveWritesTheTensorsAsTheyWereAtSave) {
   // A damaged file must fail the test, not skip the barrier below.
   if (topology_.dp_rank() == 0) {
     EXPECT_NO_THROW(expect_saved_as_before());
+    // The large tensor spans several read chunks, in an exported file too (offset by its header).
+    const std::string exported = root + "/model.vlm";
+    EXPECT_NO_THROW({
+      export_model(resolve_checkpoint(root, "latest"), exported);
+      const CheckpointReader reader(exported);
+      torch::Tensor large = torch::empty_like(before[live.parameters.size() - 1]);
+      reader.read(*find_record(reader.manifest(), "large"), large);
+      EXPECT_TRUE(torch::equal(large, before[live.parameters.size() - 1]));
+    });
   }
   MPI_Barrier(MPI_COMM_WORLD);
   if (topology_.is_root()) fs::remove_all(root);
+}
+
+// A save that fails on one rank (here rank 0 cannot create the directory;
+// the other ranks write no tensors) fails on every rank, never hangs them.
+TEST_F(Checkpoint, AFailureOnOneRankFailsTheSaveOnEveryRank) {
+  const std::string blocker = shared_root("not_a_directory");
+  if (topology_.is_root()) std::ofstream(blocker) << "a file where a directory should be";
+  MPI_Barrier(MPI_COMM_WORLD);
+  Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());
+  trainer.train_step();
+  trainer.save_checkpoint(blocker + "/checkpoints", 2, /*async=*/true);
+  trainer.train_step();  // the optimizer step's wait for the copy returns: the copy succeeded
+  try {
+    trainer.wait_for_checkpoint();
+    ADD_FAILURE() << "the save should have failed";
+  } catch (const std::exception& e) {
+    const std::string message = e.what();
+    if (topology_.is_root()) {
+      EXPECT_NE(message.find("not_a_directory"), std::string::npos) << message;
+    } else {
+      EXPECT_NE(message.find("rank 0 failed to write its part of"), std::string::npos) << message;
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (topology_.is_root()) fs::remove(blocker);
 }
 
 TEST_F(Checkpoint, SharedTensorsAreStoredOnceAndVerify) {

@@ -62,7 +62,7 @@ TEST(Crc32c, CombineEqualsTheWholeAtEverySplit) {
 TEST(Crc32c, DetectsEveryFlippedBit) {
   auto bytes = random_bytes(8192, 3);
   const uint32_t clean = crc32c(bytes.data(), bytes.size());
-  for (size_t bit = 0; bit < bytes.size() * 8; bit += 97) {
+  for (size_t bit = 0; bit < bytes.size() * 8; ++bit) {
     bytes[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
     EXPECT_NE(crc32c(bytes.data(), bytes.size()), clean) << "bit " << bit;
     bytes[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));

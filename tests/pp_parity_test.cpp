@@ -106,12 +106,18 @@ void expect_parity(const std::string& schedule, bool keep_groups_together = fals
     }
     for (const auto& [name, prints] : seen) EXPECT_EQ(prints.size(), 1u) << "copies of " << name << " differ at step " << step;
   }
-  // The whole model, assembled on rank 0 for evaluation, is the one-process model.
+  // The whole model, assembled on rank 0 for evaluation: each tensor
+  // bit-identical to the stages' own, and so the one-process model.
+  std::string mine;
+  for (const auto& p : pipeline.stage()->global_parameters()) mine += p.name + "=" + std::to_string(fingerprint(p.tensor)) + "\n";
+  std::map<std::string, std::string> held;
+  for (const std::string& line : all_fingerprints(mine)) held[line.substr(0, line.find('='))] = line.substr(line.find('=') + 1);
   const VlmModel whole = pipeline.gather_model();
   ASSERT_EQ(whole.is_empty(), !topology.is_root());
   if (!topology.is_root()) return;
   size_t compared = 0;
   for (const auto& p : unique_parameters(*whole)) {
+    EXPECT_EQ(std::to_string(fingerprint(p.tensor)), held.at(p.name)) << "gathered " << p.name;
     const torch::Tensor& r = reference_parameters.at(p.name);
     const double error = (p.tensor - r).norm().item<double>() / std::max(r.norm().item<double>(), 1e-30);
     EXPECT_LE(error, 1e-5) << "gathered " << p.name;

@@ -97,8 +97,8 @@ void check_format_version(int version, const std::string& path) {
   }
   if (version < kCheckpointFormatVersion) {  // version 1 (pre-release) had zlib CRC-32 checksums
     throw CheckpointError(path + ": format version " + std::to_string(version) + " predates CRC-32C checksums (" +
-                          std::to_string(kCheckpointFormatVersion) + "); it cannot be verified. HINT: re-save it with " +
-                          "the vlmtrain that wrote it, or train again");
+                          std::to_string(kCheckpointFormatVersion) + ") and this vlmtrain cannot verify it. " +
+                          "HINT: train again, or resume it with the pre-release build that wrote it");
   }
 }
 

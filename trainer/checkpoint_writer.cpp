@@ -4,6 +4,7 @@
 
 #include <glog/logging.h>
 
+#include <climits>
 #include <cstring>
 
 #include "comm/mpi_check.h"
@@ -39,35 +40,63 @@ void copy_to_staging(CheckpointSnapshot& snap, torch::Tensor& staging) {
   });
 }
 
+// This rank's tensors into its shard file, fsynced; returns their records.
+Manifest write_shard(const CheckpointSnapshot& snap, const std::string& directory) {
+  Manifest manifest;
+  if (snap.parameters.empty()) return manifest;
+  // Checksums first, in parallel; then one sequential write.
+  std::vector<const torch::Tensor*> order;
+  for (const auto& p : snap.parameters) order.push_back(&p.tensor);
+  for (const auto& o : snap.optimizer) order.push_back(&o.exp_avg), order.push_back(&o.exp_avg_sq);
+  const std::vector<uint32_t> crcs = checksum_tensors(order);
+  char shard_name[32];
+  std::snprintf(shard_name, sizeof shard_name, "shard-%05d.bin", snap.shard);
+  ShardWriter shard(directory, shard_name);
+  size_t next = 0;
+  for (const auto& p : snap.parameters) {
+    TensorRecord* record = manifest.add_tensors();
+    *record = shard.append(p.name, p.tensor, crcs[next++]);
+    for (const auto& alias : p.aliases) record->add_aliases(alias);
+  }
+  for (const auto& o : snap.optimizer) {
+    OptimizerRecord* record = manifest.add_optimizer();
+    record->set_parameter(o.parameter);
+    record->set_step(o.step);
+    *record->mutable_exp_avg() = shard.append(o.parameter + "#exp_avg", o.exp_avg, crcs[next++]);
+    *record->mutable_exp_avg_sq() = shard.append(o.parameter + "#exp_avg_sq", o.exp_avg_sq, crcs[next++]);
+  }
+  shard.close();
+  return manifest;
+}
+
+// Collective: every rank learns whether any failed, so none waits forever
+// for a failed one. A failed rank rethrows its own error; the others name it.
+void agree_on_success(std::exception_ptr failure, MPI_Comm world, const std::string& what) {
+  int rank = 0;
+  VLM_MPI_CHECK(MPI_Comm_rank(world, &rank));
+  int first_failed = failure ? rank : INT_MAX;
+  VLM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first_failed, 1, MPI_INT, MPI_MIN, world));
+  if (failure) std::rethrow_exception(failure);
+  if (first_failed != INT_MAX) {
+    throw CheckpointError("rank " + std::to_string(first_failed) + " failed to " + what + " (see its error)");
+  }
+}
+
 }  // namespace
 
-void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, int keep, MPI_Comm world) {
+void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, int keep, MPI_Comm world,
+                      std::exception_ptr failed_before) {
   const std::string directory = root + "/" + step_directory_name(snap.step);
   Manifest manifest;
-  if (!snap.parameters.empty()) {
-    // Checksums first, in parallel over tensors; then one sequential write.
-    std::vector<const torch::Tensor*> order;
-    for (const auto& p : snap.parameters) order.push_back(&p.tensor);
-    for (const auto& o : snap.optimizer) order.push_back(&o.exp_avg), order.push_back(&o.exp_avg_sq);
-    const std::vector<uint32_t> crcs = checksum_tensors(order);
-    char shard_name[32];
-    std::snprintf(shard_name, sizeof shard_name, "shard-%05d.bin", snap.shard);
-    ShardWriter shard(directory, shard_name);
-    size_t next = 0;
-    for (const auto& p : snap.parameters) {
-      TensorRecord* record = manifest.add_tensors();
-      *record = shard.append(p.name, p.tensor, crcs[next++]);
-      for (const auto& alias : p.aliases) record->add_aliases(alias);
+  std::exception_ptr failure = failed_before;
+  if (!failure) {
+    try {
+      manifest = write_shard(snap, directory);
+    } catch (...) {
+      failure = std::current_exception();
     }
-    for (const auto& o : snap.optimizer) {
-      OptimizerRecord* record = manifest.add_optimizer();
-      record->set_parameter(o.parameter);
-      record->set_step(o.step);
-      *record->mutable_exp_avg() = shard.append(o.parameter + "#exp_avg", o.exp_avg, crcs[next++]);
-      *record->mutable_exp_avg_sq() = shard.append(o.parameter + "#exp_avg_sq", o.exp_avg_sq, crcs[next++]);
-    }
-    shard.close();
   }
+  agree_on_success(failure, world, "write its part of " + directory + "; nothing was committed");
   int rank = 0, size = 1;
   VLM_MPI_CHECK(MPI_Comm_rank(world, &rank));
   VLM_MPI_CHECK(MPI_Comm_size(world, &size));
@@ -89,8 +118,8 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
   }
   VLM_MPI_CHECK(MPI_Gatherv(records.data(), length, MPI_CHAR, gathered.data(), lengths.data(), offsets.data(), MPI_CHAR,
                             0, world));
-  VLM_MPI_CHECK(MPI_Barrier(world));  // every shard is durable before the manifest
-  if (rank == 0) {
+  // Every shard is durable (agreed above): rank 0 merges the records and commits.
+  auto commit = [&] {
     manifest.Clear();
     for (int r = 0; r < size; ++r) {
       Manifest part;
@@ -119,8 +148,15 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
     *manifest.mutable_kv_cache() = snap.kv_cache;
     commit_checkpoint(root, directory, manifest);
     prune_checkpoints(root, keep);
+  };
+  if (rank == 0) {
+    try {
+      commit();
+    } catch (...) {
+      failure = std::current_exception();
+    }
   }
-  VLM_MPI_CHECK(MPI_Barrier(world));
+  agree_on_success(failure, world, "commit " + directory);
 }
 
 AsyncCheckpointer::AsyncCheckpointer(MPI_Comm world) {
@@ -138,26 +174,36 @@ AsyncCheckpointer::~AsyncCheckpointer() {
 
 void AsyncCheckpointer::save(CheckpointSnapshot live, const std::string& root, int keep) {
   wait();  // one save at a time
-  copied_ = false;
-  writer_ = std::thread([this, snap = std::move(live), root, keep]() mutable {
-    const auto start = std::chrono::steady_clock::now();
-    try {
-      copy_to_staging(snap, staging_);
-    } catch (...) {
-      failure_ = std::current_exception();
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      copied_ = true;
-    }
-    copied_signal_.notify_all();
-    try {
-      if (!failure_) write_checkpoint(snap, root, keep, comm_);
-    } catch (...) {
-      failure_ = std::current_exception();
-    }
-    last_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  });
+  set_copied(false);
+  try {
+    writer_ = std::thread([this, snap = std::move(live), root, keep]() mutable {
+      const auto start = std::chrono::steady_clock::now();
+      std::exception_ptr copy_failure;
+      try {
+        copy_to_staging(snap, staging_);
+      } catch (...) {
+        copy_failure = std::current_exception();
+      }
+      set_copied(true);
+      try {
+        write_checkpoint(snap, root, keep, comm_, copy_failure);  // every rank learns of a failed copy
+      } catch (...) {
+        failure_ = std::current_exception();
+      }
+      last_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    });
+  } catch (...) {
+    set_copied(true);  // no thread: nothing copies
+    throw;
+  }
+}
+
+void AsyncCheckpointer::set_copied(bool copied) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    copied_ = copied;
+  }
+  copied_signal_.notify_all();
 }
 
 void AsyncCheckpointer::wait_until_copied() {
@@ -174,6 +220,7 @@ void AsyncCheckpointer::wait() {
 }
 
 void CheckpointSaver::save(CheckpointSnapshot snapshot, const std::string& root, int keep, bool async) {
+  wait();  // never two saves at once, whatever their kinds
   if (!async) return write_checkpoint(snapshot, root, keep, MPI_COMM_WORLD);
   if (!async_) async_ = std::make_unique<AsyncCheckpointer>(MPI_COMM_WORLD);
   async_->save(std::move(snapshot), root, keep);

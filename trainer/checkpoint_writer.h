@@ -60,8 +60,11 @@ CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const 
 int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
                            const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer* optimizer);
 
-// Collective over `world`: shards, barrier, manifest by rank 0, latest, pruning.
-void write_checkpoint(const CheckpointSnapshot& snapshot, const std::string& root, int keep, MPI_Comm world);
+// Collective over `world`: shards, agreement that all were written, manifest
+// by rank 0, latest, pruning. A failure on any rank (`failed_before`: one that
+// happened before writing, such as an asynchronous copy) throws on every rank.
+void write_checkpoint(const CheckpointSnapshot& snapshot, const std::string& root, int keep, MPI_Comm world,
+                      std::exception_ptr failed_before = nullptr);
 
 // Saves while training goes on. save() returns at once; the writer thread
 // first copies the snapshot's tensors into one host staging buffer (reused
@@ -82,6 +85,8 @@ class AsyncCheckpointer {
   double last_seconds() const { return last_seconds_; }
 
  private:
+  void set_copied(bool copied);
+
   MPI_Comm comm_ = MPI_COMM_NULL;
   std::thread writer_;
   std::exception_ptr failure_;

@@ -32,6 +32,24 @@ int64_t numel(const std::vector<int64_t>& shape) {
   return shape.empty() ? 0 : n;
 }
 
+// MPI counts are ints: large messages go in pieces (same source, tag, order).
+constexpr int64_t kMaxPiece = int64_t{1} << 30;
+
+void send_floats(const torch::Tensor& flat, int to, int tag) {
+  const auto* data = flat.data_ptr<float>();
+  for (int64_t done = 0; done < flat.numel(); done += kMaxPiece) {
+    const int n = static_cast<int>(std::min(kMaxPiece, flat.numel() - done));
+    VLM_MPI_CHECK(MPI_Send(data + done, n, MPI_FLOAT, to, tag, MPI_COMM_WORLD));
+  }
+}
+
+void receive_floats(torch::Tensor& flat, int from, int tag) {
+  auto* data = flat.data_ptr<float>();
+  for (int64_t done = 0; done < flat.numel(); done += kMaxPiece) {
+    const int n = static_cast<int>(std::min(kMaxPiece, flat.numel() - done));
+    VLM_MPI_CHECK(MPI_Recv(data + done, n, MPI_FLOAT, from, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+  }
+}
 
 }  // namespace
 
@@ -162,15 +180,13 @@ VlmModel PipelineTrainer::gather_model() const {
   // Each stage's dp_rank 0 sends the tensors it is the first stage to hold:
   // their names, newline-separated, then their values in that order.
   const int root = 0;
-  const int dp = topology_.data_parallel;
   const bool sender = topology_.dp_rank() == 0 && stage_index_ > 0;
   if (sender) {
     std::string names;
     std::vector<torch::Tensor> values;
     for (const auto& p : owned_) names += p.name + "\n", values.push_back(p.tensor.detach().reshape({-1}));
-    const torch::Tensor flat = torch::cat(values);
     VLM_MPI_CHECK(MPI_Send(names.data(), static_cast<int>(names.size()), MPI_CHAR, root, 0, MPI_COMM_WORLD));
-    VLM_MPI_CHECK(MPI_Send(flat.data_ptr(), static_cast<int>(flat.numel()), MPI_FLOAT, root, 1, MPI_COMM_WORLD));
+    send_floats(values.empty() ? torch::empty({0}) : torch::cat(values), root, 1);
   }
   if (topology_.rank() != root) return VlmModel(nullptr);
 
@@ -178,19 +194,14 @@ VlmModel PipelineTrainer::gather_model() const {
   std::map<std::string, torch::Tensor> by_name;
   for (const auto& p : unique_parameters(*whole)) by_name[p.name] = p.tensor;
   torch::NoGradGuard no_grad;
-  size_t filled = 0;
-  auto fill = [&](const std::string& name, const torch::Tensor& values, int stage) {
-    auto it = by_name.find(name);
-    if (it == by_name.end() || it->second.numel() != values.numel()) {
-      throw std::runtime_error("gather_model: stage " + std::to_string(stage) + " sent '" + name +
-                               "', which the model does not have in that size");
-    }
-    it->second.copy_(values.view_as(it->second));
-    ++filled;
+  std::set<std::string> filled;
+  auto fill = [&](const std::string& name, const torch::Tensor& values) {
+    by_name.at(name).copy_(values.view_as(by_name.at(name)));
+    filled.insert(name);
   };
-  for (const auto& p : owned_) fill(p.name, p.tensor.detach(), 0);
+  for (const auto& p : owned_) fill(p.name, p.tensor.detach());
   for (int stage = 1; stage < stages_; ++stage) {
-    const int from = stage * dp;  // the stage's dp_rank 0
+    const int from = stage * topology_.data_parallel;  // the stage's dp_rank 0
     MPI_Status status;
     int length = 0;
     VLM_MPI_CHECK(MPI_Probe(from, 0, MPI_COMM_WORLD, &status));
@@ -201,21 +212,24 @@ VlmModel PipelineTrainer::gather_model() const {
     int64_t numel = 0;
     std::stringstream in(names);
     for (std::string name; std::getline(in, name);) {
+      if (!by_name.count(name)) {
+        throw std::runtime_error("gather_model: stage " + std::to_string(stage) + " holds '" + name +
+                                 "', which the model does not have");
+      }
       list.push_back(name);
-      if (by_name.count(name)) numel += by_name.at(name).numel();
+      numel += by_name.at(name).numel();
     }
     torch::Tensor flat = torch::empty({numel});
-    VLM_MPI_CHECK(MPI_Recv(flat.data_ptr(), static_cast<int>(numel), MPI_FLOAT, from, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    receive_floats(flat, from, 1);
     int64_t offset = 0;
     for (const auto& name : list) {
-      const int64_t n = by_name.count(name) ? by_name.at(name).numel() : 0;
-      fill(name, flat.narrow(0, offset, n), stage);
-      offset += n;
+      fill(name, flat.narrow(0, offset, by_name.at(name).numel()));
+      offset += by_name.at(name).numel();
     }
   }
-  if (filled != by_name.size()) {
-    throw std::runtime_error("gather_model: " + std::to_string(filled) + " of " + std::to_string(by_name.size()) +
-                             " tensors arrived; the stages do not cover the model");
+  if (filled.size() != by_name.size()) {
+    throw std::runtime_error("gather_model: " + std::to_string(filled.size()) + " of " +
+                             std::to_string(by_name.size()) + " tensors arrived; the stages do not cover the model");
   }
   return whole;
 }
