@@ -343,7 +343,7 @@ void CheckpointReader::read_all(const std::vector<std::pair<const TensorRecord*,
       throw CheckpointError(sources[i]->path + ": checksum mismatch for " + reads[i].first->name() +
                             ": the shard is damaged");
     }
-    if (!destinations[i].is_same(reads[i].second)) reads[i].second.copy_(destinations[i]);
+    if (!reads[i].second.is_contiguous()) reads[i].second.copy_(destinations[i]);  // read into a temporary
   }
 }
 
