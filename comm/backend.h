@@ -73,9 +73,9 @@ class Backend {
   }
 
   virtual std::string name() const = 0;  // "mpi" or "nccl"
-  virtual std::string group_name() const = 0;
-  virtual int rank() const = 0;          // in this group
-  virtual int size() const = 0;
+  const std::string& group_name() const { return group_name_; }
+  int rank() const { return rank_; }  // in this group
+  int size() const { return size_; }
 
   // In place; contiguous tensors only (a non-contiguous one is an error).
   virtual WorkPtr allreduce(torch::Tensor tensor, const AllreduceOptions& options = {}) = 0;
@@ -90,6 +90,13 @@ class Backend {
   virtual WorkPtr barrier(const CollectiveOptions& options = {}) = 0;
 
  protected:
+  // `group_name` appears in every error ("dp(stage 0)").
+  Backend(MPI_Comm group, std::string group_name);
+  // "allgather(float x 12) on group dp(stage 0), rank 1 of 2 (host:pid)".
+  std::string describe_on_group(const std::string& what) const;
+  // `whole` holds size() x part.numel() elements of part's dtype (allgather, reduce_scatter).
+  void check_group_multiple(const std::string& what, const torch::Tensor& whole, const char* whole_name,
+                            const torch::Tensor& part, const char* part_name) const;
   // Implementations call this when an operation completes.
   void record(const std::string& op, double seconds, int64_t bytes) {
     std::lock_guard<std::mutex> lock(totals_mutex_);
@@ -100,6 +107,9 @@ class Backend {
   }
 
  private:
+  std::string group_name_;
+  int rank_ = 0;
+  int size_ = 1;
   mutable std::mutex totals_mutex_;
   std::map<std::string, OperationTotals> totals_;
 };

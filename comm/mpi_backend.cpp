@@ -118,11 +118,9 @@ struct MpiBackend::Operation : Work {
   }
 };
 
-MpiBackend::MpiBackend(MPI_Comm group, std::string group_name) : group_name_(std::move(group_name)) {
+MpiBackend::MpiBackend(MPI_Comm group, std::string group_name) : Backend(group, std::move(group_name)) {
   VLM_MPI_CHECK(MPI_Comm_dup(group, &comm_));
   VLM_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
-  VLM_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-  VLM_MPI_CHECK(MPI_Comm_size(comm_, &size_));
   thread_ = std::thread([this] { communication_loop(); });
 }
 
@@ -135,18 +133,17 @@ MpiBackend::~MpiBackend() {
   if (timed_out_->load()) {
     // The communication thread may never return from MPI, and must not outlive
     // this object: a timed-out collective ends the job (its message is logged).
-    LOG(ERROR) << "ending the job: a collective on group " << group_name_ << " timed out";
+    LOG(ERROR) << "ending the job: a collective on group " << group_name() << " timed out";
     MpiRuntime::abort_job(1);
   }
   thread_.join();
-  if (MPI_Comm_free(&comm_) != MPI_SUCCESS) LOG(ERROR) << "MPI_Comm_free failed for group " << group_name_;
+  if (MPI_Comm_free(&comm_) != MPI_SUCCESS) LOG(ERROR) << "MPI_Comm_free failed for group " << group_name();
 }
 
 WorkPtr MpiBackend::enqueue(const char* kind, int64_t bytes, std::string what, Millis timeout,
                             std::function<void()> run, std::function<bool()> poll) {
   auto op = std::make_shared<Operation>();
-  op->what = what + " on group " + group_name_ + ", rank " + std::to_string(rank_) + " of " +
-             std::to_string(size_) + " (" + process_label() + ")";
+  op->what = describe_on_group(what);
   op->timeout = timeout;
   op->deadline = Clock::now() + timeout;
   op->run = std::move(run);
@@ -230,7 +227,7 @@ void MpiBackend::check_signature(const std::string& what, int64_t op, const torc
   for (int i = 0; i < 4; ++i) agree &= both[i] == -both[4 + i];
   if (agree) return;
   std::ostringstream message;
-  message << what << " on group " << group_name_ << ": ranks issued mismatched collectives. Rank " << rank_
+  message << what << " on group " << group_name() << ": ranks issued mismatched collectives. Rank " << rank()
           << " has operation " << op << ", dtype " << c10::toString(tensor.scalar_type()) << ", " << tensor.numel()
           << " elements, root " << root << "; across the group: operation " << -both[4] << ".." << both[0]
           << ", dtype codes " << -both[5] << ".." << both[1] << ", elements " << -both[6] << ".." << both[2]
@@ -252,14 +249,14 @@ WorkPtr MpiBackend::allreduce(torch::Tensor tensor, const AllreduceOptions& opti
     check_signature(what, kAllreduce * 8 + static_cast<int64_t>(options.op), tensor, 0);
     VLM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
                                 mpi_type(tensor.scalar_type()), mpi_op(options.op), comm_));
-    divide_for_average(tensor, options.op, size_);
+    divide_for_average(tensor, options.op, size());
   });
 }
 
 WorkPtr MpiBackend::broadcast(torch::Tensor tensor, const BroadcastOptions& options) {
   const std::string what = describe("broadcast", tensor);
   check_tensor(tensor, "broadcast");
-  if (options.root < 0 || options.root >= size_) throw CommError(what + ": root " + std::to_string(options.root) + " is not a rank of the group");
+  if (options.root < 0 || options.root >= size()) throw CommError(what + ": root " + std::to_string(options.root) + " is not a rank of the group");
   return enqueue("broadcast", tensor.nbytes(), what, options.timeout, [this, what, tensor, options]() mutable {
     check_signature(what, kBroadcast, tensor, options.root);
     VLM_MPI_CHECK(MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()),
@@ -271,11 +268,7 @@ WorkPtr MpiBackend::allgather(torch::Tensor input, torch::Tensor output, const C
   const std::string what = describe("allgather", input);
   check_tensor(input, "allgather input");
   check_tensor(output, "allgather output");
-  if (output.numel() != input.numel() * size_ || output.scalar_type() != input.scalar_type()) {
-    throw CommError(what + ": the output must hold group size(" + std::to_string(size_) + ") x " +
-                    std::to_string(input.numel()) + " elements of the input's dtype, not " +
-                    std::to_string(output.numel()) + " " + c10::toString(output.scalar_type()));
-  }
+  check_group_multiple(what, output, "output", input, "input");
   return enqueue("allgather", input.nbytes(), what, options.timeout, [this, what, input, output]() mutable {
     check_signature(what, kAllgather, input, 0);
     const MPI_Datatype type = mpi_type(input.scalar_type());
@@ -288,11 +281,7 @@ WorkPtr MpiBackend::reduce_scatter(torch::Tensor input, torch::Tensor output, co
   const std::string what = describe("reduce_scatter", output);
   check_tensor(input, "reduce_scatter input");
   check_tensor(output, "reduce_scatter output");
-  if (input.numel() != output.numel() * size_ || output.scalar_type() != input.scalar_type()) {
-    throw CommError(what + ": the input must hold group size(" + std::to_string(size_) + ") x " +
-                    std::to_string(output.numel()) + " elements of the output's dtype, not " +
-                    std::to_string(input.numel()) + " " + c10::toString(input.scalar_type()));
-  }
+  check_group_multiple(what, input, "input", output, "output");
   if (options.op == ReduceOp::kAvg && !output.is_floating_point()) {
     throw CommError("reduce_scatter: ReduceOp::kAvg needs a floating-point tensor");
   }
@@ -300,7 +289,7 @@ WorkPtr MpiBackend::reduce_scatter(torch::Tensor input, torch::Tensor output, co
     check_signature(what, kReduceScatter * 8 + static_cast<int64_t>(options.op), output, 0);
     VLM_MPI_CHECK(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), static_cast<int>(output.numel()),
                                            mpi_type(output.scalar_type()), mpi_op(options.op), comm_));
-    divide_for_average(output, options.op, size_);
+    divide_for_average(output, options.op, size());
   });
 }
 

@@ -35,9 +35,6 @@ class MpiBackend : public Backend {
   MpiBackend& operator=(const MpiBackend&) = delete;
 
   std::string name() const override { return "mpi"; }
-  std::string group_name() const override { return group_name_; }
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
 
   WorkPtr allreduce(torch::Tensor tensor, const AllreduceOptions& options) override;
   WorkPtr broadcast(torch::Tensor tensor, const BroadcastOptions& options) override;
@@ -59,10 +56,7 @@ class MpiBackend : public Backend {
   void check_signature(const std::string& what, int64_t op, const torch::Tensor& tensor, int64_t root);
   void communication_loop();
 
-  std::string group_name_;
   MPI_Comm comm_ = MPI_COMM_NULL;
-  int rank_ = 0;
-  int size_ = 1;
   std::mutex mutex_;
   std::condition_variable queued_;
   std::deque<std::shared_ptr<Operation>> queue_;

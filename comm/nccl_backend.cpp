@@ -150,13 +150,11 @@ struct NcclBackend::State {
 };
 
 NcclBackend::NcclBackend(MPI_Comm group, std::string group_name, int device)
-    : group_name_(std::move(group_name)), state_(std::make_unique<State>()) {
-  VLM_MPI_CHECK(MPI_Comm_rank(group, &rank_));
-  VLM_MPI_CHECK(MPI_Comm_size(group, &size_));
+    : Backend(group, std::move(group_name)), state_(std::make_unique<State>()) {
   const ncclUniqueId id = bootstrap_nccl_id(group);
   state_->device = device;
   VLM_CUDA_CHECK(cudaSetDevice(device));
-  VLM_NCCL_CHECK(ncclCommInitRank(&state_->comm, size_, id, rank_));
+  VLM_NCCL_CHECK(ncclCommInitRank(&state_->comm, size(), id, rank()));
   VLM_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
   VLM_CUDA_CHECK(cudaEventCreateWithFlags(&state_->compute_ready, cudaEventDisableTiming));
   VLM_CUDA_CHECK(cudaMalloc(&state_->barrier_word, sizeof(int)));
@@ -180,7 +178,7 @@ NcclBackend::~NcclBackend() {
   state_->watchdog.join();
   if (cudaStreamSynchronize(state_->stream) != cudaSuccess) LOG(ERROR) << "NCCL stream failed at shutdown";
   state_->in_flight.clear();
-  if (ncclCommDestroy(state_->comm) != ncclSuccess) LOG(ERROR) << "ncclCommDestroy failed for " << group_name_;
+  if (ncclCommDestroy(state_->comm) != ncclSuccess) LOG(ERROR) << "ncclCommDestroy failed for " << group_name();
   cudaFree(state_->barrier_word);
   cudaEventDestroy(state_->compute_ready);
   cudaStreamDestroy(state_->stream);
@@ -192,8 +190,7 @@ WorkPtr NcclBackend::launch(const char* kind, int64_t bytes, Millis timeout, std
   auto work = std::make_shared<NcclWork>();
   work->kind = kind;
   work->bytes = bytes;
-  work->what = std::string(kind) + " on group " + group_name_ + ", rank " + std::to_string(rank_) + " of " +
-               std::to_string(size_) + " (" + process_label() + ")";
+  work->what = describe_on_group(kind);
   work->timeout = timeout;
   work->deadline = Clock::now() + timeout;
   work->tensors = std::move(keep_alive);
@@ -228,9 +225,7 @@ WorkPtr NcclBackend::broadcast(torch::Tensor t, const BroadcastOptions& o) {
 WorkPtr NcclBackend::allgather(torch::Tensor in, torch::Tensor out, const CollectiveOptions& o) {
   check_tensor(in, "allgather input");
   check_tensor(out, "allgather output");
-  if (out.numel() != in.numel() * size_ || out.scalar_type() != in.scalar_type()) {
-    throw CommError("allgather: the output must hold group size x input elements of the input's dtype");
-  }
+  check_group_multiple("allgather", out, "output", in, "input");
   return launch("allgather", in.nbytes(), o.timeout, {in, out}, [&](ncclComm_t comm, cudaStream_t stream) {
     VLM_NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(), nccl_type(in.scalar_type()), comm, stream));
   });
@@ -239,9 +234,7 @@ WorkPtr NcclBackend::allgather(torch::Tensor in, torch::Tensor out, const Collec
 WorkPtr NcclBackend::reduce_scatter(torch::Tensor in, torch::Tensor out, const AllreduceOptions& o) {
   check_tensor(in, "reduce_scatter input");
   check_tensor(out, "reduce_scatter output");
-  if (in.numel() != out.numel() * size_ || out.scalar_type() != in.scalar_type()) {
-    throw CommError("reduce_scatter: the input must hold group size x output elements of the output's dtype");
-  }
+  check_group_multiple("reduce_scatter", in, "input", out, "output");
   return launch("reduce_scatter", in.nbytes(), o.timeout, {in, out}, [&](ncclComm_t comm, cudaStream_t stream) {
     VLM_NCCL_CHECK(ncclReduceScatter(in.data_ptr(), out.data_ptr(), out.numel(), nccl_type(out.scalar_type()),
                                      nccl_op(o.op), comm, stream));

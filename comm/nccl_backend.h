@@ -29,9 +29,6 @@ class NcclBackend : public Backend {
   NcclBackend& operator=(const NcclBackend&) = delete;
 
   std::string name() const override { return "nccl"; }
-  std::string group_name() const override { return group_name_; }
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
 
   WorkPtr allreduce(torch::Tensor tensor, const AllreduceOptions& options) override;
   WorkPtr broadcast(torch::Tensor tensor, const BroadcastOptions& options) override;
@@ -46,9 +43,6 @@ class NcclBackend : public Backend {
   template <typename Launch>
   WorkPtr launch(const char* kind, int64_t bytes, Millis timeout, std::vector<torch::Tensor> keep_alive, Launch nccl_call);
 
-  std::string group_name_;
-  int rank_ = 0;
-  int size_ = 1;
   std::unique_ptr<State> state_;
 };
 
