@@ -45,7 +45,8 @@ class Checkpoint : public ::testing::Test {
 };
 
 TEST_F(Checkpoint, ResumeIsBitExact) {
-  const std::string root = shared_root("resume");
+  const SharedDirectory scratch("resume");
+  const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
   Trainer straight(config, topology_, groups_.data_parallel(), tiny_data());
   std::vector<double> losses;
@@ -60,12 +61,11 @@ TEST_F(Checkpoint, ResumeIsBitExact) {
   EXPECT_EQ(resumed.steps_done(), 3);
   for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
   EXPECT_TRUE(parameter_bytes(*resumed.model()) == parameter_bytes(*straight.model())) << "parameters differ after resume";
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (topology_.is_root()) fs::remove_all(root);
 }
 
 TEST_F(Checkpoint, AsyncSaveCapturesTheStepBoundaryWhileTrainingGoesOn) {
-  const std::string root = shared_root("async");
+  const SharedDirectory scratch("async");
+  const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
   Trainer straight(config, topology_, groups_.data_parallel(), tiny_data());
   std::vector<double> losses;
@@ -81,14 +81,13 @@ TEST_F(Checkpoint, AsyncSaveCapturesTheStepBoundaryWhileTrainingGoesOn) {
   resumed.load_checkpoint(resolve_checkpoint(root, "latest"));
   EXPECT_EQ(resumed.steps_done(), 3);
   for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (topology_.is_root()) fs::remove_all(root);
 }
 
 // The asynchronous contract: once wait_until_copied() returns, the live
 // tensors may change (the optimizer step) without reaching the checkpoint.
 TEST_F(Checkpoint, AsyncSaveWritesTheTensorsAsTheyWereAtSave) {
-  const std::string root = shared_root("async_copy");
+  const SharedDirectory scratch("async_copy");
+  const std::string& root = scratch.path();
   Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());
   trainer.train_step();  // creates the optimizer state
   CheckpointSnapshot live = trainer.snapshot();
@@ -124,7 +123,7 @@ TEST_F(Checkpoint, AsyncSaveWritesTheTensorsAsTheyWereAtSave) {
     }
     EXPECT_EQ(next, before.size());
   };
-  // A damaged file must fail the test, not skip the barrier below.
+  // A damaged file fails the test with the reader's message.
   if (topology_.dp_rank() == 0) {
     EXPECT_NO_THROW(expect_saved_as_before());
     // The large tensor spans several read chunks, in an exported file too (offset by its header).
@@ -137,14 +136,13 @@ TEST_F(Checkpoint, AsyncSaveWritesTheTensorsAsTheyWereAtSave) {
       EXPECT_TRUE(torch::equal(large, before[live.parameters.size() - 1]));
     });
   }
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (topology_.is_root()) fs::remove_all(root);
 }
 
 // A save that fails on one rank (here rank 0 cannot create the directory;
 // the other ranks write no tensors) fails on every rank, never hangs them.
 TEST_F(Checkpoint, AFailureOnOneRankFailsTheSaveOnEveryRank) {
-  const std::string blocker = shared_root("not_a_directory");
+  const SharedDirectory scratch("not_a_directory");
+  const std::string& blocker = scratch.path();
   if (topology_.is_root()) std::ofstream(blocker) << "a file where a directory should be";
   MPI_Barrier(MPI_COMM_WORLD);
   Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());
@@ -162,12 +160,11 @@ TEST_F(Checkpoint, AFailureOnOneRankFailsTheSaveOnEveryRank) {
       EXPECT_NE(message.find("rank 0 failed to write its part of"), std::string::npos) << message;
     }
   }
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (topology_.is_root()) fs::remove(blocker);
 }
 
 TEST_F(Checkpoint, SharedTensorsAreStoredOnceAndVerify) {
-  const std::string root = shared_root("once");
+  const SharedDirectory scratch("once");
+  const std::string& root = scratch.path();
   Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());
   trainer.train_step();
   trainer.save_checkpoint(root, 2);
@@ -180,12 +177,11 @@ TEST_F(Checkpoint, SharedTensorsAreStoredOnceAndVerify) {
   EXPECT_EQ(stored, unique_parameter_count(*trainer.model()));
   EXPECT_GT(aliases, 0) << "tiny_test shares attention weights";
   EXPECT_EQ(reader.verify_all(), 3 * 4 * unique_parameter_count(*trainer.model()));  // parameters + two Adam moments
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (topology_.is_root()) fs::remove_all(root);
 }
 
 TEST_F(Checkpoint, DamagedInputIsAClearError) {
-  const std::string root = shared_root("damage");
+  const SharedDirectory scratch("damage");
+  const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
   Trainer trainer(config, topology_, groups_.data_parallel(), tiny_data());
   trainer.train_step();
@@ -243,12 +239,11 @@ TEST_F(Checkpoint, DamagedInputIsAClearError) {
   const std::string other_sharing =
       error_of(good, config_with(topology_.world_size(), {"model.text.self_attn_share_group=1"}));
   EXPECT_NE(other_sharing.find("self_attn_share_group"), std::string::npos) << other_sharing;
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (topology_.is_root()) fs::remove_all(root);
 }
 
 TEST_F(Checkpoint, LoadsIntoADifferentDataParallelSize) {
-  const std::string root = shared_root("reshard");
+  const SharedDirectory scratch("reshard");
+  const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
   Trainer two(config, topology_, groups_.data_parallel(), tiny_data());
   for (int i = 0; i < 3; ++i) two.train_step();
@@ -259,12 +254,11 @@ TEST_F(Checkpoint, LoadsIntoADifferentDataParallelSize) {
   EXPECT_EQ(one.steps_done(), 3);
   const double continued_by_two = two.train_step().loss, continued_by_one = one.train_step().loss;
   EXPECT_NEAR(continued_by_one, continued_by_two, 1e-5 * std::abs(continued_by_two));
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (topology_.is_root()) fs::remove_all(root);
 }
 
 TEST_F(Checkpoint, ExportedModelLoadsForInference) {
-  const std::string root = shared_root("export");
+  const SharedDirectory scratch("export");
+  const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
   Trainer trainer(config, topology_, groups_.data_parallel(), tiny_data());
   trainer.train_step();
@@ -279,8 +273,6 @@ TEST_F(Checkpoint, ExportedModelLoadsForInference) {
   EXPECT_EQ(exported.manifest().kv_cache().bytes_per_image(), kv_cache_layout(model->spec()).bytes_per_image());
   restore_checkpoint(exported, config, topology_.rank(), unique_parameters(*model), nullptr);
   EXPECT_TRUE(parameter_bytes(*model) == parameter_bytes(*trainer.model()));
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (topology_.is_root()) fs::remove_all(root);
 }
 
 TEST(KvCacheLayout, MatchesTheModelsCache) {

@@ -39,4 +39,23 @@ inline std::string shared_root(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("vlm_" + name + "_" + std::to_string(pid))).string();
 }
 
+// A shared_root that every rank leaves together and rank 0 then deletes,
+// however the test ends (a failed assertion too).
+class SharedDirectory {
+ public:
+  explicit SharedDirectory(const std::string& name) : path_(shared_root(name)) {}
+  ~SharedDirectory() {
+    MPI_Barrier(MPI_COMM_WORLD);
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) std::filesystem::remove_all(path_);
+  }
+  SharedDirectory(const SharedDirectory&) = delete;
+  SharedDirectory& operator=(const SharedDirectory&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace vlm

@@ -88,10 +88,9 @@ PipelineTrainer::PipelineTrainer(const TrainConfig& config, const Topology& topo
       data_(data),
       stages_(topology.pipeline_stages),
       stage_index_(topology.stage()),
-      sampler_(data.train_task->size(), config.loop().global_batch_size(), topology.data_parallel,
-               topology.dp_rank(), static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
-      global_sampler_(data.train_task->size(), config.loop().global_batch_size(), 1, 0,
-                      static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
+      sampler_(sampler_for(config, data, topology.data_parallel, topology.dp_rank())),
+      global_sampler_(sampler_for(config, data, 1, 0)),
+      schedule_(lr_schedule_for(config)),
       init_timeout_(seconds_to_millis(config.comm().init_timeout_seconds())),
       timeout_(seconds_to_millis(config.comm().timeout_seconds())) {
   // Every rank builds the whole model from the same seed and keeps its stage,
@@ -147,8 +146,6 @@ PipelineTrainer::PipelineTrainer(const TrainConfig& config, const Topology& topo
 
   reducer_ = std::make_unique<GradientReducer>(tensors, *data_parallel_, reducer_options(config.comm(), init_timeout_));
   reducer_->broadcast_parameters(0, init_timeout_);
-  schedule_ = WarmupCosine{config.optim().lr(), config.optim().min_lr_ratio(), config.optim().warmup_steps(),
-                           config.loop().steps()};
   const ScheduleKind schedule =
       config.parallel().schedule() == ParallelConfig::GPIPE ? ScheduleKind::kGPipe : ScheduleKind::kOneFOneB;
   actions_ = pipeline_schedule(schedule, stages_, config.loop().micro_batches(), stage_index_);

@@ -40,6 +40,16 @@ ReducerOptions reducer_options(const CommConfig& config, Millis timeout) {
   return options;
 }
 
+DistributedSampler sampler_for(const TrainConfig& config, const TrainingData& data, int dp_size, int dp_rank) {
+  return DistributedSampler(data.train_task->size(), config.loop().global_batch_size(), dp_size, dp_rank,
+                            static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches());
+}
+
+WarmupCosine lr_schedule_for(const TrainConfig& config) {
+  return WarmupCosine{config.optim().lr(), config.optim().min_lr_ratio(), config.optim().warmup_steps(),
+                      config.loop().steps()};
+}
+
 ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data) {
   return model_spec(config.model(), kFashionSide, data.train_task->image_width(), data.tokenizer.vocab_size());
 }
@@ -49,10 +59,9 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, MPI_Comm d
       topology_(topology),
       dp_group_(dp_group),
       data_(data),
-      sampler_(data.train_task->size(), config.loop().global_batch_size(), topology.data_parallel,
-               topology.dp_rank(), static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
-      global_sampler_(data.train_task->size(), config.loop().global_batch_size(), 1, 0,
-                      static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches()),
+      sampler_(sampler_for(config, data, topology.data_parallel, topology.dp_rank())),
+      global_sampler_(sampler_for(config, data, 1, 0)),
+      schedule_(lr_schedule_for(config)),
       init_timeout_(seconds_to_millis(config.comm().init_timeout_seconds())),
       timeout_(seconds_to_millis(config.comm().timeout_seconds())) {
   torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
@@ -63,8 +72,6 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, MPI_Comm d
                           "dp(stage " + std::to_string(topology.stage()) + ")");
   reducer_ = std::make_unique<GradientReducer>(parameters_, *backend_, reducer_options(config.comm(), init_timeout_));
   reducer_->broadcast_parameters(0, init_timeout_);  // replicas start identical whatever their seeds
-  schedule_ = WarmupCosine{config.optim().lr(), config.optim().min_lr_ratio(), config.optim().warmup_steps(),
-                           config.loop().steps()};
 }
 
 int64_t caption_targets(const Task& task, const WordTokenizer& tokenizer, const std::vector<int64_t>& indices) {

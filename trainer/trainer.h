@@ -91,6 +91,12 @@ class Trainer {
 // The model spec the config and the task imply.
 ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data);
 
+// What both trainers build from the config: the sampler of `dp_rank`'s share
+// of each global batch (dp_size 1: the whole batch, for loss normalisation),
+// and the learning-rate schedule.
+DistributedSampler sampler_for(const TrainConfig& config, const TrainingData& data, int dp_size, int dp_rank);
+WarmupCosine lr_schedule_for(const TrainConfig& config);
+
 // The comm settings as the comm library takes them.
 BackendKind backend_kind(CommConfig::Backend backend);
 ReducerOptions reducer_options(const CommConfig& config, Millis timeout);
