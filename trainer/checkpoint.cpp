@@ -137,21 +137,22 @@ std::vector<uint32_t> checksum_tensors(const std::vector<const torch::Tensor*>& 
   });
 }
 
-TensorRecord ShardWriter::append(const std::string& name, const torch::Tensor& tensor, std::optional<uint32_t> crc) {
-  torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
-  if (t.scalar_type() != torch::kFloat) throw CheckpointError(name + ": only float32 tensors are checkpointed");
+TensorRecord ShardWriter::append(const std::string& name, const torch::Tensor& tensor, uint32_t crc) {
+  // The bytes written must be the bytes checksummed: no conversion here (make_snapshot does it).
+  if (tensor.scalar_type() != torch::kFloat) throw CheckpointError(name + ": only float32 tensors are checkpointed");
+  TORCH_CHECK(tensor.device().is_cpu() && tensor.is_contiguous(), name, ": ShardWriter takes contiguous host tensors");
   TensorRecord record;
   record.set_name(name);
   record.set_dtype("float32");
-  for (int64_t d : t.sizes()) record.add_shape(d);
+  for (int64_t d : tensor.sizes()) record.add_shape(d);
   record.set_shard(shard_);
   record.set_offset(offset_);
-  record.set_length(t.nbytes());
-  record.set_crc32c(crc ? *crc : crc32c(t.data_ptr(), t.nbytes()));
-  if (std::fwrite(t.data_ptr(), 1, t.nbytes(), file_) != t.nbytes()) {
+  record.set_length(tensor.nbytes());
+  record.set_crc32c(crc);
+  if (std::fwrite(tensor.data_ptr(), 1, tensor.nbytes(), file_) != tensor.nbytes()) {
     throw CheckpointError(path_ + ": write failed: " + std::strerror(errno));
   }
-  offset_ += t.nbytes();
+  offset_ += tensor.nbytes();
   return record;
 }
 
@@ -323,8 +324,7 @@ void CheckpointReader::read_all(const std::vector<std::pair<const TensorRecord*,
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> destinations;
   for (const auto& [r, target] : reads) {
-    destinations.push_back(target.is_contiguous() ? target.detach()
-                                                   : torch::empty_like(target, torch::MemoryFormat::Contiguous));
+    destinations.push_back(target.is_contiguous() ? target : torch::empty_like(target, torch::MemoryFormat::Contiguous));
   }
   const std::vector<uint32_t> crcs = checksum_in_chunks(lengths, [&](size_t i, uint64_t begin, uint64_t length) {
     char* out = static_cast<char*>(destinations[i].data_ptr()) + begin;

@@ -9,7 +9,6 @@
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,8 +38,8 @@ class ShardWriter {
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
 
-  // `crc32c`: the tensor's checksum if already computed (checksum_tensors), else computed here.
-  TensorRecord append(const std::string& name, const torch::Tensor& tensor, std::optional<uint32_t> crc32c = {});
+  // `crc32c`: the tensor's checksum (checksum_tensors computes many in parallel).
+  TensorRecord append(const std::string& name, const torch::Tensor& tensor, uint32_t crc32c);
   void close();  // flush and fsync
 
  private:
