@@ -14,11 +14,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include "checkpoint/format.h"
 #include "comm/process_groups.h"
 #include "comm/threads.h"
 #include "comm/topology.h"
 #include "proto/config_loader.h"
-#include "trainer/checkpoint_writer.h"
 #include "trainer/trainer.h"
 
 #include "bench/bench_main.h"
@@ -50,7 +50,7 @@ int bench(int argc, char** argv) {
   apply_thread_count(static_cast<int>(std::thread::hardware_concurrency()));
   ProcessGroups groups(topology);
   const auto data = load_training_data(config.data());
-  Trainer trainer(config, topology, groups.data_parallel(), *data);
+  Trainer trainer(config, topology, groups, *data);
   trainer.train_step();  // creates the optimizer state
 
   const double save = best_of_3([&] { trainer.save_checkpoint(root, 1); });

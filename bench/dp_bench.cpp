@@ -29,9 +29,9 @@ struct Breakdown {
   bool finite = true;
 };
 
-Breakdown measure(const TrainConfig& config, const Topology& topology, MPI_Comm group, const TrainingData& data,
-                  int warmup, int steps) {
-  Trainer trainer(config, topology, group, data);
+Breakdown measure(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
+                  const TrainingData& data, int warmup, int steps) {
+  Trainer trainer(config, topology, groups, data);
   for (int i = 0; i < warmup; ++i) trainer.train_step();
   Breakdown b;
   for (int i = 0; i < steps; ++i) {
@@ -62,8 +62,8 @@ int bench(int argc, char** argv) {
   const TrainConfig on = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps), "comm.overlap=true"});
   const TrainConfig off = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps), "comm.overlap=false"});
   const auto data = load_training_data(on.data());
-  const Breakdown overlapped = measure(on, topology, groups.data_parallel(), *data, warmup, steps);
-  const Breakdown serial = measure(off, topology, groups.data_parallel(), *data, warmup, steps);
+  const Breakdown overlapped = measure(on, topology, groups, *data, warmup, steps);
+  const Breakdown serial = measure(off, topology, groups, *data, warmup, steps);
 
   if (topology.is_root()) {
     std::printf("%s, %d ranks x %d threads, global batch %d, %d timed steps after %d warm-up (rank 0, ms/step)\n",

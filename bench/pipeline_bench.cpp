@@ -15,7 +15,7 @@
 #include "comm/threads.h"
 #include "comm/topology.h"
 #include "proto/config_loader.h"
-#include "trainer/pipeline_trainer.h"
+#include "trainer/trainer.h"
 
 #include "bench/bench_main.h"
 
@@ -53,7 +53,7 @@ int bench(int argc, char** argv) {
                         "loop.global_batch_size=" + std::to_string(kMicroBatchSamples * m),
                         "loop.steps=" + std::to_string(kWarmupSteps + kTimedSteps)});
       const auto data = load_training_data(config.data());
-      PipelineTrainer trainer(config, topology, groups, *data);
+      Trainer trainer(config, topology, groups, *data);
       for (int i = 0; i < kWarmupSteps; ++i) trainer.train_step();
       double bubble = 0;
       int peak_in_flight = 0;

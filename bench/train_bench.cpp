@@ -52,16 +52,17 @@ struct RunResult {
   bool finite = true;
 };
 
-RunResult run(const TrainConfig& config, const Topology& topology, MPI_Comm group, const TrainingData& data,
-              int warmup, int steps) {
-  Trainer trainer(config, topology, group, data);
+RunResult run(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
+              const TrainingData& data, int warmup, int steps) {
+  Trainer trainer(config, topology, groups, data);
   RunResult r;
-  r.parameters = unique_parameter_count(*trainer.model());
-  r.train_flops_per_sample = flops_per_sample(trainer.model()->spec()).train();
+  r.parameters = unique_parameter_count(*trainer.stage());
+  r.train_flops_per_sample = flops_per_sample(trainer.stage()->spec()).train();
   {
     torch::NoGradGuard no_grad;
-    const auto& s = trainer.model()->spec();
-    r.image_kv_bytes = image_kv_bytes(trainer.model()->start_decoding(torch::zeros({1, 1, s.image_height, s.image_width})).image_kv);
+    VlmModel model = trainer.whole_model();
+    const auto& s = model->spec();
+    r.image_kv_bytes = image_kv_bytes(model->start_decoding(torch::zeros({1, 1, s.image_height, s.image_width})).image_kv);
   }
   for (int i = 0; i < warmup; ++i) r.finite &= std::isfinite(trainer.train_step().loss);
   const auto start = Clock::now();
@@ -95,9 +96,9 @@ int bench(int argc, char** argv) {
   // after the runs and the best probe is used, so MFU is never flattered by
   // one slow probe.
   std::vector<double> probes{peak_gemm_flops()};
-  const RunResult shared = run(config, topology, groups.data_parallel(), *data, warmup, steps);
+  const RunResult shared = run(config, topology, groups, *data, warmup, steps);
   probes.push_back(peak_gemm_flops());
-  const RunResult plain = run(unshared(config), topology, groups.data_parallel(), *data, warmup, steps);
+  const RunResult plain = run(unshared(config), topology, groups, *data, warmup, steps);
   probes.push_back(peak_gemm_flops());
   const double peak = *std::max_element(probes.begin(), probes.end());
   const double mfu = shared.samples_per_second * shared.train_flops_per_sample / peak;

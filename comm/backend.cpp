@@ -8,15 +8,59 @@
 #endif
 
 namespace vlm {
+namespace {
+
+struct CompletedWork : Work {
+  void wait() override {}
+  bool is_completed() override { return true; }
+  double seconds() override { return 0; }
+};
+
+}  // namespace
+
+WorkPtr completed_work() { return std::make_shared<CompletedWork>(); }
 
 Backend::Backend(MPI_Comm group, std::string group_name) : group_name_(std::move(group_name)) {
   VLM_MPI_CHECK(MPI_Comm_rank(group, &rank_));
   VLM_MPI_CHECK(MPI_Comm_size(group, &size_));
+  MPI_Group local, world;
+  VLM_MPI_CHECK(MPI_Comm_group(group, &local));
+  VLM_MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world));
+  std::vector<int> ranks(static_cast<size_t>(size_));
+  for (int r = 0; r < size_; ++r) ranks[r] = r;
+  members_.resize(static_cast<size_t>(size_));
+  VLM_MPI_CHECK(MPI_Group_translate_ranks(local, size_, ranks.data(), world, members_.data()));
+  MPI_Group_free(&local);
+  MPI_Group_free(&world);
 }
 
 std::string Backend::describe_on_group(const std::string& what) const {
   return what + " on group " + group_name_ + ", rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
          " (" + process_label() + ")";
+}
+
+std::string Backend::channel(int peer, bool sending) const {
+  if (peer < 0) return group_name_;
+  return group_name_ + (sending ? "/send:" : "/recv:") + std::to_string(peer);
+}
+
+StuckOperation Backend::stuck_operation(const std::string& op, const std::string& description, int64_t seq,
+                                        const std::string& channel, int peer, bool sending) const {
+  StuckOperation stuck;
+  stuck.description = description;
+  stuck.op = op;
+  stuck.group = group_name_;
+  stuck.seq = seq;
+  stuck.channel = channel;
+  if (peer < 0) {
+    stuck.participants = members_;
+    stuck.participant_channel = channel;
+  } else {
+    // The peer arrived once it issued the matching operation on its own channel towards this rank.
+    stuck.participants = {members_.at(static_cast<size_t>(peer))};
+    stuck.participant_channel = group_name_ + (sending ? "/recv:" : "/send:") + std::to_string(rank_);
+  }
+  return stuck;
 }
 
 void Backend::check_group_multiple(const std::string& what, const torch::Tensor& whole, const char* whole_name,
@@ -29,16 +73,17 @@ void Backend::check_group_multiple(const std::string& what, const torch::Tensor&
 }
 
 std::unique_ptr<Backend> make_backend(BackendKind kind, const torch::Device& device, MPI_Comm group,
-                                      const std::string& group_name) {
+                                      const std::string& group_name, Millis init_timeout) {
   const bool nccl = kind == BackendKind::kNccl || (kind == BackendKind::kAuto && device.is_cuda());
-  if (!nccl) return std::make_unique<MpiBackend>(group, group_name);
+  if (!nccl) return std::make_unique<MpiBackend>(group, group_name, init_timeout);
   std::string why;
   if (cuda_device_count(&why) == 0) {
     throw CommError("comm.backend: NCCL needs a CUDA GPU, but none is usable on " + process_label() + " (" + why +
                     "). HINT: use comm.backend: MPI (or AUTO, which picks MPI for CPU tensors)");
   }
 #ifdef VLM_WITH_NCCL
-  return std::make_unique<NcclBackend>(group, group_name, device.is_cuda() ? device.index() : 0);
+  return std::make_unique<NcclBackend>(group, group_name, device.is_cuda() && device.has_index() ? device.index() : 0,
+                                       init_timeout);
 #else
   throw CommError("comm.backend: NCCL was not built in (VLM_WITH_NCCL=OFF); rebuild with the CUDA toolkit");
 #endif

@@ -7,11 +7,14 @@
 #include <mpi.h>
 #include <torch/torch.h>
 
+#include "comm/hang_report.h"
+
 #include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace vlm {
 
@@ -46,8 +49,9 @@ struct PointToPointOptions {
 class Work {
  public:
   virtual ~Work() = default;
-  // Blocks until done; throws CommError if the operation failed or its
-  // timeout (counted from when it was issued) expired.
+  // Blocks until done; throws CommError if the operation failed. If its
+  // timeout (counted from when it was issued) expires first, the job ends from
+  // here with a report of who never arrived (comm/peer_monitor.h).
   virtual void wait() = 0;
   virtual bool is_completed() = 0;
   // How long the operation itself ran (not its time in the queue); 0 until completed.
@@ -76,6 +80,8 @@ class Backend {
   const std::string& group_name() const { return group_name_; }
   int rank() const { return rank_; }  // in this group
   int size() const { return size_; }
+  // World rank of each group rank.
+  const std::vector<int>& members() const { return members_; }
 
   // In place; contiguous tensors only (a non-contiguous one is an error).
   virtual WorkPtr allreduce(torch::Tensor tensor, const AllreduceOptions& options = {}) = 0;
@@ -94,6 +100,14 @@ class Backend {
   Backend(MPI_Comm group, std::string group_name);
   // "allgather(float x 12) on group dp(stage 0), rank 1 of 2 (host:pid)".
   std::string describe_on_group(const std::string& what) const;
+  // What waiting for an operation of this group means, for a hang report:
+  // `channel` is its flight-recorder channel (Note [Flight recorder]), `peer`
+  // the other rank of a send or recv (-1 for collectives).
+  StuckOperation stuck_operation(const std::string& op, const std::string& description, int64_t seq,
+                                 const std::string& channel, int peer, bool sending) const;
+  // The flight-recorder channel of an operation: the group's for
+  // collectives, "<group>/send:<peer>" and "<group>/recv:<peer>" for point-to-point.
+  std::string channel(int peer = -1, bool sending = false) const;
   // `whole` holds size() x part.numel() elements of part's dtype (allgather, reduce_scatter).
   void check_group_multiple(const std::string& what, const torch::Tensor& whole, const char* whole_name,
                             const torch::Tensor& part, const char* part_name) const;
@@ -110,6 +124,7 @@ class Backend {
   std::string group_name_;
   int rank_ = 0;
   int size_ = 1;
+  std::vector<int> members_;
   mutable std::mutex totals_mutex_;
   std::map<std::string, OperationTotals> totals_;
 };
@@ -122,7 +137,12 @@ enum class BackendKind {
 
 // The backend for `group` and tensors on `device`. Asking for NCCL without a
 // usable GPU, or in a build without NCCL, is a CommError that says why.
+// Collective over `group`; a member that never joins ends the job after
+// `init_timeout` with a report naming it.
 std::unique_ptr<Backend> make_backend(BackendKind kind, const torch::Device& device, MPI_Comm group,
-                                      const std::string& group_name);
+                                      const std::string& group_name, Millis init_timeout = kDefaultInitTimeout);
+
+// A Work that is already done (a group of one has nothing to exchange).
+WorkPtr completed_work();
 
 }  // namespace vlm

@@ -5,8 +5,9 @@
 #include <climits>
 #include <sstream>
 
+#include "comm/flight_recorder.h"
 #include "comm/mpi_check.h"
-#include "comm/mpi_runtime.h"
+#include "comm/peer_monitor.h"
 
 namespace vlm {
 namespace {
@@ -53,7 +54,6 @@ void check_tensor(const torch::Tensor& t, const char* what) {
   if (!t.is_contiguous()) {
     throw CommError(std::string(what) + ": the tensor is not contiguous; pass tensor.contiguous() and copy back");
   }
-  if (t.numel() > INT_MAX) throw CommError(std::string(what) + ": more than INT_MAX elements in one message");
   mpi_type(t.scalar_type());
 }
 
@@ -67,45 +67,66 @@ void divide_for_average(torch::Tensor& t, ReduceOp op, int size) {
   if (op == ReduceOp::kAvg) t.div_(size);
 }
 
+// Address of element `offset` of a contiguous tensor.
+void* at(const torch::Tensor& t, int64_t offset) { return static_cast<char*>(t.data_ptr()) + offset * t.element_size(); }
+
+// Calls `piece(offset, count)` over [0, total) in pieces of at most `per_call` elements (Note [Large messages]).
+template <typename Piece>
+void in_pieces(int64_t total, int64_t per_call, Piece piece) {
+  for (int64_t offset = 0; offset < total; offset += per_call) piece(offset, static_cast<int>(std::min(per_call, total - offset)));
+}
+
 }  // namespace
 
 // One queued operation; also the Work handed to the caller.
 struct MpiBackend::Operation : Work {
+  MpiBackend* backend = nullptr;
   std::string what;  // "allreduce(float x 12) on group dp(stage 0), rank 1"
-  Millis timeout;
+  std::string kind;
+  int peer = -1;
+  bool sending = false;
+  uint64_t flight_id = 0;
+  int64_t seq = 0;
+  std::string channel;
+  Millis timeout{0};
   Clock::time_point deadline;
   std::function<void()> run;
-  std::function<bool()> poll;  // for point-to-point: true once the request completed
+  std::function<bool()> poll;  // for point-to-point: true once the requests completed
   std::mutex mutex;
   std::condition_variable finished;
   std::atomic<bool> done{false};
   Clock::time_point started;
   double ran_seconds = 0;
+  int64_t bytes = 0;
   std::exception_ptr error;
-  std::shared_ptr<std::atomic<bool>> timed_out;  // the backend's flag
-  std::function<void(double)> on_complete;        // feeds the backend's totals
+
+  void start() {
+    started = Clock::now();
+    FlightRecorder::instance().set_state(flight_id, OpState::kStarted);
+  }
 
   void complete(std::exception_ptr failure) {
     std::lock_guard<std::mutex> lock(mutex);
     ran_seconds = std::chrono::duration<double>(Clock::now() - started).count();
-    if (!failure) on_complete(ran_seconds);
+    FlightRecorder::instance().set_state(flight_id, failure ? OpState::kFailed : OpState::kCompleted);
+    if (!failure) backend->record(kind, ran_seconds, bytes);
     done = true;
     error = std::move(failure);
     finished.notify_all();
+  }
+
+  [[noreturn]] void hang() const {
+    StuckOperation stuck = backend->stuck_operation(kind, what, seq, channel, peer, sending);
+    stuck.waited_seconds = timeout.count() / 1000.0;
+    end_job_on_hang(stuck);
   }
 
   void wait() override {
     spin_until([this] { return done.load(); });
     std::unique_lock<std::mutex> lock(mutex);
     if (!finished.wait_until(lock, deadline, [this] { return done.load(); })) {
-      timed_out->store(true);
-      std::ostringstream message;
-      message << what << " timed out after " << timeout.count() / 1000.0
-              << " s: another rank of the group has not joined it (dead, stuck, or running a different "
-                 "sequence of collectives). HINT: look for an earlier error on another rank; raise "
-                 "comm.timeout_seconds if the job is just slow";
-      LOG(ERROR) << message.str();  // logged now: the job ends when the backend is destroyed
-      throw CommError(message.str());
+      lock.unlock();
+      hang();
     }
     if (error) std::rethrow_exception(error);
   }
@@ -118,38 +139,60 @@ struct MpiBackend::Operation : Work {
   }
 };
 
-MpiBackend::MpiBackend(MPI_Comm group, std::string group_name) : Backend(group, std::move(group_name)) {
-  VLM_MPI_CHECK(MPI_Comm_dup(group, &comm_));
+MpiBackend::MpiBackend(MPI_Comm group, std::string group_name, Millis init_timeout)
+    : Backend(group, std::move(group_name)) {
+  {
+    const auto [id, seq] = FlightRecorder::instance().record(channel(), "comm_dup", "", 0);
+    DeadlineGuard guard(stuck_operation("comm_dup", describe_on_group("MPI_Comm_dup"), seq, channel(), -1, false),
+                        init_timeout);
+    VLM_MPI_CHECK(MPI_Comm_dup(group, &comm_));
+    FlightRecorder::instance().set_state(id, OpState::kCompleted);
+  }
   VLM_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   thread_ = std::thread([this] { communication_loop(); });
 }
 
 MpiBackend::~MpiBackend() {
+  std::shared_ptr<Operation> running;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
     stopping_ = true;
+    queued_.notify_all();
+    // An error may unwind past an operation still inside MPI: give it its own
+    // deadline, then end the job from here rather than join a thread that never returns.
+    while (!exited_) {
+      const auto until = running_ ? running_->deadline : Clock::now() + std::chrono::seconds(1);
+      if (!exited_signal_.wait_until(lock, until, [this] { return exited_; }) && running_ &&
+          Clock::now() >= running_->deadline) {
+        running = running_;
+        break;
+      }
+    }
   }
-  queued_.notify_all();
-  if (timed_out_->load()) {
-    // The communication thread may never return from MPI, and must not outlive
-    // this object: a timed-out collective ends the job (its message is logged).
-    LOG(ERROR) << "ending the job: a collective on group " << group_name() << " timed out";
-    MpiRuntime::abort_job(1);
+  if (running) {
+    LOG(ERROR) << "group " << group_name() << " is shutting down while " << running->what
+               << " is still inside MPI";
+    running->hang();
   }
   thread_.join();
   if (MPI_Comm_free(&comm_) != MPI_SUCCESS) LOG(ERROR) << "MPI_Comm_free failed for group " << group_name();
 }
 
-WorkPtr MpiBackend::enqueue(const char* kind, int64_t bytes, std::string what, Millis timeout,
+WorkPtr MpiBackend::enqueue(const char* kind, int64_t bytes, std::string what, Millis timeout, int peer, bool sending,
                             std::function<void()> run, std::function<bool()> poll) {
   auto op = std::make_shared<Operation>();
+  op->backend = this;
   op->what = describe_on_group(what);
+  op->kind = kind;
+  op->peer = peer;
+  op->sending = sending;
+  op->channel = channel(peer, sending);
+  std::tie(op->flight_id, op->seq) = FlightRecorder::instance().record(op->channel, kind, what, bytes);
   op->timeout = timeout;
   op->deadline = Clock::now() + timeout;
   op->run = std::move(run);
   op->poll = std::move(poll);
-  op->timed_out = timed_out_;
-  op->on_complete = [this, kind, bytes](double seconds) { record(kind, seconds, bytes); };
+  op->bytes = bytes;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     queue_.push_back(op);
@@ -179,17 +222,20 @@ void MpiBackend::communication_loop() {
         }
         queue_.clear();
         queue_size_.store(0);
+        exited_ = true;
+        exited_signal_.notify_all();
         return;  // requests still in flight are left to MPI_Comm_free
       }
       if (!queue_.empty()) {
         op = queue_.front();
         queue_.pop_front();
         queue_size_.store(queue_.size());
+        running_ = op;
       }
     }
     if (op) {
       try {
-        op->started = Clock::now();
+        op->start();
         op->run();
         if (op->poll) {
           in_flight.push_back(op);
@@ -199,6 +245,8 @@ void MpiBackend::communication_loop() {
       } catch (...) {
         op->complete(std::current_exception());
       }
+      std::lock_guard<std::mutex> lock(mutex_);
+      running_.reset();
     }
     for (auto it = in_flight.begin(); it != in_flight.end();) {
       try {
@@ -215,6 +263,10 @@ void MpiBackend::communication_loop() {
       ++it;
     }
   }
+}
+
+int64_t MpiBackend::elements_per_call(const torch::Tensor& t) const {
+  return std::max<int64_t>(1, std::min<int64_t>(INT_MAX, max_bytes_per_call_ / t.element_size()));
 }
 
 void MpiBackend::check_signature(const std::string& what, int64_t op, const torch::Tensor& tensor, int64_t root) {
@@ -245,10 +297,13 @@ WorkPtr MpiBackend::allreduce(torch::Tensor tensor, const AllreduceOptions& opti
   if (options.op == ReduceOp::kAvg && !tensor.is_floating_point()) {
     throw CommError("allreduce: ReduceOp::kAvg needs a floating-point tensor");
   }
-  return enqueue("allreduce", tensor.nbytes(), what, options.timeout, [this, what, tensor, options]() mutable {
+  if (size() == 1) return completed_work();  // sum, mean and max of one
+  return enqueue("allreduce", tensor.nbytes(), what, options.timeout, -1, false, [this, what, tensor, options]() mutable {
     check_signature(what, kAllreduce * 8 + static_cast<int64_t>(options.op), tensor, 0);
-    VLM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
-                                mpi_type(tensor.scalar_type()), mpi_op(options.op), comm_));
+    const MPI_Datatype type = mpi_type(tensor.scalar_type());
+    in_pieces(tensor.numel(), elements_per_call(tensor), [&](int64_t offset, int count) {
+      VLM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, at(tensor, offset), count, type, mpi_op(options.op), comm_));
+    });
     divide_for_average(tensor, options.op, size());
   });
 }
@@ -257,10 +312,13 @@ WorkPtr MpiBackend::broadcast(torch::Tensor tensor, const BroadcastOptions& opti
   const std::string what = describe("broadcast", tensor);
   check_tensor(tensor, "broadcast");
   if (options.root < 0 || options.root >= size()) throw CommError(what + ": root " + std::to_string(options.root) + " is not a rank of the group");
-  return enqueue("broadcast", tensor.nbytes(), what, options.timeout, [this, what, tensor, options]() mutable {
+  if (size() == 1) return completed_work();
+  return enqueue("broadcast", tensor.nbytes(), what, options.timeout, -1, false, [this, what, tensor, options]() mutable {
     check_signature(what, kBroadcast, tensor, options.root);
-    VLM_MPI_CHECK(MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor.scalar_type()),
-                            options.root, comm_));
+    const MPI_Datatype type = mpi_type(tensor.scalar_type());
+    in_pieces(tensor.numel(), elements_per_call(tensor), [&](int64_t offset, int count) {
+      VLM_MPI_CHECK(MPI_Bcast(at(tensor, offset), count, type, options.root, comm_));
+    });
   });
 }
 
@@ -269,11 +327,26 @@ WorkPtr MpiBackend::allgather(torch::Tensor input, torch::Tensor output, const C
   check_tensor(input, "allgather input");
   check_tensor(output, "allgather output");
   check_group_multiple(what, output, "output", input, "input");
-  return enqueue("allgather", input.nbytes(), what, options.timeout, [this, what, input, output]() mutable {
+  if (size() == 1) {
+    output.copy_(input.view_as(output));
+    return completed_work();
+  }
+  return enqueue("allgather", input.nbytes(), what, options.timeout, -1, false, [this, what, input, output]() mutable {
     check_signature(what, kAllgather, input, 0);
     const MPI_Datatype type = mpi_type(input.scalar_type());
-    VLM_MPI_CHECK(MPI_Allgather(input.data_ptr(), static_cast<int>(input.numel()), type, output.data_ptr(),
-                                static_cast<int>(input.numel()), type, comm_));
+    const int64_t n = input.numel(), per_call = elements_per_call(input);
+    if (n <= per_call) {
+      VLM_MPI_CHECK(MPI_Allgather(input.data_ptr(), static_cast<int>(n), type, output.data_ptr(), static_cast<int>(n),
+                                  type, comm_));
+      return;
+    }
+    // In pieces: gather piece p of every rank, then put each where its rank's slice belongs.
+    torch::Tensor gathered = torch::empty({size() * per_call}, input.options());
+    const torch::Tensor flat_out = output.view({-1});
+    in_pieces(n, per_call, [&](int64_t offset, int count) {
+      VLM_MPI_CHECK(MPI_Allgather(at(input, offset), count, type, gathered.data_ptr(), count, type, comm_));
+      for (int r = 0; r < size(); ++r) flat_out.narrow(0, r * n + offset, count).copy_(gathered.narrow(0, r * count, count));
+    });
   });
 }
 
@@ -285,45 +358,68 @@ WorkPtr MpiBackend::reduce_scatter(torch::Tensor input, torch::Tensor output, co
   if (options.op == ReduceOp::kAvg && !output.is_floating_point()) {
     throw CommError("reduce_scatter: ReduceOp::kAvg needs a floating-point tensor");
   }
-  return enqueue("reduce_scatter", input.nbytes(), what, options.timeout, [this, what, input, output, options]() mutable {
+  if (size() == 1) {
+    output.copy_(input.view_as(output));
+    return completed_work();
+  }
+  return enqueue("reduce_scatter", input.nbytes(), what, options.timeout, -1, false,
+                 [this, what, input, output, options]() mutable {
     check_signature(what, kReduceScatter * 8 + static_cast<int64_t>(options.op), output, 0);
-    VLM_MPI_CHECK(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), static_cast<int>(output.numel()),
-                                           mpi_type(output.scalar_type()), mpi_op(options.op), comm_));
+    const MPI_Datatype type = mpi_type(output.scalar_type());
+    const int64_t n = output.numel(), per_call = elements_per_call(output);
+    if (n <= per_call) {
+      VLM_MPI_CHECK(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), static_cast<int>(n), type,
+                                             mpi_op(options.op), comm_));
+    } else {
+      // In pieces: piece p of every rank's slice, side by side, reduce-scattered into piece p of the output.
+      torch::Tensor packed = torch::empty({size() * per_call}, input.options());
+      const torch::Tensor flat_in = input.view({-1});
+      in_pieces(n, per_call, [&](int64_t offset, int count) {
+        for (int r = 0; r < size(); ++r) packed.narrow(0, r * count, count).copy_(flat_in.narrow(0, r * n + offset, count));
+        VLM_MPI_CHECK(MPI_Reduce_scatter_block(packed.data_ptr(), at(output, offset), count, type, mpi_op(options.op), comm_));
+      });
+    }
     divide_for_average(output, options.op, size());
   });
 }
 
 WorkPtr MpiBackend::barrier(const CollectiveOptions& options) {
-  return enqueue("barrier", 0, "barrier", options.timeout, [this] {
+  if (size() == 1) return completed_work();
+  return enqueue("barrier", 0, "barrier", options.timeout, -1, false, [this] {
     check_signature("barrier", kBarrier, torch::Tensor(torch::empty({0})), 0);
     VLM_MPI_CHECK(MPI_Barrier(comm_));
   });
 }
 
-// Point-to-point starts a nonblocking request on the communication thread and
-// completes when it does, so a send and a receive queued back to back cannot
-// deadlock each other.
+// Point-to-point starts nonblocking requests on the communication thread and
+// completes when they do, so a send and a receive queued back to back cannot
+// deadlock each other. Pieces of one message share a tag and arrive in order.
 WorkPtr MpiBackend::point_to_point(bool sending, torch::Tensor tensor, int peer, const PointToPointOptions& options) {
   const char* kind = sending ? "send" : "recv";
   check_tensor(tensor, kind);
-  auto request = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
-  auto start = [this, sending, tensor, peer, options, request] {
-    const int count = static_cast<int>(tensor.numel());
+  if (peer < 0 || peer >= size() || peer == rank()) {
+    throw CommError(describe_on_group(kind) + ": peer " + std::to_string(peer) + " is not another rank of the group");
+  }
+  auto requests = std::make_shared<std::vector<MPI_Request>>();
+  auto start = [this, sending, tensor, peer, options, requests] {
     const MPI_Datatype type = mpi_type(tensor.scalar_type());
-    if (sending) {
-      VLM_MPI_CHECK(MPI_Isend(tensor.data_ptr(), count, type, peer, options.tag, comm_, request.get()));
-    } else {
-      VLM_MPI_CHECK(MPI_Irecv(tensor.data_ptr(), count, type, peer, options.tag, comm_, request.get()));
-    }
+    in_pieces(tensor.numel(), elements_per_call(tensor), [&](int64_t offset, int count) {
+      MPI_Request& request = requests->emplace_back(MPI_REQUEST_NULL);
+      if (sending) {
+        VLM_MPI_CHECK(MPI_Isend(at(tensor, offset), count, type, peer, options.tag, comm_, &request));
+      } else {
+        VLM_MPI_CHECK(MPI_Irecv(at(tensor, offset), count, type, peer, options.tag, comm_, &request));
+      }
+    });
   };
-  auto done = [request] {
+  auto done = [requests] {
     int finished = 0;
-    VLM_MPI_CHECK(MPI_Test(request.get(), &finished, MPI_STATUS_IGNORE));
+    VLM_MPI_CHECK(MPI_Testall(static_cast<int>(requests->size()), requests->data(), &finished, MPI_STATUSES_IGNORE));
     return finished != 0;
   };
   return enqueue(kind, tensor.nbytes(),
                  describe(kind, tensor) + (sending ? " to rank " : " from rank ") + std::to_string(peer),
-                 options.timeout, start, done);
+                 options.timeout, peer, sending, start, done);
 }
 
 WorkPtr MpiBackend::send(torch::Tensor tensor, int destination, const PointToPointOptions& options) {

@@ -12,6 +12,10 @@
 // signature (operation, dtype, element count, root) with one small allreduce;
 // a mismatch fails the operation on every rank with both signatures in the
 // message, instead of hanging or producing garbage.
+//
+// Note [Large messages]: MPI counts are ints, and some transports mishandle
+// single messages over 2 GiB. Tensors larger than max_bytes_per_call (1 GiB)
+// travel in pieces, one MPI call each, within one operation.
 
 #include <mpi.h>
 
@@ -26,10 +30,13 @@
 
 namespace vlm {
 
+constexpr int64_t kDefaultMaxBytesPerCall = int64_t{1} << 30;
+
 class MpiBackend : public Backend {
  public:
-  // Duplicates `group`; `group_name` appears in every error ("dp(stage 0)").
-  MpiBackend(MPI_Comm group, std::string group_name);
+  // Duplicates `group` (collective; bounded by `init_timeout`); `group_name`
+  // appears in every error ("dp(stage 0)").
+  MpiBackend(MPI_Comm group, std::string group_name, Millis init_timeout = kDefaultInitTimeout);
   ~MpiBackend() override;
   MpiBackend(const MpiBackend&) = delete;
   MpiBackend& operator=(const MpiBackend&) = delete;
@@ -44,26 +51,32 @@ class MpiBackend : public Backend {
   WorkPtr recv(torch::Tensor tensor, int source, const PointToPointOptions& options) override;
   WorkPtr barrier(const CollectiveOptions& options) override;
 
+  // Note [Large messages]; tests lower it to exercise the pieces.
+  void set_max_bytes_per_call(int64_t bytes) { max_bytes_per_call_ = bytes; }
+
  private:
   struct Operation;
   // Queues `run` for the communication thread; `what` names it in errors.
-  // With `poll`, `run` only starts a request and the operation completes when
-  // `poll` returns true.
-  // `kind` and `bytes` feed totals().
-  WorkPtr enqueue(const char* kind, int64_t bytes, std::string what, Millis timeout, std::function<void()> run,
-                  std::function<bool()> poll = nullptr);
+  // With `poll`, `run` only starts requests and the operation completes when
+  // `poll` returns true. `kind` and `bytes` feed totals() and the flight
+  // recorder; `peer` >= 0 marks point-to-point.
+  WorkPtr enqueue(const char* kind, int64_t bytes, std::string what, Millis timeout, int peer, bool sending,
+                  std::function<void()> run, std::function<bool()> poll = nullptr);
   WorkPtr point_to_point(bool sending, torch::Tensor tensor, int peer, const PointToPointOptions& options);
   void check_signature(const std::string& what, int64_t op, const torch::Tensor& tensor, int64_t root);
+  int64_t elements_per_call(const torch::Tensor& t) const;
   void communication_loop();
 
   MPI_Comm comm_ = MPI_COMM_NULL;
+  int64_t max_bytes_per_call_ = kDefaultMaxBytesPerCall;
   std::mutex mutex_;
   std::condition_variable queued_;
+  std::condition_variable exited_signal_;
   std::deque<std::shared_ptr<Operation>> queue_;
   std::atomic<size_t> queue_size_{0};  // queue_.size(), readable without the lock
   bool stopping_ = false;
-  // Set when a wait() timed out: the thread may be stuck in MPI for good.
-  std::shared_ptr<std::atomic<bool>> timed_out_ = std::make_shared<std::atomic<bool>>(false);
+  bool exited_ = false;
+  std::shared_ptr<Operation> running_;  // the operation inside MPI now, if any (under mutex_)
   std::thread thread_;
 };
 

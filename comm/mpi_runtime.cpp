@@ -3,9 +3,13 @@
 #include <glog/logging.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
+#include <thread>
 
 #include "comm/mpi_check.h"
+#include "comm/peer_monitor.h"
 
 namespace vlm {
 
@@ -42,11 +46,33 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
                     ", but vlmtrain needs MPI_THREAD_MULTIPLE (" + std::to_string(MPI_THREAD_MULTIPLE) +
                     "). HINT: use an MPI library built with thread support (Open MPI 4 and MPICH are)");
   }
+  monitor_ = std::make_unique<PeerMonitor>(MPI_COMM_WORLD);
 }
 
 MpiRuntime::~MpiRuntime() {
+  monitor_.reset();
+  // MPI_Finalize waits for every rank. Nothing can be asked of the others any
+  // more (their monitors may be gone): after the deadline, this rank leaves.
+  const std::string label = process_label();
+  std::mutex mutex;
+  std::condition_variable finalized;
+  bool done = false;
+  std::thread deadline([&] {
+    std::unique_lock<std::mutex> lock(mutex);
+    if (finalized.wait_for(lock, shutdown_timeout_, [&] { return done; })) return;
+    std::fprintf(stderr, "vlm: %s: MPI_Finalize did not return within %.0f s: another rank never reached the end "
+                         "of the job; exiting\n", label.c_str(), shutdown_timeout_.count() / 1000.0);
+    std::fflush(stderr);
+    std::_Exit(1);
+  });
   const int code = MPI_Finalize();
-  LOG_IF(ERROR, code != MPI_SUCCESS) << "MPI_Finalize failed with code " << code;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    done = true;
+  }
+  finalized.notify_all();
+  deadline.join();
+  if (code != MPI_SUCCESS) std::fprintf(stderr, "vlm: MPI_Finalize failed with code %d\n", code);
 }
 
 void MpiRuntime::abort_job(int exit_code) {

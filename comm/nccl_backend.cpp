@@ -6,8 +6,9 @@
 #include <mutex>
 #include <thread>
 
+#include "comm/flight_recorder.h"
 #include "comm/mpi_check.h"
-#include "comm/mpi_runtime.h"
+#include "comm/peer_monitor.h"
 
 #ifdef VLM_TORCH_CUDA
 #include <c10/cuda/CUDAStream.h>
@@ -80,6 +81,8 @@ void check_tensor(const torch::Tensor& t, const char* what) {
 
 struct NcclWork : Work {
   std::string what;
+  StuckOperation stuck;  // what a timeout reports
+  uint64_t flight_id = 0;
   Millis timeout{0};
   Clock::time_point deadline;
   cudaEvent_t started = nullptr;  // timing events: seconds() reads the stream's own clock
@@ -111,8 +114,28 @@ ncclUniqueId bootstrap_nccl_id(MPI_Comm group) {
   return id;
 }
 
+namespace {
+
+// A nonblocking communicator's calls may return ncclInProgress; the next call
+// must wait until the communicator says otherwise. Past `deadline` the
+// communicator is aborted and the job ends with a report of `stuck`.
+void wait_until_ready(ncclComm_t comm, ncclResult_t result, Clock::time_point deadline, const StuckOperation& stuck) {
+  while (result == ncclInProgress) {
+    if (Clock::now() > deadline) {
+      ncclCommAbort(comm);
+      end_job_on_hang(stuck);
+    }
+    std::this_thread::yield();
+    ncclCommGetAsyncError(comm, &result);
+  }
+  VLM_NCCL_CHECK(result);
+}
+
+}  // namespace
+
 struct NcclBackend::State {
   int device = 0;
+  std::string group;
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
   cudaEvent_t compute_ready = nullptr;
@@ -130,17 +153,23 @@ struct NcclBackend::State {
       std::this_thread::sleep_for(kWatchdogPeriod);
       std::lock_guard<std::mutex> lock(mutex);
       if (stopping) return;
+      ncclResult_t async_error = ncclSuccess;
+      ncclCommGetAsyncError(comm, &async_error);
+      if (async_error != ncclSuccess && async_error != ncclInProgress) {
+        const std::string reason = std::string("NCCL reported an asynchronous error on ") + group + ": " +
+                                   ncclGetErrorString(async_error) + " (" + process_label() + ")";
+        LOG(ERROR) << reason;
+        ncclCommAbort(comm);
+        end_job(reason);
+      }
       for (auto it = in_flight.begin(); it != in_flight.end();) {
         if ((*it)->is_completed()) {
           on_complete(**it);
+          FlightRecorder::instance().set_state((*it)->flight_id, OpState::kCompleted);
           it = in_flight.erase(it);
         } else if (Clock::now() > (*it)->deadline) {
-          LOG(ERROR) << (*it)->what << " timed out after " << (*it)->timeout.count() / 1000.0
-                     << " s: another rank of the group has not joined it. Aborting the NCCL communicator "
-                        "and the job. HINT: look for an earlier error on another rank; raise "
-                        "comm.timeout_seconds if the job is just slow";
-          ncclCommAbort(comm);
-          MpiRuntime::abort_job(1);
+          ncclCommAbort(comm);  // frees the GPU from the stuck kernel; the report names who never arrived
+          end_job_on_hang((*it)->stuck);
         } else {
           ++it;
         }
@@ -149,12 +178,26 @@ struct NcclBackend::State {
   }
 };
 
-NcclBackend::NcclBackend(MPI_Comm group, std::string group_name, int device)
+NcclBackend::NcclBackend(MPI_Comm group, std::string group_name, int device, Millis init_timeout)
     : Backend(group, std::move(group_name)), state_(std::make_unique<State>()) {
-  const ncclUniqueId id = bootstrap_nccl_id(group);
+  const auto [id_flight, seq] = FlightRecorder::instance().record(channel(), "nccl_init", "", 0);
+  StuckOperation stuck = stuck_operation("nccl_init", describe_on_group("ncclCommInitRank"), seq, channel(), -1, false);
+  stuck.waited_seconds = init_timeout.count() / 1000.0;
+  ncclUniqueId id{};
+  {
+    DeadlineGuard guard(stuck, init_timeout);
+    id = bootstrap_nccl_id(group);
+  }
   state_->device = device;
+  state_->group = Backend::group_name();
   VLM_CUDA_CHECK(cudaSetDevice(device));
-  VLM_NCCL_CHECK(ncclCommInitRank(&state_->comm, size(), id, rank()));
+  // Nonblocking initialisation, polled against the deadline: a rank that never
+  // joins cannot keep this one inside ncclCommInitRank forever.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  const ncclResult_t started = ncclCommInitRankConfig(&state_->comm, size(), id, rank(), &config);
+  wait_until_ready(state_->comm, started, Clock::now() + init_timeout, stuck);
+  FlightRecorder::instance().set_state(id_flight, OpState::kCompleted);
   VLM_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
   VLM_CUDA_CHECK(cudaEventCreateWithFlags(&state_->compute_ready, cudaEventDisableTiming));
   VLM_CUDA_CHECK(cudaMalloc(&state_->barrier_word, sizeof(int)));
@@ -185,12 +228,17 @@ NcclBackend::~NcclBackend() {
 }
 
 template <typename Launch>
-WorkPtr NcclBackend::launch(const char* kind, int64_t bytes, Millis timeout, std::vector<torch::Tensor> keep_alive,
-                            Launch nccl_call) {
+WorkPtr NcclBackend::launch(const char* kind, int64_t bytes, Millis timeout, PointToPoint point_to_point,
+                            std::vector<torch::Tensor> keep_alive, Launch nccl_call) {
   auto work = std::make_shared<NcclWork>();
   work->kind = kind;
   work->bytes = bytes;
   work->what = describe_on_group(kind);
+  const int peer = point_to_point.peer;
+  const auto [flight_id, seq] = FlightRecorder::instance().record(channel(peer, point_to_point.sending), kind, "", bytes);
+  work->flight_id = flight_id;
+  work->stuck = stuck_operation(kind, work->what, seq, channel(peer, point_to_point.sending), peer, point_to_point.sending);
+  work->stuck.waited_seconds = timeout.count() / 1000.0;
   work->timeout = timeout;
   work->deadline = Clock::now() + timeout;
   work->tensors = std::move(keep_alive);
@@ -201,7 +249,7 @@ WorkPtr NcclBackend::launch(const char* kind, int64_t bytes, Millis timeout, std
   VLM_CUDA_CHECK(cudaEventCreate(&work->started));
   VLM_CUDA_CHECK(cudaEventCreate(&work->done));
   VLM_CUDA_CHECK(cudaEventRecord(work->started, state_->stream));
-  nccl_call(state_->comm, state_->stream);
+  wait_until_ready(state_->comm, nccl_call(state_->comm, state_->stream), work->deadline, work->stuck);
   VLM_CUDA_CHECK(cudaEventRecord(work->done, state_->stream));
   std::lock_guard<std::mutex> lock(state_->mutex);
   state_->in_flight.push_back(work);
@@ -210,15 +258,15 @@ WorkPtr NcclBackend::launch(const char* kind, int64_t bytes, Millis timeout, std
 
 WorkPtr NcclBackend::allreduce(torch::Tensor t, const AllreduceOptions& o) {
   check_tensor(t, "allreduce");
-  return launch("allreduce", t.nbytes(), o.timeout, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
-    VLM_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), nccl_op(o.op), comm, stream));
+  return launch("allreduce", t.nbytes(), o.timeout, {}, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), nccl_op(o.op), comm, stream);
   });
 }
 
 WorkPtr NcclBackend::broadcast(torch::Tensor t, const BroadcastOptions& o) {
   check_tensor(t, "broadcast");
-  return launch("broadcast", t.nbytes(), o.timeout, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
-    VLM_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), o.root, comm, stream));
+  return launch("broadcast", t.nbytes(), o.timeout, {}, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), o.root, comm, stream);
   });
 }
 
@@ -226,8 +274,8 @@ WorkPtr NcclBackend::allgather(torch::Tensor in, torch::Tensor out, const Collec
   check_tensor(in, "allgather input");
   check_tensor(out, "allgather output");
   check_group_multiple("allgather", out, "output", in, "input");
-  return launch("allgather", in.nbytes(), o.timeout, {in, out}, [&](ncclComm_t comm, cudaStream_t stream) {
-    VLM_NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(), nccl_type(in.scalar_type()), comm, stream));
+  return launch("allgather", in.nbytes(), o.timeout, {}, {in, out}, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(), nccl_type(in.scalar_type()), comm, stream);
   });
 }
 
@@ -235,9 +283,9 @@ WorkPtr NcclBackend::reduce_scatter(torch::Tensor in, torch::Tensor out, const A
   check_tensor(in, "reduce_scatter input");
   check_tensor(out, "reduce_scatter output");
   check_group_multiple("reduce_scatter", in, "input", out, "output");
-  return launch("reduce_scatter", in.nbytes(), o.timeout, {in, out}, [&](ncclComm_t comm, cudaStream_t stream) {
-    VLM_NCCL_CHECK(ncclReduceScatter(in.data_ptr(), out.data_ptr(), out.numel(), nccl_type(out.scalar_type()),
-                                     nccl_op(o.op), comm, stream));
+  return launch("reduce_scatter", in.nbytes(), o.timeout, {}, {in, out}, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclReduceScatter(in.data_ptr(), out.data_ptr(), out.numel(), nccl_type(out.scalar_type()),
+                                     nccl_op(o.op), comm, stream);
   });
 }
 
@@ -246,21 +294,21 @@ WorkPtr NcclBackend::reduce_scatter(torch::Tensor in, torch::Tensor out, const A
 // ranks that both send first deadlock; single calls here are their own group.
 WorkPtr NcclBackend::send(torch::Tensor t, int destination, const PointToPointOptions& o) {
   check_tensor(t, "send");
-  return launch("send", t.nbytes(), o.timeout, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
-    VLM_NCCL_CHECK(ncclSend(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), destination, comm, stream));
+  return launch("send", t.nbytes(), o.timeout, {destination, true}, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclSend(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), destination, comm, stream);
   });
 }
 
 WorkPtr NcclBackend::recv(torch::Tensor t, int source, const PointToPointOptions& o) {
   check_tensor(t, "recv");
-  return launch("recv", t.nbytes(), o.timeout, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
-    VLM_NCCL_CHECK(ncclRecv(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), source, comm, stream));
+  return launch("recv", t.nbytes(), o.timeout, {source, false}, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclRecv(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), source, comm, stream);
   });
 }
 
 WorkPtr NcclBackend::barrier(const CollectiveOptions& o) {
-  return launch("barrier", 0, o.timeout, {}, [&](ncclComm_t comm, cudaStream_t stream) {
-    VLM_NCCL_CHECK(ncclAllReduce(state_->barrier_word, state_->barrier_word, 1, ncclInt32, ncclSum, comm, stream));
+  return launch("barrier", 0, o.timeout, {}, {}, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclAllReduce(state_->barrier_word, state_->barrier_word, 1, ncclInt32, ncclSum, comm, stream);
   });
 }
 

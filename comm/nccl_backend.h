@@ -6,8 +6,10 @@
 // stream, ordered after the caller's compute stream with an event; wait()
 // makes the compute stream wait for the operation's event (no host sync). A
 // watchdog thread checks in-flight operations against their timeouts and, on
-// expiry, logs the operation, group and rank, aborts the communicator and
-// ends the job (as c10d's NCCL watchdog does).
+// expiry, aborts the communicator and ends the job with a report of who never
+// arrived (comm/peer_monitor.h), as c10d's NCCL watchdog does; it also polls
+// the communicator's asynchronous errors. The communicator is created
+// nonblocking and polled against the start-up timeout.
 
 #include <mpi.h>
 #include <nccl.h>
@@ -23,7 +25,8 @@ ncclUniqueId bootstrap_nccl_id(MPI_Comm group);
 
 class NcclBackend : public Backend {
  public:
-  NcclBackend(MPI_Comm group, std::string group_name, int device);
+  // Collective over `group`; a member that never joins ends the job after `init_timeout`.
+  NcclBackend(MPI_Comm group, std::string group_name, int device, Millis init_timeout);
   ~NcclBackend() override;
   NcclBackend(const NcclBackend&) = delete;
   NcclBackend& operator=(const NcclBackend&) = delete;
@@ -40,8 +43,14 @@ class NcclBackend : public Backend {
 
  private:
   struct State;
+  struct PointToPoint {
+    int peer = -1;  // -1: a collective
+    bool sending = false;
+  };
+  // `nccl_call(comm, stream)` enqueues the operation and returns NCCL's result.
   template <typename Launch>
-  WorkPtr launch(const char* kind, int64_t bytes, Millis timeout, std::vector<torch::Tensor> keep_alive, Launch nccl_call);
+  WorkPtr launch(const char* kind, int64_t bytes, Millis timeout, PointToPoint point_to_point,
+                 std::vector<torch::Tensor> keep_alive, Launch nccl_call);
 
   std::unique_ptr<State> state_;
 };

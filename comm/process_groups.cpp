@@ -2,24 +2,47 @@
 
 #include <glog/logging.h>
 
+#include "comm/flight_recorder.h"
+#include "comm/mpi_backend.h"
 #include "comm/mpi_check.h"
+#include "comm/peer_monitor.h"
 
 namespace vlm {
 
-ProcessGroups::ProcessGroups(const Topology& topology) {
-  VLM_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, topology.stage(), topology.dp_rank(), &data_parallel_));
-  VLM_MPI_CHECK(MPI_Comm_set_errhandler(data_parallel_, MPI_ERRORS_RETURN));
-  VLM_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, topology.dp_rank(), topology.stage(), &pipeline_));
-  VLM_MPI_CHECK(MPI_Comm_set_errhandler(pipeline_, MPI_ERRORS_RETURN));
+ProcessGroups::ProcessGroups(const Topology& topology, GroupOptions options, MPI_Comm world)
+    : world_(world), options_(options) {
+  control_ = std::make_unique<MpiBackend>(world, "world", options.init_timeout);
+  checkpoint_ = std::make_unique<MpiBackend>(world, "checkpoint", options.init_timeout);
+  data_parallel_ = split(topology.stage(), topology.dp_rank(), "dp(stage " + std::to_string(topology.stage()) + ")");
+  pipeline_ = split(topology.dp_rank(), topology.stage(), "pp(dp_rank " + std::to_string(topology.dp_rank()) + ")");
 }
 
-ProcessGroups::~ProcessGroups() {
-  if (data_parallel_ != MPI_COMM_NULL && MPI_Comm_free(&data_parallel_) != MPI_SUCCESS) {
-    LOG(ERROR) << "MPI_Comm_free of the data-parallel group failed";
+ProcessGroups::~ProcessGroups() = default;
+
+MPI_Comm ProcessGroups::split_communicator(int color, int key, const std::string& name) const {
+  const auto [id, seq] = FlightRecorder::instance().record("setup", "comm_split", name, 0);
+  StuckOperation stuck;
+  stuck.description = "MPI_Comm_split for group " + name + " (" + process_label() + ")";
+  stuck.op = "comm_split";
+  stuck.group = "setup";
+  stuck.seq = seq;
+  stuck.channel = stuck.participant_channel = "setup";
+  stuck.participants = control_->members();
+  MPI_Comm comm = MPI_COMM_NULL;
+  {
+    DeadlineGuard guard(stuck, options_.init_timeout);
+    VLM_MPI_CHECK(MPI_Comm_split(world_, color == kNotMember ? MPI_UNDEFINED : color, key, &comm));
   }
-  if (pipeline_ != MPI_COMM_NULL && MPI_Comm_free(&pipeline_) != MPI_SUCCESS) {
-    LOG(ERROR) << "MPI_Comm_free of the pipeline group failed";
-  }
+  FlightRecorder::instance().set_state(id, OpState::kCompleted);
+  return comm;
+}
+
+std::unique_ptr<Backend> ProcessGroups::split(int color, int key, const std::string& name) const {
+  MPI_Comm comm = split_communicator(color, key, name);
+  if (comm == MPI_COMM_NULL) return nullptr;
+  auto backend = make_backend(options_.kind, options_.device, comm, name, options_.init_timeout);  // duplicates comm
+  VLM_MPI_CHECK(MPI_Comm_free(&comm));
+  return backend;
 }
 
 }  // namespace vlm

@@ -2,7 +2,9 @@
 
 #include <cstdlib>
 
+#include "comm/flight_recorder.h"
 #include "comm/mpi_check.h"
+#include "comm/peer_monitor.h"
 
 namespace vlm {
 
@@ -55,12 +57,23 @@ void check_launcher_environment(const ProcessInfo& mpi, const char* (*getenv_fn)
   }
 }
 
-ProcessInfo detect_process() {
+ProcessInfo detect_process(std::chrono::milliseconds timeout) {
   ProcessInfo info;
   VLM_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &info.rank));
   VLM_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &info.world_size));
   MPI_Comm host;
-  VLM_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL, &host));
+  const auto [id, seq] = FlightRecorder::instance().record("setup", "comm_split_type", "ranks per host", 0);
+  {
+    StuckOperation stuck;
+    stuck.description = "MPI_Comm_split_type (ranks per host) (" + process_label() + ")";
+    stuck.op = "comm_split_type";
+    stuck.group = stuck.channel = stuck.participant_channel = "setup";
+    stuck.seq = seq;
+    for (int r = 0; r < info.world_size; ++r) stuck.participants.push_back(r);
+    DeadlineGuard guard(stuck, timeout);
+    VLM_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL, &host));
+  }
+  FlightRecorder::instance().set_state(id, OpState::kCompleted);
   VLM_MPI_CHECK(MPI_Comm_rank(host, &info.local_rank));
   VLM_MPI_CHECK(MPI_Comm_size(host, &info.local_size));
   VLM_MPI_CHECK(MPI_Comm_free(&host));

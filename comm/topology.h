@@ -2,6 +2,7 @@
 // Where this process sits: world = pipeline_stages x data_parallel. Rank r is
 // pipeline stage r / dp and DP rank r % dp (DP innermost, as Megatron orders it).
 
+#include <chrono>
 #include <stdexcept>
 #include <string>
 
@@ -41,7 +42,8 @@ Topology make_topology(const ProcessInfo& process, int pipeline_stages, int data
 // memory), cross-checked against Slurm (SLURM_PROCID/NTASKS/LOCALID) and
 // torchrun-style (RANK/WORLD_SIZE/LOCAL_RANK) variables when those are set:
 // a disagreement means the launcher did not start MPI, and is an error.
-ProcessInfo detect_process();
+// Collective over the world: a rank that never joins ends the job after `timeout`.
+ProcessInfo detect_process(std::chrono::milliseconds timeout = std::chrono::milliseconds(600'000));
 
 // The same cross-check as a pure function of the environment (for tests).
 void check_launcher_environment(const ProcessInfo& mpi, const char* (*getenv_fn)(const char*));

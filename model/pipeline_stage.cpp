@@ -11,6 +11,13 @@ namespace vlm {
 
 int64_t model_blocks(const ModelSpec& s) { return s.vision_layers + s.text_layers(); }
 
+torch::Tensor StageOutput::weighted_loss(const ModelSpec& spec) const {
+  torch::Tensor loss;
+  if (contrastive.defined()) loss = spec.contrastive_weight * contrastive;
+  if (caption.defined()) loss = loss.defined() ? loss + spec.caption_weight * caption : spec.caption_weight * caption;
+  return loss;
+}
+
 std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& s, int64_t end, int64_t batch) {
   const int64_t v = s.vision_layers, u = s.unimodal_layers;
   const std::vector<int64_t> image = {batch, s.image_tokens(), s.d_model};
@@ -85,14 +92,13 @@ VlmStageImpl::VlmStageImpl(VlmModelImpl& full, int64_t first, int64_t end)
 
 StageOutput VlmStageImpl::forward(StageCarry c, const StageInputs& in, const LossReduction& reduction) {
   const int64_t v = spec_.vision_layers, u = spec_.unimodal_layers, total = model_blocks(spec_);
-  const int64_t t = spec_.max_tokens;
-  const torch::Tensor mask = causal_mask_.narrow(0, 0, t).narrow(1, 0, t);
+  torch::Tensor mask;  // causal, over the captions' length
   StageOutput out;
   std::map<int64_t, ImageKV> group_kv;  // image K/V per cross-attention sharing group, on this stage
   for (int64_t g = first_; g < end_; ++g) {
     Block& block = blocks_[g - first_];
     if (g < v) {
-      if (g == 0) c.vision_hidden = patch_embed_->forward(patchify(in.images, spec_.patch_size)) + vision_pos_;
+      if (g == 0) c.vision_hidden = embed_patches(patch_embed_, vision_pos_, in.images, spec_);
       c.vision_hidden = block->forward(c.vision_hidden, torch::Tensor());
       if (g == v - 1) {
         c.image_tokens = vision_norm_->forward(c.vision_hidden);
@@ -100,7 +106,8 @@ StageOutput VlmStageImpl::forward(StageCarry c, const StageInputs& in, const Los
         c.vision_hidden = torch::Tensor();
       }
     } else if (g < v + u) {
-      if (g == v) c.text_hidden = token_embed_->forward(in.tokens) + text_pos_.narrow(1, 0, t);
+      if (g == v) c.text_hidden = embed_tokens(token_embed_, text_pos_, in.tokens, spec_);
+      if (!mask.defined()) mask = causal_mask(causal_mask_, c.text_hidden.size(1));
       c.text_hidden = block->forward(c.text_hidden, mask);
       if (g == v + u - 1) {
         torch::Tensor text = unit_embedding(text_proj_, text_embed_norm_->forward(last_token(c.text_hidden, in.lengths)));
@@ -119,6 +126,7 @@ StageOutput VlmStageImpl::forward(StageCarry c, const StageInputs& in, const Los
         if (it == group_kv.end()) it = group_kv.emplace(group, block->cross_kv->project(c.image_tokens, spec_.heads)).first;
         kv = it->second;
       }
+      if (!mask.defined()) mask = causal_mask(causal_mask_, c.text_hidden.size(1));
       c.text_hidden = block->forward(c.text_hidden, mask, &kv);
       if (g == total - 1) {
         out.caption = caption_loss(lm_head_->forward(caption_norm_->forward(c.text_hidden)), in.tokens, in.pad_id,

@@ -1,7 +1,8 @@
 #pragma once
 // One pipeline stage of the VLM: a contiguous range of blocks in the order
 // vision blocks, unimodal text blocks, multimodal text blocks (see
-// docs/pipeline.md). The stage owns the embeddings, norms and heads that
+// docs/pipeline.md). Its forward is the model's only training forward pass:
+// one process runs the stage of all blocks (VlmModel::forward). The stage owns the embeddings, norms and heads that
 // belong next to its blocks; the contrastive loss is computed on the stage of
 // the last unimodal block (it then holds both embeddings), the caption loss
 // on the last stage.
@@ -25,30 +26,9 @@
 
 namespace vlm {
 
-struct StageCarry {
-  torch::Tensor vision_hidden;    // [b, N, D]
-  torch::Tensor image_tokens;     // [b, N, D]
-  torch::Tensor image_embedding;  // [b, E]
-  torch::Tensor text_hidden;      // [b, T, D]
-  std::vector<torch::Tensor*> fields() { return {&vision_hidden, &image_tokens, &image_embedding, &text_hidden}; }
-};
-
 // Shapes of the carry leaving a stage that ends before block `end` (fields not
 // carried are empty vectors): agreed once, never sent.
 std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& spec, int64_t end, int64_t batch);
-
-struct StageInputs {
-  torch::Tensor images;   // needed by the stage of vision block 0
-  torch::Tensor tokens;   // by the first text block's stage and the last stage (targets)
-  torch::Tensor lengths;  // by the stage of the last unimodal block
-  int64_t pad_id = 0;
-};
-
-struct StageOutput {
-  StageCarry carry;           // what goes to the next stage
-  torch::Tensor contrastive;  // defined on the stage that computes it
-  torch::Tensor caption;      // defined on the last stage
-};
 
 int64_t model_blocks(const ModelSpec& spec);
 // Forward matmul FLOPs of each block, for a balanced partition.
@@ -62,7 +42,7 @@ class VlmStageImpl : public torch::nn::Module {
   // every stage starts from the same initial values; `full` may be dropped after.
   VlmStageImpl(VlmModelImpl& full, int64_t first, int64_t end);
 
-  StageOutput forward(StageCarry carry, const StageInputs& inputs, const LossReduction& reduction);
+  StageOutput forward(StageCarry carry, const StageInputs& inputs, const LossReduction& reduction = {});
 
   const ModelSpec& spec() const { return spec_; }
   int64_t first_block() const { return first_; }

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "model/losses.h"
+#include "model/pipeline_stage.h"
 
 namespace vlm {
 
@@ -72,9 +73,11 @@ void VlmModelImpl::init_weights() {
   }
 }
 
-torch::Tensor VlmModelImpl::causal_mask(int64_t tokens) const {
-  return causal_mask_.narrow(0, 0, tokens).narrow(1, 0, tokens);
+torch::Tensor causal_mask(const torch::Tensor& full_mask, int64_t tokens) {
+  return full_mask.narrow(0, 0, tokens).narrow(1, 0, tokens);
 }
+
+torch::Tensor VlmModelImpl::causal_mask(int64_t tokens) const { return vlm::causal_mask(causal_mask_, tokens); }
 
 torch::Tensor VlmModelImpl::encode_image(const torch::Tensor& images) {
   torch::Tensor x = embed_patches(images);
@@ -97,22 +100,31 @@ torch::Tensor last_token(const torch::Tensor& hidden, const torch::Tensor& lengt
   return hidden.gather(1, (lengths - 1).view({b, 1, 1}).expand({b, 1, d})).squeeze(1);
 }
 
+torch::Tensor embed_patches(torch::nn::Linear& patch_embed, const torch::Tensor& positions, const torch::Tensor& images,
+                            const ModelSpec& spec) {
+  TORCH_CHECK(images.size(2) == spec.image_height && images.size(3) == spec.image_width, "images are ",
+              images.size(2), "x", images.size(3), " but the model was built for ", spec.image_height, "x",
+              spec.image_width);
+  return patch_embed->forward(patchify(images, spec.patch_size)) + positions;
+}
+
 torch::Tensor VlmModelImpl::embed_patches(const torch::Tensor& images) {
-  TORCH_CHECK(images.size(2) == spec_.image_height && images.size(3) == spec_.image_width,
-              "images are ", images.size(2), "x", images.size(3), " but the model was built for ",
-              spec_.image_height, "x", spec_.image_width);
-  return patch_embed_->forward(patchify(images, spec_.patch_size)) + vision_pos_;
+  return vlm::embed_patches(patch_embed_, vision_pos_, images, spec_);
 }
 
 torch::Tensor VlmModelImpl::image_embedding(const torch::Tensor& image_tokens) {
   return unit_embedding(image_proj_, image_tokens.mean(1));
 }
 
-torch::Tensor VlmModelImpl::embed_tokens(const torch::Tensor& tokens) {
+torch::Tensor embed_tokens(torch::nn::Embedding& token_embed, const torch::Tensor& positions,
+                           const torch::Tensor& tokens, const ModelSpec& spec) {
   const int64_t t = tokens.size(1);
-  TORCH_CHECK(t <= spec_.max_tokens, "captions of ", t, " tokens exceed model.text.max_tokens(",
-              spec_.max_tokens, ")");
-  return token_embed_->forward(tokens) + text_pos_.narrow(1, 0, t);
+  TORCH_CHECK(t <= spec.max_tokens, "captions of ", t, " tokens exceed model.text.max_tokens(", spec.max_tokens, ")");
+  return token_embed->forward(tokens) + positions.narrow(1, 0, t);
+}
+
+torch::Tensor VlmModelImpl::embed_tokens(const torch::Tensor& tokens) {
+  return vlm::embed_tokens(token_embed_, text_pos_, tokens, spec_);
 }
 
 torch::Tensor VlmModelImpl::encode_text(const torch::Tensor& tokens) {
@@ -152,22 +164,9 @@ torch::Tensor VlmModelImpl::caption_logits(const torch::Tensor& hidden,
   return caption_head(x);
 }
 
-VlmOutput VlmModelImpl::forward(const torch::Tensor& images, const torch::Tensor& tokens,
-                                const torch::Tensor& lengths) {
-  torch::Tensor image_tokens = encode_image(images);
-  torch::Tensor hidden = encode_text(tokens);
-  return {image_embedding(image_tokens), text_embedding(hidden, lengths),
-          caption_logits(hidden, image_kv(image_tokens))};
-}
-
-VlmLoss VlmModelImpl::loss(const VlmOutput& out, const torch::Tensor& tokens, int64_t pad_id,
-                           const LossReduction& reduction) {
-  const auto& gather = reduction.gather;
-  torch::Tensor contrastive =
-      gather ? contrastive_loss(gather(out.image_embedding), gather(out.text_embedding), logit_scale)
-             : contrastive_loss(out.image_embedding, out.text_embedding, logit_scale);
-  torch::Tensor caption = caption_loss(out.caption_logits, tokens, pad_id, reduction.caption_targets_per_rank);
-  return {spec_.contrastive_weight * contrastive + spec_.caption_weight * caption, contrastive, caption};
+StageOutput VlmModelImpl::forward(const StageInputs& inputs, const LossReduction& reduction) {
+  if (!whole_) whole_ = std::make_shared<VlmStageImpl>(*this, 0, model_blocks(spec_));
+  return whole_->forward(StageCarry{}, inputs, reduction);
 }
 
 DecodeState VlmModelImpl::start_decoding(const torch::Tensor& images) {

@@ -10,33 +10,9 @@
 #include "model/attention.h"
 #include "model/block.h"
 #include "model/spec.h"
+#include "model/stage_io.h"
 
 namespace vlm {
-
-struct VlmOutput {
-  torch::Tensor image_embedding;  // [B, E], unit norm
-  torch::Tensor text_embedding;   // [B, E], unit norm
-  torch::Tensor caption_logits;   // [B, T, V]
-};
-
-struct VlmLoss {
-  torch::Tensor total;        // contrastive_weight * contrastive + caption_weight * caption
-  torch::Tensor contrastive;
-  torch::Tensor caption;
-};
-
-// How a data-parallel replica turns its local batch into its share of the
-// global batch's loss; the defaults give the loss of the local batch alone.
-// The model itself knows nothing of ranks.
-struct LossReduction {
-  // Collects every rank's embedding rows before the contrastive loss
-  // (comm/gather_with_grad.h).
-  std::function<torch::Tensor(const torch::Tensor&)> gather;
-  // Caption targets of the global batch divided by the number of ranks: each
-  // rank's summed cross-entropy over this, averaged over ranks, is the
-  // global token mean (a mean of per-rank means is not, when lengths differ).
-  double caption_targets_per_rank = 0;
-};
 
 // What greedy decoding keeps between positions: the image K/V (one entry per
 // multimodal layer; layers of a sharing group hold the same tensors) and the
@@ -50,6 +26,14 @@ class VlmStageImpl;
 
 // [B, 1, H, W] -> [B, (H/p)(W/p), p*p], rows of patches left to right.
 torch::Tensor patchify(const torch::Tensor& images, int64_t patch_size);
+// Patches embedded, plus positions: the vision blocks' input [B, N, D].
+torch::Tensor embed_patches(torch::nn::Linear& patch_embed, const torch::Tensor& positions, const torch::Tensor& images,
+                            const ModelSpec& spec);
+// Tokens embedded, plus positions: the text blocks' input [B, T, D].
+torch::Tensor embed_tokens(torch::nn::Embedding& token_embed, const torch::Tensor& positions,
+                           const torch::Tensor& tokens, const ModelSpec& spec);
+// The top-left [tokens, tokens] of a [max_tokens, max_tokens] mask, true above the diagonal.
+torch::Tensor causal_mask(const torch::Tensor& full_mask, int64_t tokens);
 // Projected and L2-normalised rows: the contrastive embeddings.
 torch::Tensor unit_embedding(torch::nn::Linear& projection, const torch::Tensor& rows);
 // The hidden state at each sequence's last token (position lengths-1): [B, D].
@@ -82,10 +66,9 @@ class VlmModelImpl : public torch::nn::Module {
   // Multimodal blocks and LM head over unimodal hidden states -> [B, T, V].
   torch::Tensor caption_logits(const torch::Tensor& hidden, const std::vector<ImageKV>& image_kv);
 
-  VlmOutput forward(const torch::Tensor& images, const torch::Tensor& tokens,
-                    const torch::Tensor& lengths);
-  VlmLoss loss(const VlmOutput& output, const torch::Tensor& tokens, int64_t pad_id,
-               const LossReduction& reduction = {});
+  // The training forward pass and its losses: the one-stage case of
+  // VlmStage::forward (model/pipeline_stage.h), which it runs.
+  StageOutput forward(const StageInputs& inputs, const LossReduction& reduction = {});
 
   // KV-cached decoding: start once per batch of images, then one call per position.
   DecodeState start_decoding(const torch::Tensor& images);
@@ -112,6 +95,7 @@ class VlmModelImpl : public torch::nn::Module {
   torch::nn::LayerNorm caption_norm_{nullptr};
   torch::nn::Linear lm_head_{nullptr};
   torch::Tensor causal_mask_;  // [max_tokens, max_tokens], true above the diagonal
+  std::shared_ptr<VlmStageImpl> whole_;  // every block: what forward() runs; made on first use
 };
 TORCH_MODULE(VlmModel);
 

@@ -3,6 +3,7 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -238,6 +239,10 @@ TrainConfig parse_config(const std::string& text, const std::string& origin,
 }
 
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  if (std::filesystem::is_directory(path)) {
+    throw ConfigError(path + ": is a directory, not a config file. HINT: pass --config with a file such as "
+                      "configs/fashion_mnist.pbtxt");
+  }
   std::ifstream in(path);
   if (!in) {
     throw ConfigError(path + ": cannot open the config file. HINT: pass --config with a path "
@@ -245,8 +250,48 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
   }
   std::stringstream text;
   text << in.rdbuf();
+  // A file of nothing (or only comments) would silently train on defaults.
+  if (!std::regex_search(text.str(), std::regex(R"((^|\n)[ \t]*[^#\s])"))) {
+    throw ConfigError(path + ": holds no settings (empty, or only comments): a run on defaults is not what was "
+                      "meant. HINT: pass --config with a file such as configs/fashion_mnist.pbtxt");
+  }
   return parse_config(text.str(), path, overrides);
 }
+
+namespace {
+
+std::string difference_in(const pb::Message& a, const pb::Message& b, const std::string& prefix) {
+  const pb::Descriptor* type = a.GetDescriptor();
+  const pb::Reflection* ra = a.GetReflection();
+  const pb::Reflection* rb = b.GetReflection();
+  auto value_text = [](const pb::Message& m, const pb::FieldDescriptor* f, int index) {
+    std::string text;
+    pb::TextFormat::PrintFieldValueToString(m, f, index, &text);
+    return text;
+  };
+  for (int i = 0; i < type->field_count(); ++i) {
+    const pb::FieldDescriptor* field = type->field(i);
+    const std::string path = prefix + field->name();
+    if (field->is_repeated()) {
+      const int na = ra->FieldSize(a, field), nb = rb->FieldSize(b, field);
+      std::string ta, tb;
+      for (int k = 0; k < na; ++k) ta += (k ? "," : "") + value_text(a, field, k);
+      for (int k = 0; k < nb; ++k) tb += (k ? "," : "") + value_text(b, field, k);
+      if (ta != tb) return path + ": [" + ta + "] vs [" + tb + "]";
+    } else if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      const std::string nested = difference_in(ra->GetMessage(a, field), rb->GetMessage(b, field), path + ".");
+      if (!nested.empty()) return nested;
+    } else {
+      const std::string ta = value_text(a, field, -1), tb = value_text(b, field, -1);
+      if (ta != tb) return path + ": " + ta + " vs " + tb;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string first_difference(const TrainConfig& a, const TrainConfig& b) { return difference_in(a, b, ""); }
 
 std::string resolved_config_text(const TrainConfig& config) {
   TrainConfig full = config;

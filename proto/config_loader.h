@@ -28,4 +28,8 @@ TrainConfig parse_config(const std::string& text, const std::string& origin,
 // The config with every default written out, in text format, for the log.
 std::string resolved_config_text(const TrainConfig& config);
 
+// The first field, in declaration order, whose value differs between `a` and
+// `b` (defaults included): "optim.lr: 0.001 vs 0.002"; "" when they are equal.
+std::string first_difference(const TrainConfig& a, const TrainConfig& b);
+
 }  // namespace vlm

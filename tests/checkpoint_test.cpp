@@ -13,9 +13,12 @@
 #include "comm/topology.h"
 #include "model/parameters.h"
 #include "proto/config_loader.h"
-#include "trainer/checkpoint.h"
-#include "trainer/checkpoint_writer.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/restore.h"
+#include "checkpoint/saver.h"
+#include "model/kv_cache_layout.h"
 #include "tests/mpi_test_support.h"
+#include "trainer/setup.h"
 #include "trainer/trainer.h"
 
 namespace vlm {
@@ -48,36 +51,36 @@ TEST_F(Checkpoint, ResumeIsBitExact) {
   const SharedDirectory scratch("resume");
   const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
-  Trainer straight(config, topology_, groups_.data_parallel(), tiny_data());
+  Trainer straight(config, topology_, groups_, tiny_data());
   std::vector<double> losses;
   for (int i = 0; i < 6; ++i) losses.push_back(straight.train_step().loss);
 
-  Trainer first(config, topology_, groups_.data_parallel(), tiny_data());
+  Trainer first(config, topology_, groups_, tiny_data());
   for (int i = 0; i < 3; ++i) ASSERT_EQ(first.train_step().loss, losses[i]);
   first.save_checkpoint(root, 2);
   // A different initialisation seed: everything must come from the checkpoint.
-  Trainer resumed(config_with(topology_.world_size(), {"loop.seed=999"}), topology_, groups_.data_parallel(), tiny_data());
+  Trainer resumed(config_with(topology_.world_size(), {"loop.seed=999"}), topology_, groups_, tiny_data());
   resumed.load_checkpoint(resolve_checkpoint(root, "latest"));
   EXPECT_EQ(resumed.steps_done(), 3);
   for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
-  EXPECT_TRUE(parameter_bytes(*resumed.model()) == parameter_bytes(*straight.model())) << "parameters differ after resume";
+  EXPECT_TRUE(parameter_bytes(*resumed.stage()) == parameter_bytes(*straight.stage())) << "parameters differ after resume";
 }
 
 TEST_F(Checkpoint, AsyncSaveCapturesTheStepBoundaryWhileTrainingGoesOn) {
   const SharedDirectory scratch("async");
   const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
-  Trainer straight(config, topology_, groups_.data_parallel(), tiny_data());
+  Trainer straight(config, topology_, groups_, tiny_data());
   std::vector<double> losses;
   for (int i = 0; i < 6; ++i) losses.push_back(straight.train_step().loss);
 
-  Trainer first(config, topology_, groups_.data_parallel(), tiny_data());
+  Trainer first(config, topology_, groups_, tiny_data());
   for (int i = 0; i < 3; ++i) first.train_step();
   first.save_checkpoint(root, 2, /*async=*/true);
   first.train_step();  // changes every parameter while the save may still be copying or writing
   first.train_step();
   first.wait_for_checkpoint();
-  Trainer resumed(config_with(topology_.world_size(), {"loop.seed=999"}), topology_, groups_.data_parallel(), tiny_data());
+  Trainer resumed(config_with(topology_.world_size(), {"loop.seed=999"}), topology_, groups_, tiny_data());
   resumed.load_checkpoint(resolve_checkpoint(root, "latest"));
   EXPECT_EQ(resumed.steps_done(), 3);
   for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
@@ -88,8 +91,12 @@ TEST_F(Checkpoint, AsyncSaveCapturesTheStepBoundaryWhileTrainingGoesOn) {
 TEST_F(Checkpoint, AsyncSaveWritesTheTensorsAsTheyWereAtSave) {
   const SharedDirectory scratch("async_copy");
   const std::string& root = scratch.path();
-  Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());
+  Trainer trainer(config_with(topology_.world_size()), topology_, groups_, tiny_data());
   trainer.train_step();  // creates the optimizer state
+  // This replica's parameters at the save: every replica holds the same, so
+  // on every rank the file must hold exactly these (rank 0 writes them).
+  std::map<std::string, torch::Tensor> replica_at_save;
+  for (const auto& p : trainer.stage()->global_parameters()) replica_at_save[p.name] = p.tensor.detach().clone();
   CheckpointSnapshot live = trainer.snapshot();
   if (!live.parameters.empty()) {
     // Large enough that writing it takes longer than changing it: were the
@@ -100,13 +107,23 @@ TEST_F(Checkpoint, AsyncSaveWritesTheTensorsAsTheyWereAtSave) {
   for (const auto& p : live.parameters) before.push_back(p.tensor.clone());
   for (const auto& o : live.optimizer) before.push_back(o.exp_avg.clone());
   {
-    AsyncCheckpointer async(MPI_COMM_WORLD);
+    AsyncCheckpointer async(groups_.checkpoint(), kDefaultTimeout);
     async.save(live, root, 2);
     async.wait_until_copied();
     torch::NoGradGuard no_grad;
     for (const auto& p : live.parameters) p.tensor.fill_(std::nanf(""));  // what a later step would do, at worst
     for (const auto& o : live.optimizer) o.exp_avg.fill_(std::nanf(""));
+    for (const auto& p : trainer.stage()->global_parameters()) p.tensor.detach().fill_(std::nanf(""));
     async.wait();
+  }
+  {
+    const CheckpointReader reader(resolve_checkpoint(root, "latest"));
+    for (const auto& [name, value] : replica_at_save) {
+      torch::Tensor saved = torch::empty_like(value);
+      EXPECT_NO_THROW(reader.read(*find_record(reader.manifest(), name), saved)) << name;
+      EXPECT_TRUE(torch::equal(saved, value)) << "rank " << topology_.rank() << ": " << name
+                                              << " in the file is not this replica's value at the save";
+    }
   }
   auto expect_saved_as_before = [&] {
     const CheckpointReader reader(resolve_checkpoint(root, "latest"));
@@ -145,7 +162,7 @@ TEST_F(Checkpoint, AFailureOnOneRankFailsTheSaveOnEveryRank) {
   const std::string& blocker = scratch.path();
   if (topology_.is_root()) std::ofstream(blocker) << "a file where a directory should be";
   MPI_Barrier(MPI_COMM_WORLD);
-  Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());
+  Trainer trainer(config_with(topology_.world_size()), topology_, groups_, tiny_data());
   trainer.train_step();
   trainer.save_checkpoint(blocker + "/checkpoints", 2, /*async=*/true);
   trainer.train_step();  // the optimizer step's wait for the copy returns: the copy succeeded
@@ -165,7 +182,7 @@ TEST_F(Checkpoint, AFailureOnOneRankFailsTheSaveOnEveryRank) {
 TEST_F(Checkpoint, SharedTensorsAreStoredOnceAndVerify) {
   const SharedDirectory scratch("once");
   const std::string& root = scratch.path();
-  Trainer trainer(config_with(topology_.world_size()), topology_, groups_.data_parallel(), tiny_data());
+  Trainer trainer(config_with(topology_.world_size()), topology_, groups_, tiny_data());
   trainer.train_step();
   trainer.save_checkpoint(root, 2);
   const CheckpointReader reader(resolve_checkpoint(root, "latest"));
@@ -174,16 +191,16 @@ TEST_F(Checkpoint, SharedTensorsAreStoredOnceAndVerify) {
     stored += static_cast<int64_t>(r.length()) / 4;
     aliases += r.aliases_size();
   }
-  EXPECT_EQ(stored, unique_parameter_count(*trainer.model()));
+  EXPECT_EQ(stored, unique_parameter_count(*trainer.stage()));
   EXPECT_GT(aliases, 0) << "tiny_test shares attention weights";
-  EXPECT_EQ(reader.verify_all(), 3 * 4 * unique_parameter_count(*trainer.model()));  // parameters + two Adam moments
+  EXPECT_EQ(reader.verify_all(), 3 * 4 * unique_parameter_count(*trainer.stage()));  // parameters + two Adam moments
 }
 
 TEST_F(Checkpoint, DamagedInputIsAClearError) {
   const SharedDirectory scratch("damage");
   const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
-  Trainer trainer(config, topology_, groups_.data_parallel(), tiny_data());
+  Trainer trainer(config, topology_, groups_, tiny_data());
   trainer.train_step();
   trainer.save_checkpoint(root, 2);
   const std::string good = resolve_checkpoint(root, "latest");
@@ -193,7 +210,7 @@ TEST_F(Checkpoint, DamagedInputIsAClearError) {
     return copy;
   };
   auto error_of = [&](const std::string& directory, const TrainConfig& c) {
-    Trainer victim(c, topology_, groups_.data_parallel(), tiny_data());
+    Trainer victim(c, topology_, groups_, tiny_data());
     try {
       victim.load_checkpoint(directory);
     } catch (const CheckpointError& e) {
@@ -223,10 +240,9 @@ TEST_F(Checkpoint, DamagedInputIsAClearError) {
 
   const std::string newer = damaged_copy("newer");
   {
-    Manifest m = CheckpointReader(good).manifest();
-    m.set_format_version(kCheckpointFormatVersion + 1);
-    std::ofstream out(newer + "/manifest.pb", std::ios::binary | std::ios::trunc);
-    m.SerializeToOstream(&out);
+    std::string bytes = encode_manifest(CheckpointReader(good).manifest());
+    bytes[8] = static_cast<char>(kCheckpointFormatVersion + 1);  // the header's version field
+    std::ofstream(newer + "/manifest.pb", std::ios::binary | std::ios::trunc) << bytes;
   }
   EXPECT_NE(error_of(newer, config).find("is newer than this vlmtrain reads"), std::string::npos);
 
@@ -245,11 +261,13 @@ TEST_F(Checkpoint, LoadsIntoADifferentDataParallelSize) {
   const SharedDirectory scratch("reshard");
   const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
-  Trainer two(config, topology_, groups_.data_parallel(), tiny_data());
+  Trainer two(config, topology_, groups_, tiny_data());
   for (int i = 0; i < 3; ++i) two.train_step();
   two.save_checkpoint(root, 2);
   // The same checkpoint, continued by this job (2 ranks) and by one process.
-  Trainer one(config, make_topology(ProcessInfo{0, 1, 0, 1}, 1, 1), MPI_COMM_SELF, tiny_data());
+  const Topology alone = make_topology(ProcessInfo{0, 1, 0, 1}, 1, 1);
+  ProcessGroups alone_groups(alone, {}, MPI_COMM_SELF);
+  Trainer one(config, alone, alone_groups, tiny_data());
   one.load_checkpoint(resolve_checkpoint(root, "latest"));
   EXPECT_EQ(one.steps_done(), 3);
   const double continued_by_two = two.train_step().loss, continued_by_one = one.train_step().loss;
@@ -260,7 +278,7 @@ TEST_F(Checkpoint, ExportedModelLoadsForInference) {
   const SharedDirectory scratch("export");
   const std::string& root = scratch.path();
   const TrainConfig config = config_with(topology_.world_size());
-  Trainer trainer(config, topology_, groups_.data_parallel(), tiny_data());
+  Trainer trainer(config, topology_, groups_, tiny_data());
   trainer.train_step();
   trainer.save_checkpoint(root, 2);
   const std::string file = root + "/model-rank" + std::to_string(topology_.rank()) + ".vlm";
@@ -272,7 +290,7 @@ TEST_F(Checkpoint, ExportedModelLoadsForInference) {
   EXPECT_EQ(exported.manifest().optimizer_size(), 0);
   EXPECT_EQ(exported.manifest().kv_cache().bytes_per_image(), kv_cache_layout(model->spec()).bytes_per_image());
   restore_checkpoint(exported, config, topology_.rank(), unique_parameters(*model), nullptr);
-  EXPECT_TRUE(parameter_bytes(*model) == parameter_bytes(*trainer.model()));
+  EXPECT_TRUE(parameter_bytes(*model) == parameter_bytes(*trainer.whole_model()));
 }
 
 TEST(KvCacheLayout, MatchesTheModelsCache) {

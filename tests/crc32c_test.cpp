@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/crc32c.h"
+#include "checkpoint/crc32c.h"
 
 namespace vlm {
 namespace {

@@ -21,13 +21,13 @@ TEST(DataParallel, LossDecreasesAndReplicasStayBitIdentical) {
                                    {"loop.seed=" + std::to_string(100 + topology.rank()),
                                     "loop.global_batch_size=" + std::to_string(16 * topology.world_size())});
   ProcessGroups groups(topology);
-  Trainer trainer(config, topology, groups.data_parallel(), tiny_data());
+  Trainer trainer(config, topology, groups, tiny_data());
 
   std::vector<double> losses;
   for (int step = 0; step < config.loop().steps(); ++step) {
     losses.push_back(trainer.train_step().loss);
     // Replicas compared after every step, byte for byte, against rank 0.
-    std::vector<uint8_t> mine = parameter_bytes(*trainer.model()), root = mine;
+    std::vector<uint8_t> mine = parameter_bytes(*trainer.stage()), root = mine;
     MPI_Bcast(root.data(), static_cast<int>(root.size()), MPI_BYTE, 0, MPI_COMM_WORLD);
     ASSERT_TRUE(mine == root) << "rank " << topology.rank() << " diverged from rank 0 at step " << step;
   }

@@ -49,6 +49,7 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   stats.reduction.exposed_seconds = 0.25;
   stats.checkpoint_wait_seconds = 0.125;
   metrics.record_step(stats);
+  stats.skipped = true;
   metrics.record_step(stats);
   metrics.record_buckets({1048576, 4096});
   metrics.record_checkpoint(40, 0.5);
@@ -74,6 +75,7 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   EXPECT_NE(reply.find("vlm_checkpoint_stall_seconds_total{" + rank_labels + "} 0.75"), std::string::npos) << reply;
   EXPECT_NE(reply.find("vlm_checkpoints_total{" + rank_labels + "} 1"), std::string::npos);
   EXPECT_NE(reply.find("vlm_checkpoint_step{" + rank_labels + "} 40"), std::string::npos);
+  EXPECT_NE(reply.find("vlm_skipped_steps_total{" + rank_labels + ",reason=\"non_finite\"} 1"), std::string::npos) << reply;
   EXPECT_EQ(http_get(metrics.port(), "/other").rfind("HTTP/1.0 404", 0), 0u);
 }
 

@@ -4,6 +4,7 @@
 
 #include "model/caption.h"
 #include "model/flops.h"
+#include "model/losses.h"
 #include "model/parameters.h"
 #include "model/vlm.h"
 #include "proto/config.pb.h"
@@ -61,7 +62,7 @@ TEST(SharedAttention, SharedGradientIsSumOfUntiedLayerGradients) {
   }
   const Inputs in = random_inputs(shared->spec(), 4, 2);
   for (VlmModel* m : {&shared, &untied}) {
-    (*m)->loss((*m)->forward(in.images, in.tokens, in.lengths), in.tokens, 0).total.backward();
+    (*m)->forward({in.images, in.tokens, in.lengths, 0}).weighted_loss((*m)->spec()).backward();
   }
   int shared_tensors = 0;
   for (const UniqueParameter& p : unique_parameters(*shared)) {
@@ -94,8 +95,10 @@ TEST(SharedAttention, ImageKvComputedOnceEqualsRecomputedPerLayer) {
     EXPECT_TRUE(torch::equal(once[layer].v, every[layer].v)) << layer;
     EXPECT_EQ(once[layer].k.data_ptr(), once[0].k.data_ptr()) << "reused, not recomputed";
   }
-  EXPECT_TRUE(torch::equal(a->forward(in.images, in.tokens, in.lengths).caption_logits,
-                           b->forward(in.images, in.tokens, in.lengths).caption_logits));
+  EXPECT_TRUE(torch::equal(a->caption_logits(a->encode_text(in.tokens), once),
+                           b->caption_logits(b->encode_text(in.tokens), every)));
+  EXPECT_TRUE(torch::equal(a->forward({in.images, in.tokens, in.lengths, 0}).caption,
+                           b->forward({in.images, in.tokens, in.lengths, 0}).caption));
   EXPECT_EQ(image_kv_bytes(every), 3 * image_kv_bytes(once));
 }
 
@@ -125,11 +128,34 @@ TEST(Captioning, LaterTokensDoNotChangeEarlierLogits) {
   torch::Tensor changed = in.tokens.clone();
   changed.narrow(1, keep, changed.size(1) - keep).random_(4, model->spec().vocab_size);
   ASSERT_FALSE(torch::equal(changed, in.tokens));
-  const VlmOutput a = model->forward(in.images, in.tokens, torch::full({2}, keep, torch::kLong));
-  const VlmOutput b = model->forward(in.images, changed, torch::full({2}, keep, torch::kLong));
-  EXPECT_TRUE(torch::allclose(a.caption_logits.narrow(1, 0, keep), b.caption_logits.narrow(1, 0, keep), 0, 1e-6));
-  EXPECT_TRUE(torch::allclose(a.text_embedding, b.text_embedding, 0, 1e-6));
-  EXPECT_FALSE(torch::allclose(a.caption_logits.narrow(1, keep, 1), b.caption_logits.narrow(1, keep, 1)));
+  const auto image_kv = model->image_kv(model->encode_image(in.images));
+  const torch::Tensor lengths = torch::full({2}, keep, torch::kLong);
+  const torch::Tensor a = model->caption_logits(model->encode_text(in.tokens), image_kv);
+  const torch::Tensor b = model->caption_logits(model->encode_text(changed), image_kv);
+  EXPECT_TRUE(torch::allclose(a.narrow(1, 0, keep), b.narrow(1, 0, keep), 0, 1e-6));
+  EXPECT_TRUE(torch::allclose(model->text_embedding(model->encode_text(in.tokens), lengths),
+                              model->text_embedding(model->encode_text(changed), lengths), 0, 1e-6));
+  EXPECT_FALSE(torch::allclose(a.narrow(1, keep, 1), b.narrow(1, keep, 1)));
+}
+
+// The training forward pass (the one-stage case of the stage forward) gives
+// the losses of the inference pieces evaluation and captioning use.
+TEST(Model, TrainingForwardMatchesTheInferencePieces) {
+  torch::manual_seed(11);
+  VlmModel model(tiny_spec(2, 3, 2));
+  torch::NoGradGuard no_grad;
+  const Inputs in = random_inputs(model->spec(), 4, 12);
+  const StageOutput out = model->forward({in.images, in.tokens, in.lengths, 0});
+  const torch::Tensor image_tokens = model->encode_image(in.images);
+  const torch::Tensor hidden = model->encode_text(in.tokens);
+  const torch::Tensor contrastive = contrastive_loss(model->image_embedding(image_tokens),
+                                                     model->text_embedding(hidden, in.lengths), model->logit_scale);
+  const torch::Tensor caption = caption_loss(model->caption_logits(hidden, model->image_kv(image_tokens)), in.tokens, 0, 0);
+  EXPECT_NEAR(out.contrastive.item<double>(), contrastive.item<double>(), 1e-6);
+  EXPECT_NEAR(out.caption.item<double>(), caption.item<double>(), 1e-6);
+  EXPECT_NEAR(out.weighted_loss(model->spec()).item<double>(),
+              model->spec().contrastive_weight * contrastive.item<double>() +
+                  model->spec().caption_weight * caption.item<double>(), 1e-5);
 }
 
 // Closed form of the unique parameter count (see model/vlm.cpp for the layout).
@@ -181,7 +207,7 @@ TEST(SharedAttention, OptimizerStepMovesASharedWeightExactlyOnce) {
     }
     torch::Tensor w = find(*model, "vision_blocks.0.self_attn.qkv.weight");
     torch::Tensor before = w.detach().clone();
-    model->loss(model->forward(in.images, in.tokens, in.lengths), in.tokens, 0).total.backward();
+    model->forward({in.images, in.tokens, in.lengths, 0}).weighted_loss(model->spec()).backward();
     opt->step();
     return (w.detach() - before).abs().max().item<double>();
   };

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "comm/fault_injection.h"
+#include "comm/peer_monitor.h"
 #include "data/batch.h"
 #include "model/caption.h"
 
@@ -28,7 +30,13 @@ bool has_pairs(TaskKind kind) { return kind != TaskKind::kSingle; }
 
 }  // namespace
 
-double zero_shot_accuracy(VlmModel& model, const TrainingData& data, int64_t batch_size) {
+int64_t EvalShare::sum(int64_t count) const {
+  torch::Tensor total = torch::full({1}, count, torch::kLong);
+  group_.allreduce(total, {ReduceOp::kSum, timeout_})->wait();
+  return total.item<int64_t>();
+}
+
+double zero_shot_accuracy(VlmModel& model, const TrainingData& data, int64_t batch_size, const EvalShare& share) {
   torch::NoGradGuard no_grad;
   model->eval();
   const Task test(data.kind, data.test, data.test.size(), 0);
@@ -37,13 +45,15 @@ double zero_shot_accuracy(VlmModel& model, const TrainingData& data, int64_t bat
   torch::Tensor text = embed_captions(model, test, data, prompts);
   int64_t correct = 0;
   for (int64_t start = 0; start < data.test.size(); start += batch_size) {
+    if (!share.mine(start / batch_size)) continue;
     const int64_t end = std::min(data.test.size(), start + batch_size);
     std::vector<Sample> samples;
     for (int64_t i = start; i < end; ++i) samples.push_back({i, -1, prompts[0]});
     torch::Tensor predicted = torch::matmul(embed_images(model, test, data, samples), text.t()).argmax(1);
     correct += predicted.eq(data.test.labels.narrow(0, start, end - start)).sum().item<int64_t>();
+    fault_point("evaluation");  // a test stops a rank here
   }
-  return static_cast<double>(correct) / static_cast<double>(data.test.size());
+  return static_cast<double>(share.sum(correct)) / static_cast<double>(data.test.size());
 }
 
 std::pair<double, double> pair_retrieval_r1(VlmModel& model, const TrainingData& data, uint64_t seed) {
@@ -74,13 +84,14 @@ std::pair<double, double> pair_retrieval_r1(VlmModel& model, const TrainingData&
 }
 
 double caption_exact_match(VlmModel& model, const TrainingData& data, int64_t samples, int64_t batch_size,
-                           uint64_t seed) {
+                           uint64_t seed, const EvalShare& share) {
   torch::NoGradGuard no_grad;
   model->eval();
   const Task test(data.kind, data.test, samples, seed);
   const CaptionTokens ids{WordTokenizer::kBos, WordTokenizer::kEos, WordTokenizer::kPad};
   int64_t correct = 0;
   for (int64_t start = 0; start < samples; start += batch_size) {
+    if (!share.mine(start / batch_size)) continue;
     const int64_t end = std::min(samples, start + batch_size);
     std::vector<Sample> batch_samples;
     for (int64_t i = start; i < end; ++i) batch_samples.push_back(test.sample(i));
@@ -91,15 +102,20 @@ double caption_exact_match(VlmModel& model, const TrainingData& data, int64_t sa
       const auto valid = test.valid_captions(batch_samples[i]);
       correct += std::find(valid.begin(), valid.end(), text) != valid.end();
     }
+    fault_point("evaluation");
   }
+  correct = share.sum(correct);
   return samples == 0 ? 0.0 : static_cast<double>(correct) / static_cast<double>(samples);
 }
 
-EvalResult evaluate(VlmModel& model, const TrainingData& data, const EvalConfig& config) {
+EvalResult evaluate(VlmModel& model, const TrainingData& data, const EvalConfig& config, Backend& group,
+                    Millis timeout) {
+  set_phase("evaluation");
+  const EvalShare share(group, timeout);
   EvalResult r;
   if (has_singles(data.kind)) {
     r.zero_shot_images = data.test.size();
-    r.zero_shot_accuracy = zero_shot_accuracy(model, data, config.batch_size());
+    r.zero_shot_accuracy = zero_shot_accuracy(model, data, config.batch_size(), share);
   }
   if (has_pairs(data.kind)) {
     r.retrieval_pairs = kFashionClasses * kFashionClasses;
@@ -108,7 +124,7 @@ EvalResult evaluate(VlmModel& model, const TrainingData& data, const EvalConfig&
   }
   r.caption_samples = config.caption_samples();
   r.caption_exact_match = caption_exact_match(model, data, config.caption_samples(), config.batch_size(),
-                                              static_cast<uint64_t>(config.seed()));
+                                              static_cast<uint64_t>(config.seed()), share);
   return r;
 }
 

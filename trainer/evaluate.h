@@ -6,10 +6,14 @@
 //    class pair, so the 100 captions are distinct and chance is 0.01 (PAIR, MIXED);
 //  - exact-match rate of KV-cached greedy captions on held-out samples of the task
 //    (a single item's caption may use any template).
+// Every rank of `group` evaluates its share of the batches (batch b on rank
+// b mod size, so each batch is the one a single process would run) and the
+// counts are summed: every rank gets the same result.
 
 #include <cstdint>
 #include <string>
 
+#include "comm/backend.h"
 #include "model/vlm.h"
 #include "proto/config.pb.h"
 #include "trainer/training_data.h"
@@ -28,12 +32,26 @@ struct EvalResult {
   std::string summary() const;
 };
 
-double zero_shot_accuracy(VlmModel& model, const TrainingData& data, int64_t batch_size);
-// Returns {image->text R@1, text->image R@1} over the 100 held-out pairs.
+// Each rank's share of the held-out work, and the sums over `group`.
+class EvalShare {
+ public:
+  EvalShare(Backend& group, Millis timeout) : group_(group), timeout_(timeout) {}
+  bool mine(int64_t batch) const { return batch % group_.size() == group_.rank(); }
+  int64_t sum(int64_t count) const;
+
+ private:
+  Backend& group_;
+  Millis timeout_;
+};
+
+double zero_shot_accuracy(VlmModel& model, const TrainingData& data, int64_t batch_size, const EvalShare& share);
+// Returns {image->text R@1, text->image R@1} over the 100 held-out pairs (every rank computes them).
 std::pair<double, double> pair_retrieval_r1(VlmModel& model, const TrainingData& data, uint64_t seed);
 double caption_exact_match(VlmModel& model, const TrainingData& data, int64_t samples, int64_t batch_size,
-                           uint64_t seed);
+                           uint64_t seed, const EvalShare& share);
 
-EvalResult evaluate(VlmModel& model, const TrainingData& data, const EvalConfig& config);
+// Collective over `group`.
+EvalResult evaluate(VlmModel& model, const TrainingData& data, const EvalConfig& config, Backend& group,
+                    Millis timeout);
 
 }  // namespace vlm

@@ -43,6 +43,7 @@ TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology
   checkpoint_stall_seconds_ = &prometheus::BuildCounter().Name("vlm_checkpoint_stall_seconds_total").Help("Training time lost to checkpoints: synchronous saves, asynchronous save calls, optimizer steps waiting for their copy").Labels(labels).Register(*registry_).Add({});
   checkpoints_ = &prometheus::BuildCounter().Name("vlm_checkpoints_total").Help("Checkpoint saves started").Labels(labels).Register(*registry_).Add({});
   checkpoint_step_ = &prometheus::BuildGauge().Name("vlm_checkpoint_step").Help("Step of the last checkpoint save started").Labels(labels).Register(*registry_).Add({});
+  skipped_non_finite_ = &prometheus::BuildCounter().Name("vlm_skipped_steps_total").Help("Steps skipped without an update, by reason").Labels(labels).Register(*registry_).Add({{"reason", "non_finite"}});
 }
 
 void TrainMetrics::record_step(const StepStats& s) {
@@ -56,6 +57,7 @@ void TrainMetrics::record_step(const StepStats& s) {
   step_seconds_->Observe(s.seconds);
   comm_exposed_seconds_->Increment(s.reduction.exposed_seconds);
   checkpoint_stall_seconds_->Increment(s.checkpoint_wait_seconds);
+  if (s.skipped) skipped_non_finite_->Increment();
   bubble_->Set(s.pipeline_busy_seconds > 0 ? 1.0 - s.pipeline_busy_seconds / s.seconds : 0.0);
   last_step_timestamp_->Set(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
 }

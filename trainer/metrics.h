@@ -60,6 +60,7 @@ class TrainMetrics {
   prometheus::Counter* checkpoint_stall_seconds_;
   prometheus::Counter* checkpoints_;
   prometheus::Gauge* checkpoint_step_;
+  prometheus::Counter* skipped_non_finite_;
   std::map<std::string, OperationTotals> reported_;  // totals already turned into counter increments
 };
 

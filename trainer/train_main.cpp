@@ -1,26 +1,29 @@
-// vlm-train: one worker per rank. Parse, build, train, evaluate, close.
+// vlm-train: one worker per rank. Parse, check, build, train, evaluate, close.
 
 #include <glog/logging.h>
 
 #include <atomic>
-#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <thread>
 
+#include "checkpoint/format.h"
+#include "comm/fault_injection.h"
+#include "comm/flight_recorder.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_runtime.h"
+#include "comm/peer_monitor.h"
 #include "comm/process_groups.h"
 #include "comm/threads.h"
 #include "comm/topology.h"
 #include "proto/config_loader.h"
-#include "trainer/checkpoint.h"
-#include "trainer/checkpoint_writer.h"
 #include "trainer/command_line.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics.h"
-#include "trainer/pipeline_trainer.h"
-#include "trainer/progress.h"
+#include "trainer/setup.h"
+#include "trainer/startup.h"
 #include "trainer/trainer.h"
+#include "trainer/training_loop.h"
 
 namespace vlm {
 namespace {
@@ -29,57 +32,6 @@ namespace {
 std::atomic<int> stop_requested{0};
 extern "C" void request_stop(int) { stop_requested.store(1); }
 
-// Whether any rank was asked to stop (a signal may reach only some ranks).
-bool any_rank_stopping() {
-  int stop = stop_requested.load();
-  VLM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-  return stop != 0;
-}
-
-template <typename AnyTrainer>
-void save(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, TrainMetrics* metrics) {
-  const auto start = std::chrono::steady_clock::now();
-  const std::string where = config.checkpoint().dir() + "/" + step_directory_name(trainer.steps_done());
-  const bool async = config.checkpoint().async();
-  trainer.save_checkpoint(config.checkpoint().dir(), config.checkpoint().keep(), async);
-  const double stall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  LOG_IF(INFO, topology.is_root()) << "checkpoint " << where << (async ? " started; training stalled " : " saved in ")
-                                   << stall << " s";
-  if (metrics) metrics->record_checkpoint(trainer.steps_done(), stall);
-}
-
-// The loop both trainers share: step, export metrics, report progress,
-// checkpoint every checkpoint.every_steps and at the end. Returns false when
-// stopped early by a signal (after saving).
-template <typename AnyTrainer>
-bool run_steps(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, TrainMetrics* metrics) {
-  const LoopConfig::Progress style = config.loop().progress();
-  const bool bar = style == LoopConfig::BAR || (style == LoopConfig::AUTO && is_interactive(stdout));
-  ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
-  const bool checkpoints = !config.checkpoint().dir().empty();
-  const int every = config.checkpoint().every_steps();
-  while (trainer.steps_done() < config.loop().steps()) {
-    const StepStats stats = trainer.train_step();
-    if (metrics) {
-      metrics->record_step(stats);
-      metrics->record_communication(trainer.communication_totals());
-    }
-    if (topology.is_root()) progress.report(stats);
-    const bool last = trainer.steps_done() == config.loop().steps();
-    const bool stopping = any_rank_stopping();
-    if (checkpoints && (last || stopping || (every > 0 && trainer.steps_done() % every == 0))) {
-      save(trainer, config, topology, metrics);
-    }
-    if (last || stopping) trainer.wait_for_checkpoint();  // the final checkpoint is complete before exit
-    if (stopping && !last) {
-      LOG_IF(INFO, topology.is_root()) << "stopped by a signal after step " << trainer.steps_done()
-                                       << (checkpoints ? "; resume with --resume latest" : "");
-      return false;
-    }
-  }
-  return true;
-}
-
 std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Topology& topology) {
   if (!config.metrics().enabled()) return nullptr;
   auto metrics = std::make_unique<TrainMetrics>(config.metrics(), topology);
@@ -87,40 +39,14 @@ std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Top
   return metrics;
 }
 
-// Either trainer: continue from a checkpoint if --resume was given.
-template <typename AnyTrainer>
-void resume_if_asked(AnyTrainer& trainer, const TrainConfig& config, const Topology& topology, const std::string& which) {
-  if (which.empty()) return;
-  const std::string from = resolve_checkpoint(config.checkpoint().dir(), which);
-  trainer.load_checkpoint(from);
-  LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done();
-}
-
-int train_pipeline(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
-                   const TrainingData& data, const std::string& resume) {
-  PipelineTrainer trainer(config, topology, groups, data);
-  resume_if_asked(trainer, config, topology, resume);
-  std::string layout;
-  for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
-    layout += " [" + std::to_string(trainer.stage_starts()[s]) + ", " + std::to_string(trainer.stage_starts()[s + 1]) + ")";
-  }
-  LOG_IF(INFO, topology.is_root()) << "pipeline stages (blocks):" << layout;
-  auto metrics = start_metrics(config, topology);
-  if (!run_steps(trainer, config, topology, metrics.get())) return 0;
-  if (config.eval().enabled()) {
-    VlmModel whole = trainer.gather_model();  // on rank 0
-    if (topology.is_root()) {
-      std::printf("%s", evaluate(whole, data, config.eval()).summary().c_str());
-      std::fflush(stdout);
-    }
-  }
-  VLM_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-  return 0;
-}
-
-int train(const CommandLine& cli) {
+int train(const CommandLine& cli, MpiRuntime& mpi) {
   const TrainConfig config = load_config(cli.config_path, cli.overrides);
-  const Topology topology = make_topology(detect_process(), config.parallel().pipeline_stages(),
+  const Millis init_timeout = seconds_to_millis(config.comm().init_timeout_seconds());
+  const Millis timeout = seconds_to_millis(config.comm().timeout_seconds());
+  FlightRecorder::instance().set_capacity(static_cast<size_t>(config.comm().flight_recorder_entries()));
+  set_run_directory(run_directory(config));
+  mpi.set_shutdown_timeout(timeout);
+  const Topology topology = make_topology(detect_process(init_timeout), config.parallel().pipeline_stages(),
                                           config.parallel().data_parallel());
   const int threads = threads_per_rank(config.parallel().threads_per_rank(), topology.process.local_size,
                                        static_cast<int>(std::thread::hardware_concurrency()));
@@ -128,19 +54,39 @@ int train(const CommandLine& cli) {
   LOG_IF(INFO, topology.is_root()) << "resolved config (" << cli.config_path << "):\n" << resolved_config_text(config);
   LOG(INFO) << topology.describe() << ", " << threads << " compute threads";
 
-  ProcessGroups groups(topology);
+  // Start-up: everything that would otherwise fail later fails now.
+  const ProcessGroups groups(topology, {backend_kind(config.comm().backend()), torch::kCPU, init_timeout});
+  fault_point("start-up");  // a test stops a rank here
+  check_same_config(groups.control(), config, init_timeout);
+  const auto checkpoint_lock = prepare_checkpoint_folder(config, topology, cli.resume);
+  const auto metrics = start_metrics(config, topology);
   const auto data = load_training_data(config.data());
-  if (topology.pipeline_stages > 1) return train_pipeline(config, topology, groups, *data, cli.resume);
-  Trainer trainer(config, topology, groups.data_parallel(), *data);
-  resume_if_asked(trainer, config, topology, cli.resume);
-  auto metrics = start_metrics(config, topology);
-  if (metrics) metrics->record_buckets(trainer.bucket_bytes());
-  if (!run_steps(trainer, config, topology, metrics.get())) return 0;
-  if (config.eval().enabled() && topology.is_root()) {
-    std::printf("%s", evaluate(trainer.model(), *data, config.eval()).summary().c_str());
-    std::fflush(stdout);
+
+  Trainer trainer(config, topology, groups, *data);
+  if (!cli.resume.empty()) {
+    const std::string from = resolve_checkpoint(config.checkpoint().dir(), cli.resume);
+    trainer.load_checkpoint(from);
+    LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done();
   }
-  VLM_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  std::string layout;
+  for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
+    layout += " [" + std::to_string(trainer.stage_starts()[s]) + ", " + std::to_string(trainer.stage_starts()[s + 1]) + ")";
+  }
+  LOG_IF(INFO, topology.is_root() && topology.pipeline_stages > 1) << "pipeline stages (blocks):" << layout;
+  if (metrics) metrics->record_buckets(trainer.bucket_bytes());
+
+  if (run_training_loop(trainer, config, topology, groups.control(), metrics.get(), stop_requested) &&
+      config.eval().enabled()) {
+    VlmModel whole = trainer.whole_model();
+    const EvalResult result = evaluate(whole, *data, config.eval(), groups.control(), timeout);
+    if (topology.is_root()) {
+      std::printf("%s", result.summary().c_str());
+      std::fflush(stdout);
+    }
+  }
+  set_phase("end of the job");
+  fault_point("end");  // a test stops a rank here
+  groups.control().barrier({timeout})->wait();  // every rank reached the end: MPI_Finalize will not wait
   return 0;
 }
 
@@ -159,11 +105,12 @@ int main(int argc, char** argv) {
       if (mpi.rank() == 0) std::printf("%s", vlm::kTrainUsage);
       return 0;
     }
-    return vlm::train(cli);
+    return vlm::train(cli, mpi);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "vlm-train: error on %s: %s\n", vlm::process_label().c_str(), e.what());
+    const std::string message = "vlm-train: error on " + vlm::process_label() + ": " + e.what();
+    std::fprintf(stderr, "%s\n", message.c_str());
     // One failed rank must not leave the others blocked in a collective.
-    if (mpi.size() > 1) vlm::MpiRuntime::abort_job(1);
+    if (mpi.size() > 1) vlm::end_job(message);
     return 1;
   }
 }

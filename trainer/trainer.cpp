@@ -1,148 +1,452 @@
 #include "trainer/trainer.h"
 
-#include <chrono>
+#include <glog/logging.h>
+#include <malloc.h>
 
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "checkpoint/restore.h"
+#include "comm/fault_injection.h"
 #include "comm/gather_with_grad.h"
-#include "comm/mpi_check.h"
 #include "data/batch.h"
+#include "model/kv_cache_layout.h"
 #include "model/parameters.h"
 #include "trainer/optimizer.h"
+#include "trainer/setup.h"
 
 namespace vlm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+int64_t heap_bytes() {
+  const struct mallinfo2 info = mallinfo2();
+  return static_cast<int64_t>(info.uordblks + info.hblkhd);
 }
 
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return shape.empty() ? 0 : n;
+}
+
+int64_t message_numel(const std::vector<std::vector<int64_t>>& shapes) {
+  int64_t n = 0;
+  for (const auto& s : shapes) n += numel(s);
+  return n;
+}
+
+torch::Tensor pack(const std::vector<torch::Tensor>& tensors) {
+  std::vector<torch::Tensor> flat;
+  for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}));
+  return flat.empty() ? torch::empty({0}) : torch::cat(flat);
+}
+
+// Splits a flat message into tensors of `shapes` (empty shapes are absent fields).
+std::vector<torch::Tensor> unpack(const torch::Tensor& flat, const std::vector<std::vector<int64_t>>& shapes) {
+  std::vector<torch::Tensor> out;
+  int64_t offset = 0;
+  for (const auto& shape : shapes) {
+    if (shape.empty()) continue;
+    out.push_back(flat.narrow(0, offset, numel(shape)).view(shape));
+    offset += numel(shape);
+  }
+  return out;
+}
+
+uint64_t fresh_lineage_id() {
+  std::random_device entropy;
+  return (static_cast<uint64_t>(entropy()) << 32) ^ entropy();
+}
+
+// The model built from the config's seed: every rank builds the same one and
+// keeps its stage, so all stages (and all copies of a shared weight) start equal.
+VlmModel initial_model(const TrainConfig& config, const TrainingData& data) {
+  torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
+  return VlmModel(model_spec_for(config, data));
+}
 
 }  // namespace
 
-Millis seconds_to_millis(double seconds) { return Millis(static_cast<int64_t>(seconds * 1000)); }
+struct Trainer::MicroBatch {
+  StageInputs inputs;
+  LossReduction reduction;
+  std::vector<torch::Tensor> received;          // leaves: activations from the previous stage
+  StageOutput output;
+  std::vector<torch::Tensor> output_gradients;  // from the next stage
+};
 
-BackendKind backend_kind(CommConfig::Backend backend) {
-  switch (backend) {
-    case CommConfig::MPI: return BackendKind::kMpi;
-    case CommConfig::NCCL: return BackendKind::kNccl;
-    case CommConfig::AUTO: return BackendKind::kAuto;
-  }
-  return BackendKind::kAuto;
-}
+// Tensors of this stage that other stages also hold, summed over exactly those stages.
+struct Trainer::TiedGroup {
+  std::vector<torch::Tensor> tensors;
+  std::vector<std::string> names;
+  std::unique_ptr<Backend> backend;
+};
 
-ReducerOptions reducer_options(const CommConfig& config, Millis timeout) {
-  ReducerOptions options;
-  options.bucket_cap_bytes = config.bucket_cap_bytes();
-  options.first_bucket_bytes = config.first_bucket_bytes();
-  options.overlap = config.overlap();
-  options.timeout = timeout;
-  return options;
-}
-
-DistributedSampler sampler_for(const TrainConfig& config, const TrainingData& data, int dp_size, int dp_rank) {
-  return DistributedSampler(data.train_task->size(), config.loop().global_batch_size(), dp_size, dp_rank,
-                            static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches());
-}
-
-WarmupCosine lr_schedule_for(const TrainConfig& config) {
-  return WarmupCosine{config.optim().lr(), config.optim().min_lr_ratio(), config.optim().warmup_steps(),
-                      config.loop().steps()};
-}
-
-ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data) {
-  return model_spec(config.model(), kFashionSide, data.train_task->image_width(), data.tokenizer.vocab_size());
-}
-
-Trainer::Trainer(const TrainConfig& config, const Topology& topology, MPI_Comm dp_group, const TrainingData& data)
+Trainer::Trainer(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
+                 const TrainingData& data)
     : config_(config),
       topology_(topology),
-      dp_group_(dp_group),
       data_(data),
+      stages_(topology.pipeline_stages),
+      stage_index_(topology.stage()),
+      data_parallel_(groups.data_parallel()),
+      pipeline_(groups.pipeline()),
       sampler_(sampler_for(config, data, topology.data_parallel, topology.dp_rank())),
       global_sampler_(sampler_for(config, data, 1, 0)),
       schedule_(lr_schedule_for(config)),
       init_timeout_(seconds_to_millis(config.comm().init_timeout_seconds())),
-      timeout_(seconds_to_millis(config.comm().timeout_seconds())) {
-  torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
-  model_ = VlmModel(model_spec_for(config, data));
-  parameters_ = unique_tensors(*model_);
-  optimizer_ = make_adamw(*model_, config.optim());
-  backend_ = make_backend(backend_kind(config.comm().backend()), torch::kCPU, dp_group_,
-                          "dp(stage " + std::to_string(topology.stage()) + ")");
-  reducer_ = std::make_unique<GradientReducer>(parameters_, *backend_, reducer_options(config.comm(), init_timeout_));
+      timeout_(seconds_to_millis(config.comm().timeout_seconds())),
+      lineage_id_(fresh_lineage_id()),
+      checkpoints_(groups.checkpoint(), timeout_) {
+  VlmModel full = initial_model(config, data);
+  const ModelSpec& spec = full->spec();
+  starts_ = stage_starts_for(config, spec);
+  starts_.push_back(static_cast<int>(model_blocks(spec)));
+  std::map<std::string, std::vector<int>> holders;  // canonical name -> stages holding it
+  owned_by_stage_.resize(static_cast<size_t>(stages_));
+  for (int s = 0; s < stages_; ++s) {
+    VlmStage view(*full, starts_[s], starts_[s + 1]);
+    for (const auto& p : view->global_parameters()) {
+      if (holders[p.name].empty()) owned_by_stage_[s].push_back(p.name);
+      holders[p.name].push_back(s);
+    }
+  }
+  stage_ = VlmStage(*full, starts_[stage_index_], starts_[stage_index_ + 1]);
+  parameters_ = stage_->global_parameters();
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : parameters_) {
+    tensors.push_back(p.tensor);
+    if (holders[p.name].front() == stage_index_) owned_.push_back(p);
+  }
+  optimizer_ = make_adamw(*stage_, config.optim());
+
+  // One group per set of stages sharing tensors; every rank takes part in
+  // every split, in the same (sorted) order.
+  std::map<std::vector<int>, std::vector<std::string>> by_stages;
+  for (const auto& [name, stages] : holders) {
+    if (stages.size() > 1) by_stages[stages].push_back(name);
+  }
+  for (const auto& [stages, names] : by_stages) {
+    const bool member = std::find(stages.begin(), stages.end(), stage_index_) != stages.end();
+    std::string label = "tied(stages";
+    for (int s : stages) label += " " + std::to_string(s);
+    label += ", dp_rank " + std::to_string(topology.dp_rank()) + ")";
+    auto backend = groups.split(member ? topology.dp_rank() : ProcessGroups::kNotMember, stage_index_, label);
+    if (!member) continue;
+    auto group = std::make_unique<TiedGroup>();
+    group->backend = std::move(backend);
+    for (const auto& p : parameters_) {
+      if (std::find(names.begin(), names.end(), p.name) != names.end()) {
+        group->names.push_back(p.name);
+        group->tensors.push_back(p.tensor);
+      }
+    }
+    tied_.push_back(std::move(group));
+  }
+
+  reducer_ = std::make_unique<GradientReducer>(tensors, data_parallel_, reducer_options(config.comm(), init_timeout_));
   reducer_->broadcast_parameters(0, init_timeout_);  // replicas start identical whatever their seeds
+  const ScheduleKind schedule =
+      config.parallel().schedule() == ParallelConfig::GPIPE ? ScheduleKind::kGPipe : ScheduleKind::kOneFOneB;
+  actions_ = pipeline_schedule(schedule, stages_, config.loop().micro_batches(), stage_index_);
+  const int64_t batch = config.loop().global_batch_size() / (topology.data_parallel * config.loop().micro_batches());
+  if (stage_index_ > 0) in_shapes_ = carry_shapes(spec, starts_[stage_index_], batch);
+  if (stage_index_ + 1 < stages_) out_shapes_ = carry_shapes(spec, starts_[stage_index_ + 1], batch);
 }
 
-int64_t caption_targets(const Task& task, const WordTokenizer& tokenizer, const std::vector<int64_t>& indices) {
-  int64_t targets = 0;
-  for (int64_t index : indices) targets += static_cast<int64_t>(tokenizer.encode(task.sample(index).caption).size()) - 1;
-  return targets;
+Trainer::~Trainer() = default;
+
+CheckpointSnapshot Trainer::snapshot() const {
+  // Replicas hold the same values: each stage's dp_rank 0 writes what it owns.
+  CheckpointSnapshot snap = make_snapshot(step_, config_, topology_,
+                                          topology_.dp_rank() == 0 ? owned_ : std::vector<UniqueParameter>{},
+                                          *optimizer_);
+  snap.kv_cache = kv_cache_layout(stage_->spec());
+  snap.lineage_id = lineage_id_;
+  snap.shard = stage_index_;
+  snap.stage_starts.assign(starts_.begin(), starts_.end() - 1);
+  return snap;
 }
 
-StepStats Trainer::train_step() {
-  const auto start = Clock::now();
-  StepStats stats;
-  stats.step = step_;
-  const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
-  reducer_->set_timeout(timeout);
-  const int64_t micro_batches = config_.loop().micro_batches();
-  LossReduction reduction;
-  if (backend_->size() > 1) {
-    reduction.gather = [this, timeout](const torch::Tensor& rows) { return gather_with_grad(rows, *backend_, timeout); };
+void Trainer::save_checkpoint(const std::string& root, int keep, bool async) {
+  checkpoints_.save(snapshot(), root, keep, async);
+}
+
+void Trainer::load_checkpoint(const std::string& step_directory) {
+  checkpoints_.wait();  // a save in progress may still be copying the tensors
+  const CheckpointReader reader(step_directory);
+  step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, optimizer_.get());
+  lineage_id_ = reader.manifest().lineage_id();
+}
+
+VlmModel Trainer::whole_model() const {
+  // A fresh model draws its initial values from the global generator: keep
+  // training's random stream as it was.
+  at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
+  const torch::Tensor rng = generator.get_state();
+  VlmModel whole(stage_->spec());
+  generator.set_state(rng);
+  std::map<std::string, torch::Tensor> by_name;
+  for (const auto& p : unique_parameters(*whole)) by_name[p.name] = p.tensor;
+  std::map<std::string, torch::Tensor> mine;
+  for (const auto& p : owned_) mine[p.name] = p.tensor;
+  torch::NoGradGuard no_grad;
+  // Each stage's owned tensors, flat, broadcast from that stage (its rank in the pipeline group).
+  for (int s = 0; s < stages_; ++s) {
+    std::vector<torch::Tensor> parts;
+    int64_t total = 0;
+    for (const auto& name : owned_by_stage_[s]) {
+      total += by_name.at(name).numel();
+      if (s == stage_index_) parts.push_back(mine.at(name));
+    }
+    torch::Tensor flat = s == stage_index_ ? pack(parts) : torch::empty({total});
+    pipeline_.broadcast(flat, {s, timeout_})->wait();
+    int64_t offset = 0;
+    for (const auto& name : owned_by_stage_[s]) {
+      torch::Tensor& target = by_name.at(name);
+      target.copy_(flat.narrow(0, offset, target.numel()).view_as(target));
+      offset += target.numel();
+    }
   }
+  return whole;
+}
 
-  model_->train();
-  reducer_->zero_grad();  // gradients are views into the reducer's buckets: zero, never reset
-  double losses[3] = {0, 0, 0};
-  for (int64_t micro = 0; micro < micro_batches; ++micro) {
-    auto t = Clock::now();
-    std::vector<Sample> samples;
-    for (int64_t index : sampler_.indices(step_, micro)) samples.push_back(data_.train_task->sample(index));
-    Batch batch = make_batch(*data_.train_task, data_.tokenizer, samples, model_->spec().max_tokens);
+std::map<std::string, OperationTotals> Trainer::communication_totals() const {
+  std::map<std::string, OperationTotals> sum;
+  auto add = [&sum](const Backend& backend) {
+    for (const auto& [op, t] : backend.totals()) {
+      sum[op].seconds += t.seconds;
+      sum[op].bytes += t.bytes;
+      sum[op].count += t.count;
+    }
+  };
+  add(data_parallel_);
+  add(pipeline_);
+  for (const auto& group : tied_) add(*group->backend);
+  return sum;
+}
 
-    // Every rank knows the whole global micro-batch: no communication needed for its token count.
-    reduction.caption_targets_per_rank =
-        static_cast<double>(caption_targets(*data_.train_task, data_.tokenizer, global_sampler_.indices(step_, micro))) /
-        backend_->size();
-    stats.data_seconds += seconds_since(t);
+std::vector<std::string> Trainer::tied_parameter_names() const {
+  std::vector<std::string> names;
+  for (const auto& group : tied_) names.insert(names.end(), group->names.begin(), group->names.end());
+  return names;
+}
 
-    t = Clock::now();
-    VlmLoss loss = model_->loss(model_->forward(batch.images, batch.tokens, batch.lengths), batch.tokens,
-                                WordTokenizer::kPad, reduction);
-    stats.forward_seconds += seconds_since(t);
-
-    t = Clock::now();
-    reducer_->set_synchronize(micro + 1 == micro_batches);  // reduce once per step (DDP's no_sync)
-    (loss.total / static_cast<double>(micro_batches)).backward();
-    stats.backward_seconds += seconds_since(t);
-    losses[0] += loss.total.item<double>() / micro_batches;
-    losses[1] += loss.contrastive.item<double>() / micro_batches;
-    losses[2] += loss.caption.item<double>() / micro_batches;
+void Trainer::load(int micro) {
+  MicroBatch& mb = in_flight_[micro];
+  std::vector<Sample> samples;
+  for (int64_t index : sampler_.indices(step_, micro)) samples.push_back(data_.train_task->sample(index));
+  Batch batch = make_batch(*data_.train_task, data_.tokenizer, samples, stage_->spec().max_tokens);
+  mb.inputs = {batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad};
+  // Every rank knows the whole global micro-batch: no communication needed for its token count.
+  mb.reduction.caption_targets_per_rank =
+      static_cast<double>(caption_targets(*data_.train_task, data_.tokenizer, global_sampler_.indices(step_, micro))) /
+      topology_.data_parallel;
+  if (data_parallel_.size() > 1) {
+    const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
+    mb.reduction.gather = [this, timeout](const torch::Tensor& rows) { return gather_with_grad(rows, data_parallel_, timeout); };
   }
-  reducer_->finalize();
-  stats.reduction = reducer_->last_stats();
+}
 
-  auto t = Clock::now();
-  const double clip = config_.optim().grad_clip_norm();
-  stats.grad_norm = torch::nn::utils::clip_grad_norm_(parameters_, clip > 0 ? clip : std::numeric_limits<double>::infinity());
+void Trainer::forward(int micro) {
+  MicroBatch& mb = in_flight_.at(micro);
+  StageCarry carry;
+  auto fields = carry.fields();
+  size_t next = 0;
+  for (size_t f = 0; f < in_shapes_.size(); ++f) {
+    if (!in_shapes_[f].empty()) *fields[f] = mb.received[next++];
+  }
+  mb.output = stage_->forward(carry, mb.inputs, mb.reduction);
+  if (inject_nan_loss(step_)) {  // a test hook (comm/fault_injection.h)
+    for (torch::Tensor* loss : {&mb.output.contrastive, &mb.output.caption}) {
+      if (loss->defined()) *loss = *loss * std::numeric_limits<double>::quiet_NaN();
+    }
+  }
+  const double m = config_.loop().micro_batches();
+  // Accumulated on the tensors' device; read once per step.
+  if (mb.output.contrastive.defined()) losses_[0] += mb.output.contrastive.detach().to(torch::kDouble) / m;
+  if (mb.output.caption.defined()) losses_[1] += mb.output.caption.detach().to(torch::kDouble) / m;
+  peak_in_flight_ = std::max(peak_in_flight_, ++live_micro_batches_);
+}
+
+void Trainer::backward(int micro, bool last_backward) {
+  MicroBatch& mb = in_flight_.at(micro);
+  std::vector<torch::Tensor> outputs, gradients;
+  size_t next = 0;
+  for (torch::Tensor* field : mb.output.carry.fields()) {
+    if (!field->defined()) continue;
+    outputs.push_back(*field);
+    gradients.push_back(mb.output_gradients.at(next++));
+  }
+  const torch::Tensor loss = mb.output.weighted_loss(stage_->spec());
+  if (loss.defined()) {
+    outputs.push_back(loss / static_cast<double>(config_.loop().micro_batches()));
+    gradients.push_back(torch::ones_like(loss));
+  }
+  reducer_->set_synchronize(last_backward);  // reduce once per step (DDP's no_sync)
+  torch::autograd::backward(outputs, gradients);
+  mb.output = StageOutput{};  // the graph and activations of this micro-batch are done
+  --live_micro_batches_;
+}
+
+void Trainer::receive_activation(int micro, Millis timeout) {
+  torch::Tensor flat = torch::empty({message_numel(in_shapes_)});
+  pipeline_.recv(flat, stage_index_ - 1, {0, timeout})->wait();
+  for (auto& field : unpack(flat, in_shapes_)) in_flight_.at(micro).received.push_back(field.detach().requires_grad_(true));
+}
+
+void Trainer::send_activation(int micro, Millis timeout) {
+  std::vector<torch::Tensor> fields;
+  for (torch::Tensor* f : in_flight_.at(micro).output.carry.fields()) {
+    if (f->defined()) fields.push_back(*f);
+  }
+  sends_.push_back(pipeline_.send(pack(fields), stage_index_ + 1, {0, timeout}));
+}
+
+void Trainer::receive_gradient(int micro, Millis timeout) {
+  torch::Tensor flat = torch::empty({message_numel(out_shapes_)});
+  pipeline_.recv(flat, stage_index_ + 1, {1, timeout})->wait();
+  in_flight_.at(micro).output_gradients = unpack(flat, out_shapes_);
+}
+
+void Trainer::send_gradient(int micro, Millis timeout) {
+  std::vector<torch::Tensor> grads;
+  for (const torch::Tensor& leaf : in_flight_.at(micro).received) {
+    grads.push_back(leaf.grad().defined() ? leaf.grad() : torch::zeros_like(leaf));
+  }
+  sends_.push_back(pipeline_.send(pack(grads), stage_index_ - 1, {1, timeout}));
+  in_flight_.erase(micro);
+}
+
+void Trainer::reduce_tied_gradients(Millis timeout) {
+  for (auto& group : tied_) {
+    std::vector<torch::Tensor> grads;
+    for (const auto& t : group->tensors) grads.push_back(t.grad());
+    torch::Tensor flat = pack(grads);
+    group->backend->allreduce(flat, {ReduceOp::kSum, timeout})->wait();
+    int64_t offset = 0;
+    for (const auto& t : group->tensors) {
+      t.grad().copy_(flat.narrow(0, offset, t.numel()).view_as(t));
+      offset += t.numel();
+    }
+  }
+}
+
+void Trainer::optimizer_step(StepStats& stats, Millis timeout) {
+  // One agreement for the step: the losses (each computed on one stage) and
+  // the squared gradient norm (each tensor counted once, on the first stage
+  // holding it) summed over the pipeline, then the losses averaged over the DP
+  // replicas. Gradients are already DP-averaged, so the norm is the same on
+  // every replica and every rank decides the same way below.
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : owned_) norms.push_back(p.tensor.grad().norm(2).to(torch::kDouble));
+  torch::Tensor norm_squared = norms.empty() ? torch::zeros({1}, torch::kDouble) : torch::stack(norms).pow(2).sum().view({1});
+  torch::Tensor parts = torch::cat({losses_, norm_squared});
+  pipeline_.allreduce(parts, {ReduceOp::kSum, timeout})->wait();
+  torch::Tensor losses = parts.narrow(0, 0, 2);
+  data_parallel_.allreduce(losses, {ReduceOp::kAvg, timeout})->wait();
+  const auto* values = parts.data_ptr<double>();
+  const ModelSpec& spec = stage_->spec();
+  stats.contrastive_loss = values[0];
+  stats.caption_loss = values[1];
+  stats.loss = spec.contrastive_weight * values[0] + spec.caption_weight * values[1];
+  stats.grad_norm = std::sqrt(values[2]);
   stats.learning_rate = schedule_.at(step_);
+  if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
+    stats.skipped = true;
+    ++skipped_steps_;
+    LOG_IF(WARNING, topology_.is_root()) << "step " << step_ + 1 << ": loss " << stats.loss << ", gradient norm "
+                                         << stats.grad_norm << ": not finite; the step is skipped ("
+                                         << consecutive_skips_ + 1 << " in a row, loop.max_skipped_steps "
+                                         << config_.loop().max_skipped_steps() << ")";
+    if (++consecutive_skips_ >= config_.loop().max_skipped_steps()) {
+      throw TrainingError("the loss or the gradients were not finite for " + std::to_string(consecutive_skips_) +
+                          " consecutive steps (steps " + std::to_string(step_ + 2 - consecutive_skips_) + ".." +
+                          std::to_string(step_ + 1) + "); stopping. The last checkpoint is intact. HINT: lower "
+                          "optim.lr, raise optim.warmup_steps or optim.grad_clip_norm's strictness, or check the data");
+    }
+    return;
+  }
+  consecutive_skips_ = 0;
+  const double max_norm = config_.optim().grad_clip_norm();
+  if (max_norm > 0) {
+    const double coefficient = max_norm / (stats.grad_norm + 1e-6);  // as torch's clip_grad_norm_
+    if (coefficient < 1) reducer_->scale_gradients(coefficient);
+  }
   set_learning_rate(*optimizer_, stats.learning_rate);
   const auto copy_wait = Clock::now();
   checkpoints_.wait_until_copied();  // a save in progress may still be copying the tensors
   stats.checkpoint_wait_seconds = seconds_since(copy_wait);
   optimizer_->step();
-  stats.optimizer_seconds = seconds_since(t);
+}
 
-  // Losses for the log: means over the DP group (three doubles, one tiny allreduce).
-  torch::Tensor mean = torch::tensor({losses[0], losses[1], losses[2]}, torch::kDouble);
-  backend_->allreduce(mean, {ReduceOp::kAvg, timeout})->wait();
-  stats.loss = mean[0].item<double>();
-  stats.contrastive_loss = mean[1].item<double>();
-  stats.caption_loss = mean[2].item<double>();
+StepStats Trainer::train_step() {
+  const auto start = Clock::now();
+  const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
+  reducer_->set_timeout(timeout);
+  StepStats stats;
+  stats.step = step_;
+  losses_ = torch::zeros({2}, torch::kDouble);
+  peak_in_flight_ = 0;
+  const int64_t heap_at_start = heap_bytes();
+  peak_activation_bytes_ = 0;
+  int backwards_left = config_.loop().micro_batches();
+  double busy = 0;
+  stage_->train();
+  reducer_->zero_grad();  // gradients are views into the reducer's buckets: zero, never reset
+  for (const Action& a : actions_) {
+    const auto t = Clock::now();
+    switch (a.kind) {
+      case ActionKind::kLoadMicroBatch:
+        load(a.micro_batch);
+        stats.data_seconds += seconds_since(t);
+        break;
+      case ActionKind::kRecvActivation: receive_activation(a.micro_batch, timeout); break;
+      case ActionKind::kForward:
+        forward(a.micro_batch);
+        busy += seconds_since(t);
+        stats.forward_seconds += seconds_since(t);
+        fault_point("step", step_);  // a test stops a rank here: mid-step, between collectives
+        break;
+      case ActionKind::kSendActivation: send_activation(a.micro_batch, timeout); break;
+      case ActionKind::kRecvGradient: receive_gradient(a.micro_batch, timeout); break;
+      case ActionKind::kBackward:
+        backward(a.micro_batch, --backwards_left == 0);
+        busy += seconds_since(t);
+        stats.backward_seconds += seconds_since(t);
+        if (stage_index_ == 0) in_flight_.erase(a.micro_batch);
+        stats.pipeline_seconds = seconds_since(start);
+        break;
+      case ActionKind::kSendGradient: send_gradient(a.micro_batch, timeout); break;
+      case ActionKind::kReduceDataParallelGradients:
+        reducer_->finalize();
+        stats.reduction = reducer_->last_stats();
+        break;
+      case ActionKind::kReduceTiedGradients: reduce_tied_gradients(timeout); break;
+      case ActionKind::kOptimizerStep:
+        optimizer_step(stats, timeout);
+        stats.optimizer_seconds = seconds_since(t);
+        break;
+    }
+    peak_activation_bytes_ = std::max(peak_activation_bytes_, heap_bytes() - heap_at_start);
+  }
+  for (auto& w : sends_) w->wait();
+  sends_.clear();
+  CHECK(in_flight_.empty()) << "micro-batches left over after the step";
   stats.global_samples = config_.loop().global_batch_size();
   ++step_;
   stats.seconds = seconds_since(start);
+  if (stages_ > 1) {
+    stats.pipeline_busy_seconds = busy;
+  } else {
+    stats.pipeline_seconds = 0;
+  }
   return stats;
 }
 

@@ -1,26 +1,50 @@
 #pragma once
-// One data-parallel training replica: samples its share of each global batch,
-// runs forward/backward per micro-batch while the reducer averages gradient
-// buckets over the DP group, then clips and steps AdamW on the warm-up +
-// cosine schedule. The contrastive loss sees every rank's features
-// (Note [Contrastive gather]), so N ranks train like one process on N x b.
+// Note [One trainer]: one trainer for every layout. This rank holds one
+// pipeline stage (model/pipeline_stage.h) and runs its action list from
+// scheduler/pipeline_schedule.h every step; a single process, or pure data
+// parallelism, holds the stage of all blocks and runs the one-stage list,
+// which is exactly a micro-batched forward/backward. So there is one forward
+// pass, one loss bookkeeping, one gradient clipping, one optimizer step and
+// one checkpoint path for every layout.
+//
+// A step: each micro-batch is loaded, run forward (receiving the previous
+// stage's activations, sending ours on), and backward (receiving the next
+// stage's gradients, sending ours back); the gradient reducer averages the
+// stage's gradients over its DP replicas in buckets while backward runs;
+// weights held by several stages have their gradients summed over exactly
+// those stages; the global gradient norm and the losses are agreed; a step
+// with a non-finite loss or norm is skipped; otherwise gradients are clipped
+// and AdamW steps on the warm-up + cosine schedule. The contrastive loss sees
+// every DP rank's features (Note [Contrastive gather]), so N ranks train like
+// one process on N x b. See docs/training.md and docs/pipeline.md.
 
-#include <mpi.h>
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
+#include "checkpoint/saver.h"
 #include "comm/backend.h"
 #include "comm/gradient_reducer.h"
+#include "comm/process_groups.h"
 #include "comm/topology.h"
 #include "data/sampler.h"
-#include "model/vlm.h"
+#include "model/pipeline_stage.h"
 #include "proto/config.pb.h"
 #include "scheduler/lr_schedule.h"
-#include "trainer/checkpoint_writer.h"
+#include "scheduler/pipeline_schedule.h"
 #include "trainer/training_data.h"
 
 namespace vlm {
+
+// Training cannot go on (non-finite losses for too long).
+class TrainingError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 // What one optimizer step did; losses are means over DP ranks.
 struct StepStats {
@@ -30,13 +54,14 @@ struct StepStats {
   double caption_loss = 0;
   double grad_norm = 0;  // before clipping
   double learning_rate = 0;
-  double seconds = 0;            // wall time of the whole step
-  double data_seconds = 0;       // of which building batches
-  double forward_seconds = 0;    // forward passes and losses
-  double backward_seconds = 0;   // backward passes (gradient communication overlaps them)
-  double optimizer_seconds = 0;  // clipping and the AdamW update
+  bool skipped = false;              // loss or gradient norm not finite: no update
+  double seconds = 0;                // wall time of the whole step
+  double data_seconds = 0;           // of which building batches
+  double forward_seconds = 0;        // forward passes and losses
+  double backward_seconds = 0;       // backward passes (gradient communication overlaps them)
+  double optimizer_seconds = 0;      // agreeing on norm and losses, clipping, the AdamW update
   double checkpoint_wait_seconds = 0;  // of which waiting for an asynchronous save to copy the tensors
-  ReductionStats reduction;      // gradient communication: total, exposed, buckets
+  ReductionStats reduction;          // gradient communication: total, exposed, buckets
   double pipeline_busy_seconds = 0;  // forward + backward on this stage (pipeline only; idle share = 1 - busy / seconds)
   double pipeline_seconds = 0;       // step start to this stage's last backward (pipeline only)
   int64_t global_samples = 0;
@@ -44,65 +69,91 @@ struct StepStats {
 
 class Trainer {
  public:
-  // `dp_group` holds the data-parallel replicas of this rank's stage.
-  Trainer(const TrainConfig& config, const Topology& topology, MPI_Comm dp_group, const TrainingData& data);
+  // Collective over the world (the groups' split for shared weights).
+  Trainer(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups, const TrainingData& data);
+  ~Trainer();
 
   StepStats train_step();
 
-  // What a checkpoint holds (parameters and optimizer state on dp_rank 0;
-  // every rank's RNG state), referring to the live tensors.
+  // Checkpoints: each stage's dp_rank 0 writes the tensors it is the first
+  // stage to hold (shard = stage); names are global, so a checkpoint loads
+  // into any partition, DP size, or one process.
   CheckpointSnapshot snapshot() const;
-  // Collective over the world (trainer/checkpoint_writer.h). Asynchronous:
-  // returns at once; the tensors are copied on the writer's thread during the
-  // next forward and backward, and the next optimizer step waits for the copy.
+  // Collective over the world. Asynchronous: returns at once; the tensors are
+  // copied on the writer's thread during the next forward and backward, and
+  // the next optimizer step waits for the copy.
   void save_checkpoint(const std::string& root, int keep, bool async = false);
   void wait_for_checkpoint() { checkpoints_.wait(); }  // the save in progress is complete (rethrows its failure)
-  // Restores parameters, optimizer state, step, data cursor and RNG from a
-  // step directory written by a model with the same config and sharing map
-  // (any DP size). Every rank reads it.
+  // Restores parameters, optimizer state, step, data cursor, RNG and lineage
+  // from a step directory written by a model with the same config and sharing
+  // map (any DP size or partition). Every rank reads it.
   void load_checkpoint(const std::string& step_directory);
 
+  // Collective over the pipeline group: the whole model, on every rank (evaluation).
+  VlmModel whole_model() const;
+
   int64_t steps_done() const { return step_; }
-  VlmModel& model() { return model_; }
-  std::map<std::string, OperationTotals> communication_totals() const { return backend_->totals(); }
+  VlmStage& stage() { return stage_; }
+  const std::vector<int>& stage_starts() const { return starts_; }
+  // Communication totals of all this rank's groups (DP, pipeline, tied), by operation.
+  std::map<std::string, OperationTotals> communication_totals() const;
+  // Canonical names of this stage's tensors that other stages also hold.
+  std::vector<std::string> tied_parameter_names() const;
   std::vector<int64_t> bucket_bytes() const { return reducer_->bucket_bytes(); }
+  // Most micro-batches forwarded but not yet backwarded, and the most heap
+  // bytes above the step's start, during the last step.
+  int peak_in_flight() const { return peak_in_flight_; }
+  int64_t peak_activation_bytes() const { return peak_activation_bytes_; }
+  int64_t skipped_steps() const { return skipped_steps_; }
 
  private:
+  struct MicroBatch;
+  struct TiedGroup;
+  void load(int micro);
+  void forward(int micro);
+  void backward(int micro, bool last_backward);
+  void send_activation(int micro, Millis timeout);
+  void receive_activation(int micro, Millis timeout);
+  void send_gradient(int micro, Millis timeout);
+  void receive_gradient(int micro, Millis timeout);
+  void reduce_tied_gradients(Millis timeout);
+  void optimizer_step(StepStats& stats, Millis timeout);
+
   TrainConfig config_;
   Topology topology_;
-  MPI_Comm dp_group_;
   const TrainingData& data_;
-  VlmModel model_{nullptr};
-  std::vector<torch::Tensor> parameters_;  // unique
+  std::vector<int> starts_;  // first block of each stage, then the number of blocks
+  int stages_ = 1;
+  int stage_index_ = 0;
+  VlmStage stage_{nullptr};
+  std::vector<UniqueParameter> parameters_;    // this stage's
+  std::vector<UniqueParameter> owned_;         // those no earlier stage holds: counted once in norms, checkpointed here
+  std::vector<std::vector<std::string>> owned_by_stage_;  // every stage's owned names, for whole_model()
   // Never call optimizer_->zero_grad(): it sets gradients to None (the default
   // in LibTorch 2.x), detaching them from the reducer's buckets; use reducer_->zero_grad().
   std::unique_ptr<torch::optim::AdamW> optimizer_;
-  std::unique_ptr<Backend> backend_;          // the DP group's
+  Backend& data_parallel_;
+  Backend& pipeline_;
+  std::vector<std::unique_ptr<TiedGroup>> tied_;
   std::unique_ptr<GradientReducer> reducer_;
   DistributedSampler sampler_;
   DistributedSampler global_sampler_;  // the whole global batch, for loss normalisation
   WarmupCosine schedule_;
+  std::vector<Action> actions_;
+  std::vector<std::vector<int64_t>> in_shapes_, out_shapes_;  // carry fields received / sent
+  std::map<int, MicroBatch> in_flight_;
+  std::vector<WorkPtr> sends_;
   Millis init_timeout_;  // start-up and the first step
   Millis timeout_;       // every later step
   int64_t step_ = 0;
+  uint64_t lineage_id_ = 0;  // Manifest.lineage_id: drawn fresh, or the resumed checkpoint's
+  int64_t skipped_steps_ = 0;
+  int consecutive_skips_ = 0;
+  int peak_in_flight_ = 0;
+  int live_micro_batches_ = 0;  // forwarded, not yet backwarded
+  int64_t peak_activation_bytes_ = 0;
+  torch::Tensor losses_;  // [contrastive, caption]: this stage's share of the step, float64
   CheckpointSaver checkpoints_;  // last: destroyed first, after the save in progress
 };
-
-// The model spec the config and the task imply.
-ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data);
-
-// What both trainers build from the config: the sampler of `dp_rank`'s share
-// of each global batch (dp_size 1: the whole batch, for loss normalisation),
-// and the learning-rate schedule.
-DistributedSampler sampler_for(const TrainConfig& config, const TrainingData& data, int dp_size, int dp_rank);
-WarmupCosine lr_schedule_for(const TrainConfig& config);
-
-// The comm settings as the comm library takes them.
-BackendKind backend_kind(CommConfig::Backend backend);
-ReducerOptions reducer_options(const CommConfig& config, Millis timeout);
-Millis seconds_to_millis(double seconds);
-
-// Caption targets (tokens after <bos>, through <eos>) of the given samples.
-int64_t caption_targets(const Task& task, const WordTokenizer& tokenizer, const std::vector<int64_t>& indices);
 
 }  // namespace vlm

@@ -1,4 +1,4 @@
-#include "trainer/crc32c.h"
+#include "checkpoint/crc32c.h"
 
 #include <array>
 #include <cstring>

@@ -2,28 +2,27 @@
 //   vlm-ckpt inspect PATH   step, topology, tensors, bytes, shared tensors, KV-cache layout
 //   vlm-ckpt verify PATH    read every tensor and check its CRC-32C; exit 1 on any damage
 //   vlm-ckpt export PATH OUT.vlm   the model alone in one file, for inference
-// PATH is a step directory or a checkpoint root (then its `latest` is used).
+// PATH is a step directory, a checkpoint root or its `latest` file (then the
+// step directory `latest` names), or an exported model file.
 
 #include <cstdio>
 #include <filesystem>
 #include <string>
 
-#include "trainer/checkpoint.h"
+#include "checkpoint/reader.h"
 
 namespace vlm {
 namespace {
 
 const char* const kUsage =
     "usage: vlm-ckpt inspect|verify PATH    or    vlm-ckpt export PATH OUT.vlm\n"
-    "  PATH  a step directory (ROOT/step-NNNNNNNN), a checkpoint root (its latest is used), or an exported .vlm file\n"
+    "  PATH  a step directory (ROOT/step-NNNNNNNN), a checkpoint root or ROOT/latest (the step directory latest\n"
+    "        names), or an exported .vlm file\n"
     "  inspect  print step, topology, tensors, bytes, shared tensors and the KV-cache layout\n"
     "  verify   read every tensor and check its checksum; exit status 1 on any damage\n"
     "  export   write the model alone (parameters, config, KV-cache layout) to one file, for inference\n";
 
-std::string step_directory(const std::string& path) {
-  return std::filesystem::is_directory(path) && std::filesystem::exists(path + "/latest") ? resolve_checkpoint(path, "latest")
-                                                                                         : path;
-}
+std::string step_directory(const std::string& path) { return resolve_checkpoint("", path); }
 
 void inspect(const CheckpointReader& reader) {
   const Manifest& m = reader.manifest();

@@ -1,24 +1,25 @@
 #pragma once
-// A checkpoint's contents taken from the trainer at a step boundary, and
-// the code that writes them: synchronously, or on a background thread while
-// training goes on.
+// A checkpoint's contents taken from the trainer at a step boundary, and the
+// code that writes them: synchronously, or on a background thread while
+// training goes on. Every cross-rank step of a save (the agreement that all
+// shards are durable, the gathers to rank 0) goes through a comm::Backend,
+// with its timeout.
 
-#include <mpi.h>
 #include <torch/torch.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <exception>
 #include <memory>
-#include <condition_variable>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "checkpoint/format.h"
+#include "comm/backend.h"
 #include "comm/topology.h"
 #include "model/parameters.h"
-#include "proto/checkpoint.pb.h"
-#include "trainer/checkpoint.h"
 
 namespace vlm {
 
@@ -35,6 +36,7 @@ struct CheckpointSnapshot {
   };
   int64_t step = 0;
   int64_t consumed_samples = 0;
+  uint64_t lineage_id = 0;            // Manifest.lineage_id (rank 0's is written)
   TrainConfig config;
   Topology topology;
   KvCacheLayout kv_cache;
@@ -50,21 +52,15 @@ struct CheckpointSnapshot {
 // snapshot refers to the live host tensors (a GPU's are copied to the host
 // now); the step, RNG state and metadata are captured now.
 CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const Topology& topology,
-                                 const KvCacheLayout& kv_cache, const std::vector<UniqueParameter>& to_write,
-                                 torch::optim::Optimizer& optimizer, int shard, std::vector<int> stage_starts);
+                                 const std::vector<UniqueParameter>& to_write, torch::optim::Optimizer& optimizer);
 
-// Restores `parameters` (by global name) and, given an optimizer, their
-// optimizer state from any checkpoint of the same model (or an exported
-// model file, then without optimizer), whatever its DP size or partition.
-// Returns the step to continue from (re-derived from the consumed samples).
-int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
-                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer* optimizer);
-
-// Collective over `world`: shards, agreement that all were written, manifest
-// by rank 0, latest, pruning. A failure on any rank (`failed_before`: one that
-// happened before writing, such as an asynchronous copy) throws on every rank.
-void write_checkpoint(const CheckpointSnapshot& snapshot, const std::string& root, int keep, MPI_Comm world,
-                      std::exception_ptr failed_before = nullptr);
+// Collective over `group` (every rank of the job): shards, agreement that all
+// were written, manifest by rank 0, latest, pruning. A failure on any rank
+// (`failed_before`: one that happened before writing, such as an asynchronous
+// copy) throws on every rank; a failed pruning is only logged. The ranks wait
+// for the slowest shard at most `timeout`, then the job ends with a report.
+void write_checkpoint(const CheckpointSnapshot& snapshot, const std::string& root, int keep, Backend& group,
+                      Millis timeout, std::exception_ptr failed_before = nullptr);
 
 // Saves while training goes on. save() returns at once; the writer thread
 // first copies the snapshot's tensors into one host staging buffer (reused
@@ -73,7 +69,8 @@ void write_checkpoint(const CheckpointSnapshot& snapshot, const std::string& roo
 // step changes them. Then it checksums and writes from the copy.
 class AsyncCheckpointer {
  public:
-  explicit AsyncCheckpointer(MPI_Comm world);
+  // `group`: every rank of the job, used by the writer thread alone.
+  AsyncCheckpointer(Backend& group, Millis timeout) : group_(group), timeout_(timeout) {}
   ~AsyncCheckpointer();  // waits for the save in progress
   AsyncCheckpointer(const AsyncCheckpointer&) = delete;
   AsyncCheckpointer& operator=(const AsyncCheckpointer&) = delete;
@@ -87,7 +84,8 @@ class AsyncCheckpointer {
  private:
   void set_copied(bool copied);
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  Backend& group_;
+  Millis timeout_;
   std::thread writer_;
   std::exception_ptr failure_;
   torch::Tensor staging_;  // only the writer thread touches it
@@ -101,6 +99,8 @@ class AsyncCheckpointer {
 // returns), or asynchronous on an AsyncCheckpointer made by the first such save.
 class CheckpointSaver {
  public:
+  // `group`: every rank of the job; `timeout`: write_checkpoint's.
+  CheckpointSaver(Backend& group, Millis timeout) : group_(group), timeout_(timeout) {}
   void save(CheckpointSnapshot snapshot, const std::string& root, int keep, bool async);
   void wait_until_copied() {  // before the optimizer step changes the tensors
     if (async_) async_->wait_until_copied();
@@ -110,6 +110,8 @@ class CheckpointSaver {
   }
 
  private:
+  Backend& group_;
+  Millis timeout_;
   std::unique_ptr<AsyncCheckpointer> async_;
 };
 

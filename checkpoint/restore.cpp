@@ -1,60 +1,15 @@
-// Trainer's checkpoint entry points, and the snapshot/restore core both
-// trainers share (trainer/checkpoint_writer.h).
+// Loading a checkpoint into a model and optimizer, whatever wrote it.
+
+#include "checkpoint/restore.h"
 
 #include <google/protobuf/util/message_differencer.h>
 
-#include <type_traits>
+#include <cstring>
+#include <map>
 
-#include "comm/mpi_check.h"
-#include "model/parameters.h"
-#include "trainer/checkpoint.h"
-#include "trainer/trainer.h"
+#include "checkpoint/optimizer_state.h"
 
 namespace vlm {
-namespace {
-
-// LibTorch 1.13 keys optimizer state by the TensorImpl's address as a string,
-// 2.x by the address itself.
-template <typename StateMap>
-auto state_key(const StateMap&, const torch::Tensor& p) {
-  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
-  } else {
-    return static_cast<typename StateMap::key_type>(p.unsafeGetTensorImpl());
-  }
-}
-
-torch::Tensor rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
-
-}  // namespace
-
-CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const Topology& topology,
-                                 const KvCacheLayout& kv_cache, const std::vector<UniqueParameter>& to_write,
-                                 torch::optim::Optimizer& optimizer, int shard, std::vector<int> stage_starts) {
-  CheckpointSnapshot snap;
-  snap.step = step;
-  snap.consumed_samples = step * config.loop().global_batch_size();
-  snap.config = config;
-  snap.topology = topology;
-  snap.kv_cache = kv_cache;
-  snap.rng_state = rng_state().clone();
-  snap.shard = shard;
-  snap.stage_starts = std::move(stage_starts);
-  // The live tensors; only what is not contiguous host memory (a GPU's) is copied now.
-  auto host = [](const torch::Tensor& t) {
-    const torch::Tensor d = t.detach();
-    return d.device().is_cpu() && d.is_contiguous() ? d : d.to(torch::kCPU).contiguous();
-  };
-  auto& states = optimizer.state();
-  for (const UniqueParameter& p : to_write) {
-    snap.parameters.push_back({p.name, p.aliases, host(p.tensor)});
-    auto it = states.find(state_key(states, p.tensor));
-    if (it == states.end()) continue;  // no step taken yet
-    const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-    snap.optimizer.push_back({p.name, adam.step(), host(adam.exp_avg()), host(adam.exp_avg_sq())});
-  }
-  return snap;
-}
 
 int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
                            const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer* optimizer) {
@@ -84,7 +39,7 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
     reads.emplace_back(it->second, p.tensor);
     auto adam_record = adam_records.find(p.name);
     if (optimizer == nullptr || adam_record == adam_records.end()) continue;
-    auto& state = optimizer->state()[state_key(optimizer->state(), p.tensor)];
+    auto& state = optimizer->state()[optimizer_state_key(optimizer->state(), p.tensor)];
     if (state == nullptr) {  // a fresh optimizer: allocate the state (a running one is loaded in place)
       state = std::make_unique<torch::optim::AdamWParamState>();
       auto& adam = static_cast<torch::optim::AdamWParamState&>(*state);
@@ -111,22 +66,6 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
     generator.set_state(state);
   }
   return m.consumed_samples() / global;  // the data cursor, re-derived for any DP size or partition
-}
-
-CheckpointSnapshot Trainer::snapshot() const {
-  // Replicas hold the same values: dp_rank 0 writes them.
-  const auto to_write = topology_.dp_rank() == 0 ? unique_parameters(*model_) : std::vector<UniqueParameter>{};
-  return make_snapshot(step_, config_, topology_, kv_cache_layout(model_->spec()), to_write, *optimizer_, 0, {0});
-}
-
-void Trainer::save_checkpoint(const std::string& root, int keep, bool async) {
-  checkpoints_.save(snapshot(), root, keep, async);
-}
-
-void Trainer::load_checkpoint(const std::string& step_directory) {
-  checkpoints_.wait();  // a save in progress may still be copying the tensors
-  const CheckpointReader reader(step_directory);
-  step_ = restore_checkpoint(reader, config_, topology_.rank(), unique_parameters(*model_), optimizer_.get());
 }
 
 }  // namespace vlm

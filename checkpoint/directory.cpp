@@ -1,0 +1,131 @@
+#include "checkpoint/directory.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <vector>
+
+#include "checkpoint/durable_file.h"
+#include "checkpoint/format.h"
+
+namespace vlm {
+namespace fs = std::filesystem;
+namespace {
+
+std::string this_process() {
+  char host[256] = "?";
+  gethostname(host, sizeof host - 1);
+  const std::time_t now = std::time(nullptr);
+  char when[64];
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+  return "pid " + std::to_string(getpid()) + " on " + host + ", since " + when;
+}
+
+void create_root(const std::string& root) {
+  std::error_code error;
+  fs::create_directories(root, error);
+  if (error || !fs::is_directory(root)) {
+    throw CheckpointError("checkpoint.dir " + root + ": cannot create the directory: " +
+                          (error ? error.message() : "a file of that name exists") +
+                          ". HINT: check the path and its permissions, or set checkpoint.dir to another folder");
+  }
+}
+
+// Step directories of ROOT, oldest first.
+std::vector<std::pair<int64_t, fs::path>> step_directories(const std::string& root) {
+  std::vector<std::pair<int64_t, fs::path>> steps;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    const int64_t step = step_of_directory_name(entry.path().filename().string());
+    if (step >= 0 && entry.is_directory()) steps.emplace_back(step, entry.path());
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+}  // namespace
+
+CheckpointDirectoryLock::CheckpointDirectoryLock(const std::string& root) {
+  create_root(root);
+  const std::string path = root + "/.lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw CheckpointError(path + ": cannot open: " + std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    std::ifstream in(path);
+    const std::string holder((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ::close(fd_);
+    fd_ = -1;
+    throw CheckpointError("checkpoint.dir " + root + " is in use by another job (" +
+                          (holder.empty() ? std::string("unknown") : holder) +
+                          "): two jobs writing one folder would mix their checkpoints. HINT: wait for it to end, "
+                          "or set checkpoint.dir to another folder");
+  }
+  const std::string me = this_process();
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
+    // The lock is held; only the note for a second job is missing.
+  }
+}
+
+CheckpointDirectoryLock::~CheckpointDirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
+}
+
+void check_writable(const std::string& root) {
+  create_root(root);
+  char name[64];
+  std::snprintf(name, sizeof name, "/.writable-%d", static_cast<int>(getpid()));
+  const std::string probe = root + name;
+  try {
+    write_file_durably(probe, "vlmtrain checks that checkpoint.dir is writable\n");
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(std::string("checkpoint.dir is not writable: ") + e.what() +
+                          ". HINT: fix its permissions or free space, or set checkpoint.dir to another folder");
+  }
+  fs::remove(probe);
+}
+
+void prepare_checkpoint_root(const std::string& root, int64_t resume_step, bool overwrite) {
+  create_root(root);
+  std::vector<fs::path> in_the_way;
+  for (const auto& [step, path] : step_directories(root)) {
+    if (step <= resume_step) continue;
+    if (fs::exists(path / "manifest.pb")) {
+      in_the_way.push_back(path);
+    } else {
+      fs::remove_all(path);  // a save that never finished (no manifest): not a checkpoint, and in the way
+    }
+  }
+  if (in_the_way.empty()) return;
+  if (!overwrite) {
+    std::string names;
+    for (const fs::path& p : in_the_way) names += (names.empty() ? "" : ", ") + p.filename().string();
+    throw CheckpointError(
+        "checkpoint.dir " + root + " holds " + names +
+        (resume_step < 0 ? ", but this run starts fresh: its checkpoints would mix with another run's"
+                         : ", later than the step " + std::to_string(resume_step) +
+                               " this run resumes from: this run's checkpoints would collide with them") +
+        ". HINT: --resume latest to continue that run, set checkpoint.dir to a new folder, or --set "
+        "checkpoint.overwrite=true to delete them");
+  }
+  // `latest` first, so that it never names a deleted checkpoint.
+  std::string keep_latest;
+  for (const auto& [step, path] : step_directories(root)) {
+    if (step <= resume_step && fs::exists(path / "manifest.pb")) keep_latest = path.filename().string();
+  }
+  if (keep_latest.empty()) {
+    fs::remove(root + "/latest");
+    fsync_directory(root);
+  } else {
+    write_file_durably(root + "/latest", encode_latest(keep_latest));
+  }
+  for (const fs::path& p : in_the_way) fs::remove_all(p);
+}
+
+}  // namespace vlm

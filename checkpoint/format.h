@@ -1,0 +1,53 @@
+#pragma once
+// Checkpoint files (format: proto/checkpoint.proto). Layout:
+//   ROOT/step-NNNNNNNN/shard-RRRRR.bin   raw tensor bytes, one file per writing rank
+//   ROOT/step-NNNNNNNN/manifest.pb       written last, atomically: no manifest, no checkpoint
+//   ROOT/latest                          the newest complete step directory's name, replaced atomically
+//   ROOT/.lock                           held by the job writing into ROOT (checkpoint/directory.h)
+// Every file carries a checksum, so that any single flipped bit is caught
+// before it is used: tensors their CRC-32C in the manifest, the manifest a
+// CRC-32C of itself in its header, `latest` the CRC-32C of the name it holds.
+// Reading never trusts the files: names, offsets, lengths and sizes are
+// checked, and nothing is executed.
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "proto/checkpoint.pb.h"
+
+namespace vlm {
+
+// 3: the manifest and `latest` carry their own CRC-32C; a lineage id.
+// 2: CRC-32C tensor checksums (still read).
+constexpr int kCheckpointFormatVersion = 3;
+constexpr int kOldestReadableFormatVersion = 2;
+
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+std::string step_directory_name(int64_t step);
+// The step of a name such as "step-00000012", or -1 for any other name.
+int64_t step_of_directory_name(const std::string& name);
+
+// manifest.pb, version 3: "VLMMANIF", the format version (uint32), the
+// message's CRC-32C (uint32) and length (uint64), all little-endian, then the
+// message. Version 2 files are the bare message.
+std::string encode_manifest(const Manifest& manifest);
+Manifest decode_manifest(const std::string& bytes, const std::string& path);
+
+// `latest`, version 3: "step-NNNNNNNN <CRC-32C of the name, 8 hex digits>\n";
+// version 2: "step-NNNNNNNN\n". Returns the step directory's name.
+std::string encode_latest(const std::string& step_directory_name);
+std::string decode_latest(const std::string& bytes, const std::string& path);
+
+// The step directory ROOT/latest names ("" when ROOT has no `latest`).
+std::string read_latest(const std::string& root);
+// "latest" (read ROOT/latest) or a path -> the step directory. A path that
+// names a `latest` file (ROOT/latest) or a checkpoint root resolves to the
+// step directory it points at.
+std::string resolve_checkpoint(const std::string& root, const std::string& which);
+
+}  // namespace vlm

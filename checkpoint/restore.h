@@ -1,0 +1,22 @@
+#pragma once
+// Loading a checkpoint into a model (and optimizer).
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "checkpoint/reader.h"
+#include "model/parameters.h"
+#include "proto/config.pb.h"
+
+namespace vlm {
+
+// Restores `parameters` (by global name) and, given an optimizer, their
+// optimizer state from any checkpoint of the same model (or an exported
+// model file, then without optimizer), whatever its DP size or partition, and
+// world rank `rank`'s RNG state. Returns the step to continue from
+// (re-derived from the consumed samples).
+int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
+                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer* optimizer);
+
+}  // namespace vlm

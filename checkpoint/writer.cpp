@@ -1,0 +1,120 @@
+#include "checkpoint/writer.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+
+#include "checkpoint/chunks.h"
+#include "checkpoint/crc32c.h"
+
+namespace vlm {
+namespace fs = std::filesystem;
+
+std::vector<uint32_t> checksum_tensors(const std::vector<const torch::Tensor*>& tensors) {
+  std::vector<uint64_t> lengths;
+  for (const torch::Tensor* t : tensors) {
+    TORCH_CHECK(t->is_contiguous() && t->device().is_cpu(), "checksum_tensors: needs contiguous CPU tensors");
+    lengths.push_back(t->nbytes());
+  }
+  const std::vector<Chunk> chunks = split_into_chunks(lengths);
+  std::vector<uint32_t> chunk_crcs(chunks.size());
+  parallel_over_chunks(chunks, [&](const Chunk& c, size_t index) {
+    chunk_crcs[index] = crc32c(static_cast<const char*>(tensors[c.item]->data_ptr()) + c.begin, c.length);
+  });
+  std::vector<uint32_t> crcs(lengths.size(), 0);
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    uint32_t& crc = crcs[chunks[c].item];
+    crc = chunks[c].begin == 0 ? chunk_crcs[c] : crc32c_combine(crc, chunk_crcs[c], chunks[c].length);
+  }
+  return crcs;
+}
+
+namespace {
+
+// `directory`, created if missing; a CheckpointError naming it otherwise.
+const std::string& created(const std::string& directory) {
+  std::error_code error;
+  fs::create_directories(directory, error);
+  if (error) throw CheckpointError(directory + ": cannot create the directory: " + error.message());
+  return directory;
+}
+
+}  // namespace
+
+ShardWriter::ShardWriter(const std::string& step_directory, const std::string& shard_name)
+    : shard_(shard_name), file_(created(step_directory) + "/" + shard_name) {}
+
+TensorRecord ShardWriter::append(const std::string& name, const torch::Tensor& tensor, uint32_t crc) {
+  // The bytes written must be the bytes checksummed: no conversion here (make_snapshot does it).
+  if (tensor.scalar_type() != torch::kFloat) throw CheckpointError(name + ": only float32 tensors are checkpointed");
+  TORCH_CHECK(tensor.device().is_cpu() && tensor.is_contiguous(), name, ": ShardWriter takes contiguous host tensors");
+  TensorRecord record;
+  record.set_name(name);
+  record.set_dtype("float32");
+  for (int64_t d : tensor.sizes()) record.add_shape(d);
+  record.set_shard(shard_);
+  record.set_offset(file_.size());
+  record.set_length(tensor.nbytes());
+  record.set_crc32c(crc);
+  file_.append(tensor.data_ptr(), tensor.nbytes());
+  return record;
+}
+
+void commit_checkpoint(const std::string& root, const std::string& step_directory, const Manifest& manifest) {
+  fsync_directory(step_directory);  // the shard files' names are durable
+  write_file_durably(step_directory + "/manifest.pb", encode_manifest(manifest));
+  write_file_durably(root + "/latest", encode_latest(fs::path(step_directory).filename().string()));
+}
+
+namespace {
+
+// The lineage of a complete checkpoint, read from its manifest; nullopt when it cannot be read.
+std::optional<uint64_t> lineage_of(const fs::path& step_directory) {
+  try {
+    const std::string path = (step_directory / "manifest.pb").string();
+    std::ifstream in(path, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return decode_manifest(bytes, path).lineage_id();
+  } catch (const std::exception&) {
+    return std::nullopt;  // damaged: not provably ours, so never deleted
+  }
+}
+
+}  // namespace
+
+std::string prune_checkpoints(const std::string& root, int keep, const std::string& just_written, uint64_t lineage_id) {
+  const int64_t newest = step_of_directory_name(just_written);
+  std::string protected_name;
+  try {
+    protected_name = read_latest(root);
+  } catch (const std::exception&) {
+  }
+  std::vector<std::pair<int64_t, fs::path>> ours;  // complete, of this lineage, older than just_written
+  std::vector<fs::path> unfinished;
+  std::string problems;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(root, error)) {
+    const std::string name = entry.path().filename().string();
+    const int64_t step = step_of_directory_name(name);
+    if (step < 0 || step >= newest || name == protected_name || !entry.is_directory()) continue;
+    if (!fs::exists(entry.path() / "manifest.pb")) {
+      unfinished.push_back(entry.path());  // left by a crash or a failed save
+    } else if (lineage_of(entry.path()) == lineage_id) {
+      ours.emplace_back(step, entry.path());
+    }
+  }
+  if (error) return root + ": cannot list: " + error.message();
+  std::sort(ours.begin(), ours.end());
+  const size_t keep_older = static_cast<size_t>(std::max(keep - 1, 0));  // just_written is one of `keep`
+  std::vector<fs::path> doomed = unfinished;
+  for (size_t i = 0; i + keep_older < ours.size(); ++i) doomed.push_back(ours[i].second);
+  for (const fs::path& dir : doomed) {
+    fs::remove_all(dir, error);
+    if (error) problems += (problems.empty() ? "" : "; ") + dir.string() + ": " + error.message();
+  }
+  return problems;
+}
+
+}  // namespace vlm

@@ -1,0 +1,19 @@
+#pragma once
+// Test hooks for the fault tests (tests/fault_test.sh), inert unless the
+// environment variable VLM_FAULT is set:
+//   VLM_FAULT=stop:<point>:<rank>[:<step>]  world rank <rank> stops itself
+//       (SIGSTOP: a hang, not a death) at fault point <point>, at the first
+//       passage with step >= <step>. Points: start-up, step, stop-agreement,
+//       checkpoint, evaluation, end.
+//   VLM_FAULT=nan:<rank>:<step>  world rank <rank>'s loss is NaN at every
+//       step >= <step>.
+
+#include <cstdint>
+#include <string>
+
+namespace vlm {
+
+void fault_point(const std::string& point, int64_t step = 0);
+bool inject_nan_loss(int64_t step);
+
+}  // namespace vlm

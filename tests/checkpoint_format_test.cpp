@@ -1,0 +1,265 @@
+// Checkpoint files without ranks: every single flipped bit of a manifest or
+// `latest` is caught, a sample of shard bits too; format-2 checkpoints (a
+// committed fixture) still load; durable writes leave nothing behind when they
+// fail; the folder rules (one job, no mixed runs) and pruning by lineage.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "checkpoint/directory.h"
+#include "checkpoint/durable_file.h"
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/restore.h"
+#include "checkpoint/writer.h"
+#include "model/parameters.h"
+#include "model/vlm.h"
+#include "proto/config_loader.h"
+#include "trainer/optimizer.h"
+#include "trainer/setup.h"
+#include "trainer/training_data.h"
+
+namespace vlm {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kFixture = std::string(VLM_SOURCE_DIR) + "/tests/fixtures/checkpoint-v2";
+const std::string kFixtureStep = kFixture + "/ckpt/step-00000002";
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// A fresh folder under the test's temporary directory, removed afterwards.
+class Scratch {
+ public:
+  explicit Scratch(const std::string& name)
+      : path_((fs::temp_directory_path() / ("vlm_" + name + "_" + std::to_string(getpid()))).string()) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~Scratch() { fs::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+Manifest fixture_manifest() { return CheckpointReader(kFixtureStep).manifest(); }
+
+TEST(CheckpointFormat, ManifestAndLatestRoundTrip) {
+  Manifest m = fixture_manifest();
+  m.set_format_version(kCheckpointFormatVersion);
+  m.set_lineage_id(0x1234abcd5678ULL);
+  const Manifest back = decode_manifest(encode_manifest(m), "test");
+  EXPECT_EQ(back.SerializeAsString(), m.SerializeAsString());
+  EXPECT_EQ(decode_latest(encode_latest("step-00000042"), "test"), "step-00000042");
+  EXPECT_EQ(decode_latest("step-00000042\n", "test"), "step-00000042");  // format 2
+}
+
+TEST(CheckpointFormat, EverySingleBitFlipOfAManifestIsDetected) {
+  Manifest m = fixture_manifest();  // a real manifest: 56 tensors, optimizer state, config, KV layout
+  m.set_format_version(kCheckpointFormatVersion);
+  const std::string good = encode_manifest(m);
+  int64_t detected = 0;
+  for (size_t byte = 0; byte < good.size(); ++byte) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string damaged = good;
+      damaged[byte] = static_cast<char>(damaged[byte] ^ (1 << bit));
+      try {
+        decode_manifest(damaged, "manifest.pb");
+        ADD_FAILURE() << "bit " << bit << " of byte " << byte << " flipped, and the manifest still decodes";
+      } catch (const CheckpointError&) {
+        ++detected;
+      }
+    }
+  }
+  EXPECT_EQ(detected, static_cast<int64_t>(good.size()) * 8);
+}
+
+TEST(CheckpointFormat, EverySingleBitFlipOfLatestIsDetected) {
+  const std::string good = encode_latest("step-00000005");
+  for (size_t byte = 0; byte < good.size(); ++byte) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string damaged = good;
+      damaged[byte] = static_cast<char>(damaged[byte] ^ (1 << bit));
+      EXPECT_THROW(decode_latest(damaged, "latest"), CheckpointError) << "bit " << bit << " of byte " << byte << ": '"
+                                                                      << damaged << "'";
+    }
+  }
+}
+
+TEST(CheckpointFormat, SampledShardBitFlipsAndStrayBytesAreDetected) {
+  Scratch scratch("shard_flips");
+  const std::string copy = scratch.path() + "/step-00000002";
+  fs::copy(kFixtureStep, copy);
+  const std::string shard = copy + "/shard-00000.bin";
+  const std::string good = read_bytes(shard);
+  EXPECT_GT(CheckpointReader(copy).verify_all(), 0);
+  // Every 97th bit (a prime, so every bit position within a byte is hit), plus the first and last.
+  std::vector<size_t> bits;
+  for (size_t b = 0; b < good.size() * 8; b += 97) bits.push_back(b);
+  bits.push_back(good.size() * 8 - 1);
+  for (size_t b : bits) {
+    std::string damaged = good;
+    damaged[b / 8] = static_cast<char>(damaged[b / 8] ^ (1 << (b % 8)));
+    write_bytes(shard, damaged);
+    EXPECT_THROW(CheckpointReader(copy).verify_all(), CheckpointError) << "bit " << b;
+  }
+  write_bytes(shard, good + "x");  // a byte no record covers
+  EXPECT_THROW(CheckpointReader(copy).verify_all(), CheckpointError);
+  write_bytes(shard, good);
+  EXPECT_NO_THROW(CheckpointReader(copy).verify_all());
+}
+
+TEST(CheckpointFormat, Version2FixtureStillLoads) {
+  const CheckpointReader reader(kFixtureStep);
+  EXPECT_EQ(reader.manifest().format_version(), 2);
+  EXPECT_EQ(resolve_checkpoint(kFixture + "/ckpt", "latest"), kFixtureStep);  // a format-2 `latest`
+  EXPECT_EQ(reader.verify_all(), 3 * 4 * 3879);                              // parameters and two Adam moments
+
+  const TrainConfig config = load_config(kFixture + "/config.pbtxt");
+  const auto data = load_training_data(config.data());
+  torch::manual_seed(99);  // other initial values: everything must come from the file
+  VlmModel model(model_spec_for(config, *data));
+  auto optimizer = make_adamw(*model, config.optim());
+  EXPECT_EQ(restore_checkpoint(reader, config, 0, unique_parameters(*model), optimizer.get()), 2);
+  for (const auto& p : unique_parameters(*model)) {
+    for (const auto& r : reader.manifest().tensors()) {
+      if (r.name() != p.name) continue;
+      torch::Tensor stored = torch::empty_like(p.tensor);
+      reader.read(r, stored);
+      EXPECT_TRUE(torch::equal(stored, p.tensor.detach())) << p.name;
+    }
+  }
+  EXPECT_EQ(optimizer->state().size(), unique_parameters(*model).size()) << "the AdamW state was restored";
+}
+
+TEST(DurableFile, AFailedWriteLeavesNeitherTheFileNorItsTemporary) {
+  Scratch scratch("durable");
+  const std::string path = scratch.path() + "/file";
+  write_file_durably(path, "first");
+  {
+    DurableFile file(path);
+    file.append("second, never committed", 23);
+  }  // an error would unwind here
+  EXPECT_EQ(read_bytes(path), "first");
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  try {
+    write_file_durably(scratch.path() + "/no/such/dir/file", "x");
+    FAIL() << "wrote into a missing directory";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("no/such/dir/file.tmp: open failed: No such file or directory"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Complete checkpoint folders with only a manifest: enough for pruning.
+void fake_checkpoint(const std::string& root, int64_t step, uint64_t lineage) {
+  const std::string dir = root + "/" + step_directory_name(step);
+  fs::create_directories(dir);
+  Manifest m;
+  m.set_format_version(kCheckpointFormatVersion);
+  m.set_step(step);
+  m.set_lineage_id(lineage);
+  write_file_durably(dir + "/manifest.pb", encode_manifest(m));
+}
+
+TEST(CheckpointPruning, KeepsThisLineageNeverTheNewestAndNeverAnotherRuns) {
+  Scratch scratch("prune");
+  const std::string& root = scratch.path();
+  for (int64_t step : {1, 2}) fake_checkpoint(root, step, /*lineage=*/1);  // another run's, older
+  fake_checkpoint(root, 9, /*lineage=*/1);                                 // and newer
+  fs::create_directories(root + "/step-00000000");                          // an unfinished save
+  for (int64_t step : {3, 4, 5, 6}) {
+    fake_checkpoint(root, step, /*lineage=*/2);
+    write_file_durably(root + "/latest", encode_latest(step_directory_name(step)));
+    EXPECT_EQ(prune_checkpoints(root, /*keep=*/2, step_directory_name(step), 2), "");
+    EXPECT_EQ(read_latest(root), step_directory_name(step));
+    EXPECT_TRUE(fs::exists(root + "/" + step_directory_name(step) + "/manifest.pb")) << "the one just written";
+  }
+  EXPECT_TRUE(fs::exists(root + "/step-00000005")) << "keep=2 of its lineage";
+  for (int64_t step : {3, 4}) EXPECT_FALSE(fs::exists(root + "/" + step_directory_name(step))) << step;
+  for (int64_t step : {1, 2, 9}) EXPECT_TRUE(fs::exists(root + "/" + step_directory_name(step))) << "another lineage's";
+  EXPECT_FALSE(fs::exists(root + "/step-00000000")) << "unfinished and older";
+}
+
+TEST(CheckpointDirectory, ASecondJobIsRefused) {
+  Scratch scratch("lock");
+  CheckpointDirectoryLock first(scratch.path());
+  try {
+    CheckpointDirectoryLock second(scratch.path());
+    FAIL() << "two jobs hold one checkpoint folder";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("is in use by another job (pid " + std::to_string(getpid())), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(CheckpointDirectory, AFreshRunIntoUsedFolderIsRefusedUnlessToldToOverwrite) {
+  Scratch scratch("fresh");
+  const std::string& root = scratch.path();
+  for (int64_t step : {3, 6}) fake_checkpoint(root, step, 1);
+  write_file_durably(root + "/latest", encode_latest("step-00000006"));
+  EXPECT_NO_THROW(prepare_checkpoint_root(root, 6, false));  // resuming the newest: nothing in the way
+  try {
+    prepare_checkpoint_root(root, -1, false);
+    FAIL() << "a fresh run would mix with another run's checkpoints";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds step-00000003, step-00000006, but this run starts fresh"),
+              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("checkpoint.overwrite=true"), std::string::npos);
+  }
+  try {
+    prepare_checkpoint_root(root, 3, false);
+    FAIL() << "resuming step 3 would collide with step 6";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds step-00000006, later than the step 3"), std::string::npos) << e.what();
+  }
+  fs::create_directories(root + "/step-00000009");  // an unfinished save: never in the way
+  prepare_checkpoint_root(root, 3, /*overwrite=*/true);
+  EXPECT_EQ(read_latest(root), "step-00000003");
+  EXPECT_FALSE(fs::exists(root + "/step-00000006"));
+  EXPECT_FALSE(fs::exists(root + "/step-00000009"));
+  prepare_checkpoint_root(root, -1, /*overwrite=*/true);
+  EXPECT_EQ(read_latest(root), "");
+  EXPECT_FALSE(fs::exists(root + "/step-00000003"));
+}
+
+TEST(CheckpointDirectory, AnUnwritableFolderIsNamed) {
+  Scratch scratch("unwritable");
+  const std::string file = scratch.path() + "/a-file";
+  write_bytes(file, "not a folder");
+  try {
+    check_writable(file + "/checkpoints");
+    FAIL();
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find(file + "/checkpoints: cannot create the directory"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(CheckpointFormat, LatestResolvesFromTheFileItself) {
+  Scratch scratch("resolve");
+  fake_checkpoint(scratch.path(), 7, 1);
+  write_file_durably(scratch.path() + "/latest", encode_latest("step-00000007"));
+  const std::string step = scratch.path() + "/step-00000007";
+  EXPECT_EQ(resolve_checkpoint("", scratch.path() + "/latest"), step);  // vlm-ckpt verify DIR/latest
+  EXPECT_EQ(resolve_checkpoint("", scratch.path()), step);
+  EXPECT_EQ(resolve_checkpoint(scratch.path(), "latest"), step);
+  EXPECT_EQ(resolve_checkpoint("", step), step);
+}
+
+}  // namespace
+}  // namespace vlm

@@ -1,0 +1,83 @@
+#pragma once
+// The independent reference the parity tests compare every layout against:
+// one process, the whole model, a plain loop (model forward, loss, backward,
+// clipping, AdamW) with no trainer and no communication. The same config
+// gives the same initial model, samples, learning rates and loss
+// normalisation as the trainer.
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+
+#include "data/batch.h"
+#include "model/parameters.h"
+#include "model/vlm.h"
+#include "proto/config.pb.h"
+#include "trainer/optimizer.h"
+#include "trainer/setup.h"
+#include "trainer/training_data.h"
+
+namespace vlm {
+
+class ReferenceTraining {
+ public:
+  ReferenceTraining(const TrainConfig& config, const TrainingData& data)
+      : config_(config), data_(data), sampler_(sampler_for(config, data, 1, 0)), schedule_(lr_schedule_for(config)) {
+    torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
+    model_ = VlmModel(model_spec_for(config, data));
+    optimizer_ = make_adamw(*model_, config.optim());
+  }
+
+  // One optimizer step on the whole global batch; returns its loss.
+  double step() {
+    const int64_t micro_batches = config_.loop().micro_batches();
+    for (const torch::Tensor& p : unique_tensors(*model_)) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+    model_->train();
+    double loss = 0;
+    for (int64_t micro = 0; micro < micro_batches; ++micro) {
+      const std::vector<int64_t> indices = sampler_.indices(step_, micro);
+      std::vector<Sample> samples;
+      for (int64_t index : indices) samples.push_back(data_.train_task->sample(index));
+      const Batch batch = make_batch(*data_.train_task, data_.tokenizer, samples, model_->spec().max_tokens);
+      LossReduction reduction;
+      reduction.caption_targets_per_rank =
+          static_cast<double>(caption_targets(*data_.train_task, data_.tokenizer, indices));
+      const StageOutput out = model_->forward({batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad}, reduction);
+      const torch::Tensor micro_loss = out.weighted_loss(model_->spec()) / static_cast<double>(micro_batches);
+      micro_loss.backward();
+      loss += micro_loss.item<double>();
+    }
+    const double clip = config_.optim().grad_clip_norm();
+    torch::nn::utils::clip_grad_norm_(unique_tensors(*model_), clip > 0 ? clip : std::numeric_limits<double>::infinity());
+    set_learning_rate(*optimizer_, schedule_.at(step_));
+    optimizer_->step();
+    ++step_;
+    return loss;
+  }
+
+  VlmModel& model() { return model_; }
+  std::map<std::string, torch::Tensor> parameters_by_name() const {
+    std::map<std::string, torch::Tensor> by_name;
+    for (const auto& p : unique_parameters(*model_)) by_name[p.name] = p.tensor;
+    return by_name;
+  }
+
+ private:
+  TrainConfig config_;
+  const TrainingData& data_;
+  DistributedSampler sampler_;
+  WarmupCosine schedule_;
+  VlmModel model_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  int64_t step_ = 0;
+};
+
+// ||a - b|| / ||b||, the relative error of one tensor.
+inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).norm().item<double>() / std::max(b.norm().item<double>(), 1e-30);
+}
+
+}  // namespace vlm

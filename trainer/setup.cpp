@@ -1,0 +1,60 @@
+#include "trainer/setup.h"
+
+#include "model/pipeline_stage.h"
+#include "scheduler/stage_partition.h"
+
+namespace vlm {
+
+ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data) {
+  return model_spec(config.model(), kFashionSide, data.train_task->image_width(), data.tokenizer.vocab_size());
+}
+
+DistributedSampler sampler_for(const TrainConfig& config, const TrainingData& data, int dp_size, int dp_rank) {
+  return DistributedSampler(data.train_task->size(), config.loop().global_batch_size(), dp_size, dp_rank,
+                            static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches());
+}
+
+WarmupCosine lr_schedule_for(const TrainConfig& config) {
+  return WarmupCosine{config.optim().lr(), config.optim().min_lr_ratio(), config.optim().warmup_steps(),
+                      config.loop().steps()};
+}
+
+std::vector<int> stage_starts_for(const TrainConfig& config, const ModelSpec& spec) {
+  const int stages = config.parallel().pipeline_stages();
+  const int blocks = static_cast<int>(model_blocks(spec));
+  if (config.parallel().stage_starts_size() > 0) {
+    return explicit_partition({config.parallel().stage_starts().begin(), config.parallel().stage_starts().end()},
+                              blocks, stages);
+  }
+  std::vector<bool> cuts;
+  if (config.parallel().keep_sharing_groups_together()) cuts = cuts_between_sharing_groups(spec);
+  return balanced_partition(block_costs(spec), stages, cuts);
+}
+
+Millis seconds_to_millis(double seconds) { return Millis(static_cast<int64_t>(seconds * 1000)); }
+
+BackendKind backend_kind(CommConfig::Backend backend) {
+  switch (backend) {
+    case CommConfig::MPI: return BackendKind::kMpi;
+    case CommConfig::NCCL: return BackendKind::kNccl;
+    case CommConfig::AUTO: return BackendKind::kAuto;
+  }
+  return BackendKind::kAuto;
+}
+
+ReducerOptions reducer_options(const CommConfig& config, Millis timeout) {
+  ReducerOptions options;
+  options.bucket_cap_bytes = config.bucket_cap_bytes();
+  options.first_bucket_bytes = config.first_bucket_bytes();
+  options.overlap = config.overlap();
+  options.timeout = timeout;
+  return options;
+}
+
+int64_t caption_targets(const Task& task, const WordTokenizer& tokenizer, const std::vector<int64_t>& indices) {
+  int64_t targets = 0;
+  for (int64_t index : indices) targets += static_cast<int64_t>(tokenizer.encode(task.sample(index).caption).size()) - 1;
+  return targets;
+}
+
+}  // namespace vlm

@@ -1,0 +1,76 @@
+#include "trainer/startup.h"
+
+#include <google/protobuf/text_format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include "checkpoint/crc32c.h"
+#include "checkpoint/reader.h"
+#include "comm/byte_collectives.h"
+#include "proto/config_loader.h"
+
+namespace vlm {
+namespace {
+
+// The running executable's CRC-32C: ranks of one job must run the same build.
+uint32_t executable_checksum() {
+  std::ifstream in("/proc/self/exe", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return crc32c(bytes.data(), bytes.size());
+}
+
+}  // namespace
+
+std::string run_directory(const TrainConfig& config) {
+  if (!config.run().dir().empty()) return config.run().dir();
+  return config.checkpoint().dir().empty() ? "." : config.checkpoint().dir();
+}
+
+void check_same_config(Backend& control, const TrainConfig& config, Millis timeout) {
+  const std::string text = resolved_config_text(config);
+  char executable[16];
+  std::snprintf(executable, sizeof executable, "%08x", executable_checksum());
+  const std::string mine = std::string(executable) + "\n" + text;
+  const std::vector<std::string> all = allgather_bytes(control, std::to_string(crc32c(mine.data(), mine.size())), timeout);
+  if (std::all_of(all.begin(), all.end(), [&](const std::string& h) { return h == all.front(); })) return;
+  // Some rank differs: everyone compares with rank 0 and rank 0's view is the message.
+  const std::string root = broadcast_bytes(control, mine, 0, timeout);
+  std::string difference;
+  if (root.substr(0, 8) != mine.substr(0, 8)) {
+    difference = "runs another vlm-train executable (CRC-32C " + mine.substr(0, 8) + " vs rank 0's " + root.substr(0, 8) + ")";
+  } else {
+    TrainConfig root_config;
+    google::protobuf::TextFormat::ParseFromString(root.substr(9), &root_config);
+    difference = first_difference(root_config, config);
+    if (!difference.empty()) difference = "differs from rank 0 in " + difference + " (rank 0 vs this rank)";
+  }
+  const std::vector<std::string> differences = allgather_bytes(control, difference, timeout);
+  std::string ranks, details;
+  for (size_t r = 0; r < differences.size(); ++r) {
+    if (differences[r].empty()) continue;
+    ranks += (ranks.empty() ? "" : ", ") + std::to_string(control.members()[r]);
+    details += "\n  rank " + std::to_string(control.members()[r]) + " " + differences[r];
+  }
+  throw ConfigError("the ranks were started with different configs: ranks {" + ranks + "} differ from rank 0:" +
+                    details + "\nHINT: start every rank with the same --config and --set arguments (and the same build)");
+}
+
+std::unique_ptr<CheckpointDirectoryLock> prepare_checkpoint_folder(const TrainConfig& config, const Topology& topology,
+                                                                   const std::string& resume) {
+  const std::string& root = config.checkpoint().dir();
+  if (root.empty()) return nullptr;
+  std::unique_ptr<CheckpointDirectoryLock> lock;
+  if (topology.is_root()) {
+    lock = std::make_unique<CheckpointDirectoryLock>(root);
+    const int64_t resume_step =
+        resume.empty() ? -1 : CheckpointReader(resolve_checkpoint(root, resume)).manifest().step();
+    prepare_checkpoint_root(root, resume_step, config.checkpoint().overwrite());
+  }
+  if (topology.dp_rank() == 0) check_writable(root);  // the ranks that write shards
+  return lock;
+}
+
+}  // namespace vlm

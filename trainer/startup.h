@@ -1,0 +1,31 @@
+#pragma once
+// What vlm-train checks at start-up, before it trains, so that a problem ends
+// the job at once with a message instead of hours later (or never).
+
+#include <memory>
+#include <string>
+
+#include "checkpoint/directory.h"
+#include "comm/backend.h"
+#include "comm/topology.h"
+#include "proto/config.pb.h"
+
+namespace vlm {
+
+// run.dir, else checkpoint.dir, else the working directory.
+std::string run_directory(const TrainConfig& config);
+
+// Collective over `control` (every rank): the ranks' resolved configs and
+// running executables must be the same. A mismatch is a ConfigError on every
+// rank naming the first differing field and the ranks that differ, e.g.
+// "rank 1 differs from rank 0 in optim.lr: 0.001 vs 0.002".
+void check_same_config(Backend& control, const TrainConfig& config, Millis timeout);
+
+// The checkpoint folder, before training: rank 0 locks it for this job (held
+// while the returned object lives) and refuses what would mix runs
+// (checkpoint/directory.h); every rank that writes shards checks it can.
+// `resume` is the --resume argument ("" for a fresh run).
+std::unique_ptr<CheckpointDirectoryLock> prepare_checkpoint_folder(const TrainConfig& config, const Topology& topology,
+                                                                   const std::string& resume);
+
+}  // namespace vlm

@@ -1,0 +1,70 @@
+#include "trainer/training_loop.h"
+
+#include <glog/logging.h>
+
+#include <chrono>
+
+#include "checkpoint/format.h"
+#include "comm/fault_injection.h"
+#include "comm/peer_monitor.h"
+#include "trainer/progress.h"
+#include "trainer/setup.h"
+
+namespace vlm {
+namespace {
+
+// Whether any rank was asked to stop (a signal may reach only some ranks):
+// one tiny allreduce per step on the control group, with the step's timeout.
+bool any_rank_stopping(Backend& control, const std::atomic<int>& stop_requested, int64_t step, Millis timeout) {
+  set_phase("stop agreement after step " + std::to_string(step));
+  fault_point("stop-agreement", step);  // a test stops a rank here
+  torch::Tensor stop = torch::full({1}, stop_requested.load(), torch::kInt);
+  control.allreduce(stop, {ReduceOp::kMax, timeout})->wait();
+  return stop.item<int>() != 0;
+}
+
+void save(Trainer& trainer, const TrainConfig& config, const Topology& topology, TrainMetrics* metrics) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string where = config.checkpoint().dir() + "/" + step_directory_name(trainer.steps_done());
+  const bool async = config.checkpoint().async();
+  trainer.save_checkpoint(config.checkpoint().dir(), config.checkpoint().keep(), async);
+  const double stall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  LOG_IF(INFO, topology.is_root()) << "checkpoint " << where << (async ? " started; training stalled " : " saved in ")
+                                   << stall << " s";
+  if (metrics) metrics->record_checkpoint(trainer.steps_done(), stall);
+}
+
+}  // namespace
+
+bool run_training_loop(Trainer& trainer, const TrainConfig& config, const Topology& topology, Backend& control,
+                       TrainMetrics* metrics, const std::atomic<int>& stop_requested) {
+  const LoopConfig::Progress style = config.loop().progress();
+  const bool bar = style == LoopConfig::BAR || (style == LoopConfig::AUTO && is_interactive(stdout));
+  ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
+  const bool checkpoints = !config.checkpoint().dir().empty();
+  const int every = config.checkpoint().every_steps();
+  const Millis timeout = seconds_to_millis(config.comm().timeout_seconds());
+  while (trainer.steps_done() < config.loop().steps()) {
+    set_phase("step " + std::to_string(trainer.steps_done() + 1));
+    const StepStats stats = trainer.train_step();
+    if (metrics) {
+      metrics->record_step(stats);
+      metrics->record_communication(trainer.communication_totals());
+    }
+    if (topology.is_root()) progress.report(stats);
+    const bool last = trainer.steps_done() == config.loop().steps();
+    const bool stopping = any_rank_stopping(control, stop_requested, trainer.steps_done(), timeout);
+    if (checkpoints && (last || stopping || (every > 0 && trainer.steps_done() % every == 0))) {
+      save(trainer, config, topology, metrics);
+    }
+    if (last || stopping) trainer.wait_for_checkpoint();  // the final checkpoint is complete before exit
+    if (stopping && !last) {
+      LOG_IF(INFO, topology.is_root()) << "stopped by a signal after step " << trainer.steps_done()
+                                       << (checkpoints ? "; resume with --resume latest" : "");
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace vlm

@@ -1,0 +1,21 @@
+#pragma once
+// The loop vlm-train runs: step, export metrics, report progress, agree on
+// stopping, checkpoint every checkpoint.every_steps and at the end.
+
+#include <atomic>
+
+#include "comm/backend.h"
+#include "comm/topology.h"
+#include "proto/config.pb.h"
+#include "trainer/metrics.h"
+#include "trainer/trainer.h"
+
+namespace vlm {
+
+// Runs until loop.steps. Returns false when stopped early because some rank
+// was asked to (`stop_requested`, set by SIGTERM/SIGUSR1), after saving.
+// `control`: every rank of the job.
+bool run_training_loop(Trainer& trainer, const TrainConfig& config, const Topology& topology, Backend& control,
+                       TrainMetrics* metrics, const std::atomic<int>& stop_requested);
+
+}  // namespace vlm
