@@ -53,8 +53,9 @@ int bench(int argc, char** argv) {
   Trainer trainer(config, topology, groups, *data);
   trainer.train_step();  // creates the optimizer state
 
-  const double save = best_of_3([&] { trainer.save_checkpoint(root, 1); });
-  const std::string directory = resolve_checkpoint(root, "latest");
+  int saves = 0;  // a step is saved once per folder
+  const double save = best_of_3([&] { trainer.save_checkpoint(root + "/save" + std::to_string(saves++), 1); });
+  const std::string directory = resolve_checkpoint(root + "/save0", "latest");
   const uint64_t bytes = fs::file_size(directory + "/shard-00000.bin");
   const double load = best_of_3([&] { trainer.load_checkpoint(directory); });
 
@@ -79,7 +80,7 @@ int bench(int argc, char** argv) {
   for (int i = 0; i < 3; ++i) {
     plain_step = std::min(plain_step, trainer.train_step().seconds);
     const auto start = Clock::now();
-    trainer.save_checkpoint(root, 1, /*async=*/true);
+    trainer.save_checkpoint(root + "/async", 1, /*async=*/true);
     const double call = seconds_since(start);
     const StepStats next = trainer.train_step();
     trainer.wait_for_checkpoint();

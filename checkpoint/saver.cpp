@@ -153,13 +153,27 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
   std::exception_ptr failure = failed_before;
   if (!failure) {
     try {
+      // Shards first, manifest last: a complete checkpoint of this step would
+      // be damaged in place (new shards, old manifest) until the commit.
+      if (std::filesystem::exists(directory + "/manifest.pb")) {
+        throw CheckpointError(directory + " already holds a checkpoint; a step is saved once per folder");
+      }
       records = write_shard(snap, directory);
       fault_point("checkpoint", snap.step);  // a test stops a rank here: shards written, nothing agreed
     } catch (...) {
       failure = std::current_exception();
     }
   }
-  agree_on_success(failure, group, timeout, "write its part of " + directory + "; nothing was committed");
+  try {
+    agree_on_success(failure, group, timeout, "write its part of " + directory + "; nothing was committed");
+  } catch (...) {
+    // Every rank is done writing: the unfinished directory goes (no manifest, no checkpoint; its bytes are freed).
+    std::error_code ignored;
+    if (group.rank() == 0 && !std::filesystem::exists(directory + "/manifest.pb")) {
+      std::filesystem::remove_all(directory, ignored);
+    }
+    throw;
+  }
   // Every rank's RNG state and records to rank 0, which merges them into one manifest.
   const torch::Tensor rng = snap.rng_state.contiguous();
   const std::string rng_bytes(static_cast<const char*>(rng.data_ptr()), static_cast<size_t>(rng.nbytes()));
@@ -173,8 +187,15 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
       commit_checkpoint(root, directory, merged_manifest(snap, all_records, rng_states));
     } catch (...) {
       failure = std::current_exception();
+      // Not committed: its bytes are freed, unless `latest` already names it
+      // (its rename went through and only the directory's fsync failed).
+      std::string named;
+      try {
+        named = read_latest(root);
+      } catch (const std::exception&) {
+      }
       std::error_code ignored;
-      std::filesystem::remove_all(directory, ignored);  // no manifest: not a checkpoint; its bytes are freed
+      if (named != name) std::filesystem::remove_all(directory, ignored);
     }
     if (!failure) pruning_problem = prune_checkpoints(root, keep, name, snap.lineage_id);
   }

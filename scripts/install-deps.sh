@@ -15,6 +15,7 @@ PACKAGES=(
   zlib1g-dev
   dataset-fashion-mnist
   curl                                 # tests scrape the Prometheus endpoints
+  jq                                   # tests check that flight records are valid JSON
 )
 
 missing=()

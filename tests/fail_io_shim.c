@@ -1,0 +1,82 @@
+// LD_PRELOAD shim for the I/O fault tests (tests/io_fault_test.sh): makes one
+// kind of call fail, on paths containing a given text, as a failing disk
+// would. VLM_FAIL_IO="<call>:<path text>[:<errno>]", where <call> is write,
+// fsync, close, rename or remove (remove, unlink, unlinkat, rmdir) and
+// <errno> is EIO (the default) or ENOSPC. A failing close still closes.
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int matches(const char* call, const char* path) {
+  const char* spec = getenv("VLM_FAIL_IO");
+  if (spec == NULL || path == NULL) return 0;
+  char copy[512];
+  snprintf(copy, sizeof copy, "%s", spec);
+  char* wanted_call = strtok(copy, ":");
+  char* text = strtok(NULL, ":");
+  if (wanted_call == NULL || text == NULL || strcmp(wanted_call, call) != 0 || strstr(path, text) == NULL) return 0;
+  const char* code = strtok(NULL, ":");
+  errno = code != NULL && strcmp(code, "ENOSPC") == 0 ? ENOSPC : EIO;
+  return 1;
+}
+
+static int fd_matches(const char* call, int fd) {
+  char link[64], path[4096];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  const ssize_t n = readlink(link, path, sizeof path - 1);
+  if (n <= 0) return 0;
+  path[n] = '\0';
+  return matches(call, path);
+}
+
+#define REAL(name, type) ((type)dlsym(RTLD_NEXT, name))
+
+ssize_t write(int fd, const void* data, size_t bytes) {
+  if (fd_matches("write", fd)) return -1;
+  return REAL("write", ssize_t (*)(int, const void*, size_t))(fd, data, bytes);
+}
+
+int fsync(int fd) {
+  if (fd_matches("fsync", fd)) return -1;
+  return REAL("fsync", int (*)(int))(fd);
+}
+
+int close(int fd) {
+  const int fail = fd_matches("close", fd);
+  const int saved = errno;
+  const int result = REAL("close", int (*)(int))(fd);
+  if (fail) {
+    errno = saved;
+    return -1;
+  }
+  return result;
+}
+
+int rename(const char* from, const char* to) {
+  if (matches("rename", to)) return -1;
+  return REAL("rename", int (*)(const char*, const char*))(from, to);
+}
+
+int remove(const char* path) {
+  if (matches("remove", path)) return -1;
+  return REAL("remove", int (*)(const char*))(path);
+}
+
+int unlink(const char* path) {
+  if (matches("remove", path)) return -1;
+  return REAL("unlink", int (*)(const char*))(path);
+}
+
+int unlinkat(int dirfd, const char* path, int flags) {
+  if (matches("remove", path)) return -1;
+  return REAL("unlinkat", int (*)(int, const char*, int))(dirfd, path, flags);
+}
+
+int rmdir(const char* path) {
+  if (matches("remove", path)) return -1;
+  return REAL("rmdir", int (*)(const char*))(path);
+}

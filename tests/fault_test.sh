@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# No job can hang, and what goes wrong is named: real ranks under mpirun,
+# killed (SIGKILL) or stopped (SIGSTOP: a hang, not a death) at every phase
+# of a run, started with mismatched configs, fed non-finite losses, or given
+# a bad folder or port. Every wait is for an event, with a generous bound.
+# usage: fault_test.sh VLM_TRAIN CONFIG
+set -uo pipefail
+train=$1 config=$2
+root=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done; rm -rf "$root"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+passed=0
+pass() { echo "ok: $*"; passed=$((passed + 1)); }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+timeout_s=5
+bound=$((timeout_s + 30))  # the issue's bound: the timeout plus 30 s
+short=(--set comm.timeout_seconds=$timeout_s --set comm.init_timeout_seconds=$timeout_s)
+
+wait_for() {  # FILE PATTERN: until a line of FILE matches (at most 120 s)
+  for _ in $(seq 2400); do
+    grep -qE -- "$2" "$1" 2> /dev/null && return 0
+    sleep 0.05
+  done
+  fail "waited 120 s for /$2/ in $1"
+}
+valid_json() {
+  if command -v jq > /dev/null; then jq empty "$1" 2> /dev/null; else python3 -m json.tool "$1" > /dev/null 2>&1; fi
+}
+# Every process gone (a zombie waiting for a parent to reap it has ended too).
+all_gone() {
+  for p in "$@"; do
+    local state
+    state=$(ps -o stat= -p "$p" 2> /dev/null)
+    [[ -z $state || $state == Z* ]] || { echo "process $p is still there (state $state)"; return 1; }
+  done
+}
+
+# run_to_end NAME ARGS...: runs mpirun in the background; sets $pid, $log, $ranks_of (after $3 appears).
+start() {
+  log="$root/$1.log"
+  shift
+  mpirun --oversubscribe "$@" > "$log" 2>&1 &
+  pid=$!
+  pids+=($pid)
+  started=$(date +%s)
+}
+finish() {  # waits for mpirun; sets $status and $elapsed
+  wait $pid
+  status=$?
+  elapsed=$(($(date +%s) - started))
+}
+
+echo "== kill -9 of one rank in the middle of training (2 and 3 ranks)"
+for ranks in 2 3; do
+  start "kill$ranks" -np $ranks "$train" --config "$config" --set loop.steps=100000 --set loop.log_every=1 \
+    --set loop.global_batch_size=48 "${short[@]}"
+  wait_for "$log" "^step 3/"
+  children=($(pgrep -P $pid -f vlm-train))
+  ((${#children[@]} == ranks)) || fail "expected $ranks ranks under mpirun, found ${#children[@]}"
+  kill -9 "${children[1]}"
+  finish
+  ((status != 0)) || fail "mpirun exited 0 after a rank was killed"
+  ((elapsed <= bound)) || fail "the job took ${elapsed}s to end after the kill (bound ${bound}s)"
+  grep -qE "rank 1 .*exited on signal 9" "$log" || fail "the output does not name the killed rank 1: $(tail -5 "$log")"
+  all_gone "${children[@]}" || fail "rank processes survive the job"
+  echo "$ranks ranks: ended ${elapsed}s after the kill, naming rank 1"
+done
+pass "kill -9"
+
+echo "== a rank stopped (SIGSTOP) at each phase: the job ends within the bound and names it"
+eval_args=(--set eval.enabled=true --set eval.batch_size=16 --set eval.caption_samples=64)
+for phase in start-up step stop-agreement checkpoint evaluation end; do
+  dir="$root/stop-$phase"
+  extra=() at_step=""
+  case $phase in
+    step | stop-agreement) at_step=":2" ;;
+    checkpoint) at_step=":2" extra=(--set checkpoint.every_steps=1) ;;
+    evaluation) extra=("${eval_args[@]}") ;;
+  esac
+  start "stop-$phase" -np 3 -x VLM_FAULT="stop:$phase:1$at_step" "$train" --config "$config" --set loop.steps=4 \
+    --set loop.global_batch_size=48 --set checkpoint.dir="$dir" "${short[@]}" "${extra[@]}"
+  wait_for "$log" "rank 1 stops itself at $phase"
+  children=($(pgrep -P $pid -f vlm-train))
+  finish
+  ((status != 0)) || fail "$phase: mpirun exited 0 with a stopped rank"
+  ((elapsed <= bound)) || fail "$phase: the job took ${elapsed}s to end (bound ${bound}s)"
+  grep -qE "on group [^:]+: ranks \{1\} never arrived" "$log" ||
+    fail "$phase: no report naming rank 1: $(grep -E 'vlm:|error' "$log" | head -5)"
+  grep -q "rank 1: NOT RESPONDING (stopped or dead)" "$log" || fail "$phase: rank 1 not reported as not responding"
+  for r in 0 2; do
+    [[ -f $dir/flight/rank-$r.json ]] || fail "$phase: no flight record of rank $r"
+    valid_json "$dir/flight/rank-$r.json" || fail "$phase: $dir/flight/rank-$r.json is not valid JSON"
+  done
+  all_gone "${children[@]}" || fail "$phase: rank processes survive the job"
+  echo "$phase: ended after ${elapsed}s: $(grep -m1 -oE '[a-z_]+ #[0-9]+ on group [^:]+: ranks \{1\} never arrived' "$log")"
+done
+pass "SIGSTOP at every phase"
+
+echo "== ranks started with different configs (MPMD) stop at once, naming the field"
+for field in optim.lr=0.0005 data.seed=77 loop.steps=31; do
+  start "mpmd-$field" -np 1 "$train" --config "$config" "${short[@]}" : -np 1 "$train" --config "$config" "${short[@]}" \
+    --set "$field"
+  finish
+  ((status != 0)) || fail "$field: mismatched ranks trained"
+  grep -q "ranks {1} differ from rank 0" "$log" || fail "$field: no mismatch message: $(tail -3 "$log")"
+  grep -q "differs from rank 0 in ${field%%=*}" "$log" || fail "$field: the message does not name ${field%%=*}"
+  grep -q "^step " "$log" && fail "$field: a step ran before the mismatch was found"
+  echo "$field: $(grep -m1 -o "differs from rank 0 in ${field%%=*}[^(]*" "$log")"
+done
+pass "config mismatch"
+
+echo "== non-finite loss: skipped, counted, and the job stops after loop.max_skipped_steps"
+start nan -np 2 -x VLM_FAULT=nan:0:3 "$train" --config "$config" --set loop.steps=20 --set loop.log_every=1 \
+  --set loop.max_skipped_steps=3 "${short[@]}"
+finish
+((status != 0)) || fail "a run of non-finite losses trained to the end"
+grep -q "step 4: loss nan" "$log" || fail "the first skipped step is not logged"
+grep -q "not finite for 3 consecutive steps (steps 4..6)" "$log" || fail "no stop after 3 skipped steps: $(tail -3 "$log")"
+grep -q "^step 7/" "$log" && fail "trained on after the limit"
+pass "non-finite loss"
+
+echo "== start-up checks: what would fail later fails before the first step"
+expect_startup_error() {  # NAME PATTERN ARGS...
+  local name=$1 pattern=$2
+  shift 2
+  "$train" "$@" > "$root/$name.log" 2>&1 && fail "$name: vlm-train succeeded"
+  grep -qE -- "$pattern" "$root/$name.log" || fail "$name: no /$pattern/ in: $(tail -3 "$root/$name.log")"
+  grep -q "^step " "$root/$name.log" && fail "$name: trained before the error"
+  echo "$name: $(grep -m1 -oE -- "$pattern.{0,60}" "$root/$name.log")"
+}
+touch "$root/a-file"
+expect_startup_error unwritable "cannot create the directory" --config "$config" --set checkpoint.dir="$root/a-file/ckpt"
+expect_startup_error config-directory "is a directory, not a config file" --config "$root"
+: > "$root/empty.pbtxt"
+expect_startup_error empty-config "holds no settings" --config "$root/empty.pbtxt"
+port=$((20000 + $$ % 20000))
+"$train" --config "$config" --set loop.steps=100000 --set loop.log_every=1 --set metrics.enabled=true \
+  --set metrics.port_base=$port > "$root/port-holder.log" 2>&1 &
+holder=$!
+pids+=($holder)
+wait_for "$root/port-holder.log" "^step 2/"
+expect_startup_error busy-port "cannot serve metrics on .*:$port" --config "$config" --set metrics.enabled=true \
+  --set metrics.port_base=$port
+kill -9 $holder
+pass "start-up checks"
+
+echo "fault tests: $passed passed, 0 failed"
