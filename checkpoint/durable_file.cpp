@@ -58,6 +58,7 @@ void DurableFile::commit() {
     errno = error;
     fail(path_, "rename");
   }
+  renamed_ = true;
   fsync_directory(std::filesystem::path(path_).parent_path().string());
 }
 

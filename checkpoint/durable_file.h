@@ -23,11 +23,15 @@ class DurableFile {
   uint64_t size() const { return size_; }
   void commit();
   const std::string& path() const { return path_; }
+  // Whether PATH was replaced: after a failed commit(), true when only the
+  // directory's fsync failed (PATH holds the new bytes, perhaps not durably).
+  bool renamed() const { return renamed_; }
 
  private:
   std::string path_, tmp_;
   int fd_ = -1;
   uint64_t size_ = 0;
+  bool renamed_ = false;
 };
 
 // PATH replaced by `bytes`, durably and atomically.

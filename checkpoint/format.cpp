@@ -26,6 +26,15 @@ uint64_t get_le(const std::string& in, size_t at, int bytes) {
   return value;
 }
 
+// The manifest's checksum covers its version and length fields too, so that a
+// flipped version bit reads as damage, not as a newer format.
+uint32_t manifest_crc(const std::string& version_field, const std::string& length_field, const char* message,
+                      uint64_t length) {
+  uint32_t crc = crc32c(version_field.data(), 4);
+  crc = crc32c_combine(crc, crc32c(length_field.data(), 8), 8);
+  return crc32c_combine(crc, crc32c(message, length), length);
+}
+
 // Bits in which the first 8 bytes differ from the magic: 0 is a version-3
 // header, 1 a damaged one (a version-2 manifest starts with 0x08, far away).
 int magic_distance(const std::string& bytes) {
@@ -66,13 +75,16 @@ int64_t step_of_directory_name(const std::string& name) {
   return std::regex_match(name, m, kStep) ? std::stoll(m[1]) : -1;
 }
 
-std::string encode_manifest(const Manifest& manifest) {
+std::string encode_manifest(const Manifest& manifest, int format_version) {
   std::string message;
   if (!manifest.SerializeToString(&message)) throw CheckpointError("cannot serialize the manifest");
+  std::string version, length;
+  put_le(version, static_cast<uint32_t>(format_version), 4);
+  put_le(length, message.size(), 8);
   std::string out(kManifestMagic, sizeof kManifestMagic);
-  put_le(out, static_cast<uint32_t>(kCheckpointFormatVersion), 4);
-  put_le(out, crc32c(message.data(), message.size()), 4);
-  put_le(out, message.size(), 8);
+  out += version;
+  put_le(out, manifest_crc(version, length, message.data(), message.size()), 4);
+  out += length;
   return out + message;
 }
 
@@ -82,19 +94,20 @@ Manifest decode_manifest(const std::string& bytes, const std::string& path) {
   if (distance == 0) {
     if (bytes.size() < kManifestHeader) throw CheckpointError(path + ": truncated manifest header");
     const uint64_t version = get_le(bytes, 8, 4), crc = get_le(bytes, 12, 4), length = get_le(bytes, 16, 8);
-    if (version > static_cast<uint64_t>(kCheckpointFormatVersion) && version < 1000) {
-      throw CheckpointError(path + ": format version " + std::to_string(version) + " is newer than this vlmtrain reads (" +
-                            std::to_string(kCheckpointFormatVersion) + "). HINT: use a newer vlmtrain");
-    }
-    if (version != static_cast<uint64_t>(kCheckpointFormatVersion)) {
-      throw CheckpointError(path + ": damaged manifest header (format version field reads " + std::to_string(version) + ")");
-    }
     if (length != bytes.size() - kManifestHeader) {
       throw CheckpointError(path + ": damaged or truncated manifest: the header says " + std::to_string(length) +
                             " bytes follow, the file holds " + std::to_string(bytes.size() - kManifestHeader));
     }
-    if (crc32c(bytes.data() + kManifestHeader, length) != crc) {
+    if (manifest_crc(bytes.substr(8, 4), bytes.substr(16, 8), bytes.data() + kManifestHeader, length) != crc) {
       throw CheckpointError(path + ": damaged manifest: its checksum does not match");
+    }
+    if (version > static_cast<uint64_t>(kCheckpointFormatVersion)) {  // intact, and written by a newer vlmtrain
+      throw CheckpointError(path + ": format version " + std::to_string(version) + " is newer than this vlmtrain reads (" +
+                            std::to_string(kCheckpointFormatVersion) + "). HINT: use a newer vlmtrain");
+    }
+    if (version != static_cast<uint64_t>(kCheckpointFormatVersion)) {
+      throw CheckpointError(path + ": not a valid manifest (format version " + std::to_string(version) +
+                            " in a version-3 header)");
     }
     if (!manifest.ParseFromArray(bytes.data() + kManifestHeader, static_cast<int>(length)) ||
         manifest.format_version() != kCheckpointFormatVersion) {
@@ -137,18 +150,20 @@ std::string decode_latest(const std::string& bytes, const std::string& path) {
 }
 
 std::string read_latest(const std::string& root) {
-  const std::string path = root + "/latest";
+  const std::string path = (root.empty() ? std::string(".") : root) + "/latest";
   if (!fs::exists(path)) return "";
   return decode_latest(read_file(path, 4096), path);
 }
 
 std::string resolve_checkpoint(const std::string& root, const std::string& which) {
   if (which == "latest") {
-    const std::string name = read_latest(root);
+    const std::string folder = root.empty() ? "." : root;
+    const std::string name = read_latest(folder);
     if (name.empty()) {
-      throw CheckpointError(root + "/latest: no checkpoint to resume from. HINT: check checkpoint.dir, or pass --resume PATH");
+      throw CheckpointError(folder + "/latest: no checkpoint there. HINT: check checkpoint.dir, or pass a step "
+                                     "directory (ROOT/step-NNNNNNNN)");
     }
-    return root + "/" + name;
+    return folder + "/" + name;
   }
   const fs::path path(which);
   if (path.filename() == "latest" && fs::is_regular_file(path)) {

@@ -32,10 +32,12 @@ std::string step_directory_name(int64_t step);
 // The step of a name such as "step-00000012", or -1 for any other name.
 int64_t step_of_directory_name(const std::string& name);
 
-// manifest.pb, version 3: "VLMMANIF", the format version (uint32), the
-// message's CRC-32C (uint32) and length (uint64), all little-endian, then the
-// message. Version 2 files are the bare message.
-std::string encode_manifest(const Manifest& manifest);
+// manifest.pb, version 3: "VLMMANIF", the format version (uint32), a CRC-32C
+// (uint32) of the version field, the length field and the message, the
+// message's length (uint64), all little-endian, then the message. Version 2
+// files are the bare message.
+// `version`: other values only to test how a reader meets other versions.
+std::string encode_manifest(const Manifest& manifest, int version = kCheckpointFormatVersion);
 Manifest decode_manifest(const std::string& bytes, const std::string& path);
 
 // `latest`, version 3: "step-NNNNNNNN <CRC-32C of the name, 8 hex digits>\n";

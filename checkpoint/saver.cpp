@@ -181,27 +181,31 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
   records.SerializeToString(&record_bytes);
   const std::vector<std::string> rng_states = gather_bytes(group, rng_bytes, 0, timeout);
   const std::vector<std::string> all_records = gather_bytes(group, record_bytes, 0, timeout);
-  std::string pruning_problem;
   if (group.rank() == 0) {
     try {
       commit_checkpoint(root, directory, merged_manifest(snap, all_records, rng_states));
+    } catch (const CommitError& e) {
+      // Not committed: its bytes are freed, unless `latest` already names it
+      // (its rename went through; only the directory's fsync failed).
+      std::error_code ignored;
+      if (!e.latest_moved) std::filesystem::remove_all(directory, ignored);
+      failure = std::make_exception_ptr(CheckpointError(
+          std::string(e.what()) + (e.latest_moved ? "; latest already names " + name + ", which may not survive a crash"
+                                                  : "; the previous checkpoint and latest are unchanged")));
     } catch (...) {
       failure = std::current_exception();
-      // Not committed: its bytes are freed, unless `latest` already names it
-      // (its rename went through and only the directory's fsync failed).
-      std::string named;
-      try {
-        named = read_latest(root);
-      } catch (const std::exception&) {
-      }
       std::error_code ignored;
-      if (named != name) std::filesystem::remove_all(directory, ignored);
+      std::filesystem::remove_all(directory, ignored);
     }
-    if (!failure) pruning_problem = prune_checkpoints(root, keep, name, snap.lineage_id);
   }
-  agree_on_success(failure, group, timeout, "commit " + directory + "; the previous checkpoint and latest are unchanged");
-  LOG_IF(WARNING, !pruning_problem.empty()) << "checkpoint " << directory
-                                            << " is saved, but older ones could not be deleted: " << pruning_problem;
+  agree_on_success(failure, group, timeout, "commit " + directory);
+  // After the agreement: the other ranks do not wait for the deletions, and a
+  // failure here is a warning, the save stands.
+  if (group.rank() == 0) {
+    const std::string problem = prune_checkpoints(root, keep, name, snap.lineage_id);
+    LOG_IF(WARNING, !problem.empty()) << "checkpoint " << directory
+                                      << " is saved, but older ones could not be deleted: " << problem;
+  }
 }
 
 AsyncCheckpointer::~AsyncCheckpointer() {

@@ -63,9 +63,20 @@ TensorRecord ShardWriter::append(const std::string& name, const torch::Tensor& t
 }
 
 void commit_checkpoint(const std::string& root, const std::string& step_directory, const Manifest& manifest) {
-  fsync_directory(step_directory);  // the shard files' names are durable
-  write_file_durably(step_directory + "/manifest.pb", encode_manifest(manifest));
-  write_file_durably(root + "/latest", encode_latest(fs::path(step_directory).filename().string()));
+  try {
+    fsync_directory(step_directory);  // the shard files' names are durable
+    write_file_durably(step_directory + "/manifest.pb", encode_manifest(manifest));
+  } catch (const CheckpointError& e) {
+    throw CommitError(e.what(), false);
+  }
+  DurableFile latest(root + "/latest");
+  try {
+    const std::string pointer = encode_latest(fs::path(step_directory).filename().string());
+    latest.append(pointer.data(), pointer.size());
+    latest.commit();
+  } catch (const CheckpointError& e) {
+    throw CommitError(e.what(), latest.renamed());
+  }
 }
 
 namespace {
@@ -85,36 +96,45 @@ std::optional<uint64_t> lineage_of(const fs::path& step_directory) {
 }  // namespace
 
 std::string prune_checkpoints(const std::string& root, int keep, const std::string& just_written, uint64_t lineage_id) {
-  const int64_t newest = step_of_directory_name(just_written);
-  std::string protected_name;
   try {
-    protected_name = read_latest(root);
-  } catch (const std::exception&) {
-  }
-  std::vector<std::pair<int64_t, fs::path>> ours;  // complete, of this lineage, older than just_written
-  std::vector<fs::path> unfinished;
-  std::string problems;
-  std::error_code error;
-  for (const auto& entry : fs::directory_iterator(root, error)) {
-    const std::string name = entry.path().filename().string();
-    const int64_t step = step_of_directory_name(name);
-    if (step < 0 || step >= newest || name == protected_name || !entry.is_directory()) continue;
-    if (!fs::exists(entry.path() / "manifest.pb")) {
-      unfinished.push_back(entry.path());  // left by a crash or a failed save
-    } else if (lineage_of(entry.path()) == lineage_id) {
-      ours.emplace_back(step, entry.path());
+    const int64_t newest = step_of_directory_name(just_written);
+    std::string protected_name;
+    try {
+      protected_name = read_latest(root);
+    } catch (const std::exception& e) {
+      return e.what();  // cannot tell what latest names: delete nothing
     }
+    std::vector<std::pair<int64_t, fs::path>> ours;  // complete, of this lineage, older than just_written
+    std::vector<fs::path> unfinished;
+    std::error_code error;
+    for (fs::directory_iterator it(root, error), end; !error && it != end; it.increment(error)) {
+      const fs::path& path = it->path();
+      const std::string name = path.filename().string();
+      const int64_t step = step_of_directory_name(name);
+      std::error_code unreadable;  // an entry that cannot be examined is left alone
+      if (step < 0 || step >= newest || name == protected_name || !fs::is_directory(path, unreadable)) continue;
+      const bool complete = fs::exists(path / "manifest.pb", unreadable);
+      if (unreadable) continue;
+      if (!complete) {
+        unfinished.push_back(path);  // left by a crash or a failed save
+      } else if (lineage_of(path) == lineage_id) {
+        ours.emplace_back(step, path);
+      }
+    }
+    if (error) return root + ": cannot list: " + error.message();
+    std::sort(ours.begin(), ours.end());
+    const size_t keep_older = static_cast<size_t>(std::max(keep - 1, 0));  // just_written is one of `keep`
+    std::vector<fs::path> doomed = unfinished;
+    for (size_t i = 0; i + keep_older < ours.size(); ++i) doomed.push_back(ours[i].second);
+    std::string problems;
+    for (const fs::path& dir : doomed) {
+      fs::remove_all(dir, error);
+      if (error) problems += (problems.empty() ? "" : "; ") + dir.string() + ": " + error.message();
+    }
+    return problems;
+  } catch (const std::exception& e) {
+    return root + ": " + e.what();
   }
-  if (error) return root + ": cannot list: " + error.message();
-  std::sort(ours.begin(), ours.end());
-  const size_t keep_older = static_cast<size_t>(std::max(keep - 1, 0));  // just_written is one of `keep`
-  std::vector<fs::path> doomed = unfinished;
-  for (size_t i = 0; i + keep_older < ours.size(); ++i) doomed.push_back(ours[i].second);
-  for (const fs::path& dir : doomed) {
-    fs::remove_all(dir, error);
-    if (error) problems += (problems.empty() ? "" : "; ") + dir.string() + ": " + error.message();
-  }
-  return problems;
 }
 
 }  // namespace vlm

@@ -29,15 +29,24 @@ class ShardWriter {
   DurableFile file_;
 };
 
+// A commit that failed, and whether `latest` already names the new step (its
+// rename went through; only the directory's fsync failed).
+class CommitError : public CheckpointError {
+ public:
+  CommitError(const std::string& message, bool latest_moved) : CheckpointError(message), latest_moved(latest_moved) {}
+  bool latest_moved;
+};
+
 // Writes the manifest into `step_directory`, then points ROOT/latest at it.
+// Throws CommitError.
 void commit_checkpoint(const std::string& root, const std::string& step_directory, const Manifest& manifest);
 
 // After `just_written` (a step directory name) was committed: deletes the
 // checkpoints of its lineage (Manifest.lineage_id) beyond the newest `keep`,
 // and unfinished step directories older than it. It never deletes
 // `just_written`, what `latest` names, anything newer, or another lineage's
-// checkpoints. Returns what it could not delete ("" if nothing): a failure
-// here is a warning, the save itself succeeded.
+// checkpoints. Never throws: returns what it could not delete or read ("" if
+// nothing); a failure here is a warning, the save itself succeeded.
 std::string prune_checkpoints(const std::string& root, int keep, const std::string& just_written, uint64_t lineage_id);
 
 }  // namespace vlm

@@ -222,9 +222,16 @@ void MpiBackend::communication_loop() {
         }
         queue_.clear();
         queue_size_.store(0);
+        // Point-to-point still in flight (only when an error unwinds past
+        // unwaited sends): MPI may still touch their buffers, so they stay
+        // alive for the rest of the process; their waiters get the error.
+        for (auto& op : in_flight) {
+          op->complete(std::make_exception_ptr(CommError(op->what + ": the backend shut down before it completed")));
+          new std::shared_ptr<Operation>(op);
+        }
         exited_ = true;
         exited_signal_.notify_all();
-        return;  // requests still in flight are left to MPI_Comm_free
+        return;
       }
       if (!queue_.empty()) {
         op = queue_.front();

@@ -21,12 +21,15 @@ using Clock = std::chrono::steady_clock;
 
 // A heartbeat goes out when the rank's progress changed (at most every
 // kHeartbeatMinGap), and at least every kHeartbeatPeriod: what a stopped rank
-// last said is then at most kHeartbeatMinGap old.
-constexpr auto kHeartbeatPeriod = std::chrono::milliseconds(500);
-constexpr auto kHeartbeatMinGap = std::chrono::milliseconds(50);
-constexpr auto kPollPeriod = std::chrono::milliseconds(10);
+// last said is then at most about kHeartbeatMinGap old. The monitor wakes every
+// kPollPeriod: more often cost 5% of a 2-rank step on 2 cores (its MPI calls
+// contend with the communication threads'); this often is within noise.
+constexpr auto kHeartbeatPeriod = std::chrono::milliseconds(1000);
+constexpr auto kHeartbeatMinGap = std::chrono::milliseconds(100);
+constexpr auto kPollPeriod = std::chrono::milliseconds(100);
 constexpr Millis kHangSurveyPatience{5000};   // how long live ranks get to answer
 constexpr Millis kErrorSurveyPatience{3000};
+constexpr Millis kMonitorStartTimeout{600'000};  // the ranks have just left MPI_Init together
 constexpr int kMaxChannels = 24;
 enum Tag : int { kHeartbeat = 1, kQuery = 2, kReply = 3 };
 
@@ -156,7 +159,14 @@ std::string write_flight_record(const std::string& reason) {
 }
 
 PeerMonitor::PeerMonitor(MPI_Comm world) {
-  VLM_MPI_CHECK(MPI_Comm_dup(world, &comm_));
+  {
+    StuckOperation stuck;
+    stuck.description = "MPI_Comm_dup for the peer monitor, right after MPI_Init (" + process_label() + ")";
+    stuck.op = "comm_dup";
+    stuck.group = stuck.channel = stuck.participant_channel = "setup";
+    DeadlineGuard guard(stuck, kMonitorStartTimeout);  // no monitor yet: the report can name no one
+    VLM_MPI_CHECK(MPI_Comm_dup(world, &comm_));
+  }
   VLM_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   VLM_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
   VLM_MPI_CHECK(MPI_Comm_size(comm_, &size_));
@@ -242,10 +252,12 @@ std::vector<std::optional<RankProgress>> PeerMonitor::survey(const std::string& 
   std::unique_lock<std::mutex> only_once(survey_mutex_, std::try_to_lock);
   while (!only_once.owns_lock()) std::this_thread::sleep_for(std::chrono::seconds(1));  // the first survey ends the job
   const auto deadline = Clock::now() + patience;
-  std::vector<ReplyOf<Wire>> replies(static_cast<size_t>(size_));
-  std::vector<MPI_Request> receives(static_cast<size_t>(size_), MPI_REQUEST_NULL);
+  // MPI may still write a late answer into these after this returns, while
+  // the job ends: they live for the rest of the process.
+  auto& replies = *new std::vector<ReplyOf<Wire>>(static_cast<size_t>(size_));
+  auto& receives = *new std::vector<MPI_Request>(static_cast<size_t>(size_), MPI_REQUEST_NULL);
   std::vector<MPI_Request> queries(static_cast<size_t>(size_), MPI_REQUEST_NULL);
-  Query query;
+  auto& query = *new Query;
   copy_text(query.reason, reason);
   for (int q = 0; q < size_; ++q) {
     if (q == rank_) continue;

@@ -4,8 +4,9 @@
 // collective (or a rank that is stopped or dead) can still be found:
 //  - every rank sends its progress (phase, current operation, per-channel
 //    sequence numbers from the flight recorder) to its successor
-//    (rank + 1 mod world) twice a second: what a stopped rank last said
-//    survives on a live one (O(world) messages, however large the job);
+//    (rank + 1 mod world) when it changes, at most every 100 ms, and at least
+//    once a second: what a stopped rank last said survives on a live one
+//    (O(world) messages, however large the job);
 //  - when an operation times out, the rank that noticed asks every rank for
 //    its progress and its predecessor's last heartbeat, and to write its
 //    flight record; it waits a bounded time, prints who never arrived

@@ -193,6 +193,19 @@ TEST(CheckpointPruning, KeepsThisLineageNeverTheNewestAndNeverAnotherRuns) {
   for (int64_t step : {3, 4}) EXPECT_FALSE(fs::exists(root + "/" + step_directory_name(step))) << step;
   for (int64_t step : {1, 2, 9}) EXPECT_TRUE(fs::exists(root + "/" + step_directory_name(step))) << "another lineage's";
   EXPECT_FALSE(fs::exists(root + "/step-00000000")) << "unfinished and older";
+
+  // What `latest` names is never deleted, even when pruning would take it
+  // (here it points back at step 5 while step 7 is written).
+  write_file_durably(root + "/latest", encode_latest("step-00000005"));
+  fake_checkpoint(root, 7, 2);
+  EXPECT_EQ(prune_checkpoints(root, /*keep=*/1, "step-00000007", 2), "");
+  EXPECT_TRUE(fs::exists(root + "/step-00000005")) << "named by latest";
+  EXPECT_FALSE(fs::exists(root + "/step-00000006")) << "beyond keep=1 of its lineage";
+  // A `latest` that cannot be read: nothing is deleted, and the problem is returned.
+  write_bytes(root + "/latest", "garbage");
+  fake_checkpoint(root, 8, 2);
+  EXPECT_NE(prune_checkpoints(root, 1, "step-00000008", 2), "");
+  EXPECT_TRUE(fs::exists(root + "/step-00000007"));
 }
 
 TEST(CheckpointDirectory, ASecondJobIsRefused) {

@@ -240,9 +240,8 @@ TEST_F(Checkpoint, DamagedInputIsAClearError) {
 
   const std::string newer = damaged_copy("newer");
   {
-    std::string bytes = encode_manifest(CheckpointReader(good).manifest());
-    bytes[8] = static_cast<char>(kCheckpointFormatVersion + 1);  // the header's version field
-    std::ofstream(newer + "/manifest.pb", std::ios::binary | std::ios::trunc) << bytes;
+    std::ofstream(newer + "/manifest.pb", std::ios::binary | std::ios::trunc)
+        << encode_manifest(CheckpointReader(good).manifest(), kCheckpointFormatVersion + 1);
   }
   EXPECT_NE(error_of(newer, config).find("is newer than this vlmtrain reads"), std::string::npos);
 

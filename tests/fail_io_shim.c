@@ -1,8 +1,10 @@
 // LD_PRELOAD shim for the I/O fault tests (tests/io_fault_test.sh): makes one
 // kind of call fail, on paths containing a given text, as a failing disk
-// would. VLM_FAIL_IO="<call>:<path text>[:<errno>]", where <call> is write,
-// fsync, close, rename or remove (remove, unlink, unlinkat, rmdir) and
-// <errno> is EIO (the default) or ENOSPC. A failing close still closes.
+// would. VLM_FAIL_IO="<call>:<path text>[:<errno>[:<n>]]", where <call> is
+// write, fsync, close, rename or remove (remove, unlink, unlinkat, rmdir),
+// <path text> is found anywhere in the path (or at its end, written with a
+// trailing '$'), <errno> is EIO (the default) or ENOSPC, and the calls fail
+// from the n-th matching one on (default 1). A failing close still closes.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -12,14 +14,24 @@
 #include <unistd.h>
 
 static int matches(const char* call, const char* path) {
+  static int seen = 0;  // matching calls so far
   const char* spec = getenv("VLM_FAIL_IO");
   if (spec == NULL || path == NULL) return 0;
   char copy[512];
   snprintf(copy, sizeof copy, "%s", spec);
   char* wanted_call = strtok(copy, ":");
   char* text = strtok(NULL, ":");
-  if (wanted_call == NULL || text == NULL || strcmp(wanted_call, call) != 0 || strstr(path, text) == NULL) return 0;
+  if (wanted_call == NULL || text == NULL || strcmp(wanted_call, call) != 0) return 0;
+  const size_t length = strlen(text), path_length = strlen(path);
+  if (length > 0 && text[length - 1] == '$') {
+    text[length - 1] = '\0';
+    if (path_length < length - 1 || strcmp(path + path_length - (length - 1), text) != 0) return 0;
+  } else if (strstr(path, text) == NULL) {
+    return 0;
+  }
   const char* code = strtok(NULL, ":");
+  const char* from = strtok(NULL, ":");
+  if (++seen < (from != NULL ? atoi(from) : 1)) return 0;
   errno = code != NULL && strcmp(code, "ENOSPC") == 0 ? ENOSPC : EIO;
   return 1;
 }

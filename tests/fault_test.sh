@@ -14,7 +14,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 passed=0
 pass() { echo "ok: $*"; passed=$((passed + 1)); }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-timeout_s=5
+timeout_s=10
 bound=$((timeout_s + 30))  # the bound: the timeout plus 30 s
 short=(--set comm.timeout_seconds=$timeout_s --set comm.init_timeout_seconds=$timeout_s)
 

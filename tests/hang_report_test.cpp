@@ -77,12 +77,15 @@ TEST(FlightRecorder, SequenceNumbersAreCountedPerChannel) {
   recorder.set_state(a, OpState::kStarted);
   recorder.set_state(a, OpState::kCompleted);
   recorder.set_state(c, OpState::kStarted);
+  bool found = false;
   for (const ChannelProgress& p : recorder.progress()) {
     if (p.channel != "test-channel-a") continue;
+    found = true;
     EXPECT_EQ(p.started, seq_c);
     EXPECT_EQ(p.completed, seq_a);
     EXPECT_EQ(p.last_op, "broadcast");
   }
+  EXPECT_TRUE(found) << "no progress for test-channel-a";
   EXPECT_EQ(recorder.current().rfind("barrier #1 on test-channel-b", 0), 0u) << "the oldest unfinished";
   const std::string json = recorder.to_json(3, "a \"quoted\" reason");
   EXPECT_NE(json.find("\"reason\": \"a \\\"quoted\\\" reason\""), std::string::npos) << json;

@@ -53,6 +53,20 @@ for fault in write:shard-00000.bin.tmp fsync:shard-00000.bin.tmp close:shard-000
 done
 pass "failed calls"
 
+echo "== latest is renamed into place, then its folder's fsync fails: the save fails, and says latest moved"
+dir="$root/latest-moved"
+cp -r "$root/base" "$dir"
+# The folder's fsyncs: the start-up probe's, then latest's (the second).
+if VLM_FAIL_IO="fsync:latest-moved\$:EIO:2" LD_PRELOAD="$shim" "$train" "${base[@]}" --set checkpoint.dir="$dir" \
+    --set loop.steps=3 --resume latest > "$dir.log" 2>&1; then
+  fail "the run succeeded though latest's folder could not be synced"
+fi
+grep -q "$dir: fsync failed: Input/output error (errno 5); latest already names step-00000003" "$dir.log" ||
+  fail "the error does not say that latest moved: $(grep -m2 -E 'error|failed' "$dir.log")"
+[[ $(latest_name "$dir") == step-00000003 ]] && "$ckpt" verify "$dir" > /dev/null ||
+  fail "latest names a step that does not verify"
+pass "latest moved, then the fsync failed"
+
 echo "== pruning fails after a committed save: a warning, the save stands"
 dir="$root/prune"
 cp -r "$root/base" "$dir"

@@ -182,7 +182,9 @@ void Trainer::load_checkpoint(const std::string& step_directory) {
   checkpoints_.wait();  // a save in progress may still be copying the tensors
   const CheckpointReader reader(step_directory);
   step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, optimizer_.get());
-  lineage_id_ = reader.manifest().lineage_id();
+  // A format-2 checkpoint has no lineage: continuing it starts a new one, so
+  // that pruning never takes other runs' format-2 checkpoints for this run's.
+  if (reader.manifest().lineage_id() != 0) lineage_id_ = reader.manifest().lineage_id();
 }
 
 VlmModel Trainer::whole_model() const {
@@ -341,16 +343,16 @@ void Trainer::reduce_tied_gradients(Millis timeout) {
 void Trainer::optimizer_step(StepStats& stats, Millis timeout) {
   // One agreement for the step: the losses (each computed on one stage) and
   // the squared gradient norm (each tensor counted once, on the first stage
-  // holding it) summed over the pipeline, then the losses averaged over the DP
-  // replicas. Gradients are already DP-averaged, so the norm is the same on
-  // every replica and every rank decides the same way below.
+  // holding it) summed over the pipeline, then averaged over the DP replicas.
+  // Every rank then holds the same values and decides the same way below.
   std::vector<torch::Tensor> norms;
   for (const auto& p : owned_) norms.push_back(p.tensor.grad().norm(2).to(torch::kDouble));
   torch::Tensor norm_squared = norms.empty() ? torch::zeros({1}, torch::kDouble) : torch::stack(norms).pow(2).sum().view({1});
   torch::Tensor parts = torch::cat({losses_, norm_squared});
   pipeline_.allreduce(parts, {ReduceOp::kSum, timeout})->wait();
-  torch::Tensor losses = parts.narrow(0, 0, 2);
-  data_parallel_.allreduce(losses, {ReduceOp::kAvg, timeout})->wait();
+  // The norm too: replicas' norms of the same gradients may differ in the
+  // last bit (reduction order with other thread counts); the mean is one value.
+  data_parallel_.allreduce(parts, {ReduceOp::kAvg, timeout})->wait();
   const auto* values = parts.data_ptr<double>();
   const ModelSpec& spec = stage_->spec();
   stats.contrastive_loss = values[0];
@@ -394,7 +396,7 @@ StepStats Trainer::train_step() {
   stats.step = step_;
   losses_ = torch::zeros({2}, torch::kDouble);
   peak_in_flight_ = 0;
-  const int64_t heap_at_start = heap_bytes();
+  const int64_t heap_at_start = stages_ > 1 ? heap_bytes() : 0;  // activation memory: a pipeline measurement
   peak_activation_bytes_ = 0;
   int backwards_left = config_.loop().micro_batches();
   double busy = 0;
@@ -434,7 +436,7 @@ StepStats Trainer::train_step() {
         stats.optimizer_seconds = seconds_since(t);
         break;
     }
-    peak_activation_bytes_ = std::max(peak_activation_bytes_, heap_bytes() - heap_at_start);
+    if (stages_ > 1) peak_activation_bytes_ = std::max(peak_activation_bytes_, heap_bytes() - heap_at_start);
   }
   for (auto& w : sends_) w->wait();
   sends_.clear();

@@ -100,8 +100,8 @@ class Trainer {
   // Canonical names of this stage's tensors that other stages also hold.
   std::vector<std::string> tied_parameter_names() const;
   std::vector<int64_t> bucket_bytes() const { return reducer_->bucket_bytes(); }
-  // Most micro-batches forwarded but not yet backwarded, and the most heap
-  // bytes above the step's start, during the last step.
+  // Most micro-batches forwarded but not yet backwarded, and (with stages)
+  // the most heap bytes above the step's start, during the last step.
   int peak_in_flight() const { return peak_in_flight_; }
   int64_t peak_activation_bytes() const { return peak_activation_bytes_; }
   int64_t skipped_steps() const { return skipped_steps_; }
