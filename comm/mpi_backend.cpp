@@ -141,13 +141,8 @@ struct MpiBackend::Operation : Work {
 
 MpiBackend::MpiBackend(MPI_Comm group, std::string group_name, Millis init_timeout)
     : Backend(group, std::move(group_name)) {
-  {
-    const auto [id, seq] = FlightRecorder::instance().record(channel(), "comm_dup", "", 0);
-    DeadlineGuard guard(stuck_operation("comm_dup", describe_on_group("MPI_Comm_dup"), seq, channel(), -1, false),
-                        init_timeout);
-    VLM_MPI_CHECK(MPI_Comm_dup(group, &comm_));
-    FlightRecorder::instance().set_state(id, OpState::kCompleted);
-  }
+  run_with_deadline(channel(), "comm_dup", describe_on_group("MPI_Comm_dup"), members(), init_timeout,
+                    [&] { VLM_MPI_CHECK(MPI_Comm_dup(group, &comm_)); });
   VLM_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   thread_ = std::thread([this] { communication_loop(); });
 }

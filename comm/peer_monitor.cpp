@@ -159,14 +159,9 @@ std::string write_flight_record(const std::string& reason) {
 }
 
 PeerMonitor::PeerMonitor(MPI_Comm world) {
-  {
-    StuckOperation stuck;
-    stuck.description = "MPI_Comm_dup for the peer monitor, right after MPI_Init (" + process_label() + ")";
-    stuck.op = "comm_dup";
-    stuck.group = stuck.channel = stuck.participant_channel = "setup";
-    DeadlineGuard guard(stuck, kMonitorStartTimeout);  // no monitor yet: the report can name no one
-    VLM_MPI_CHECK(MPI_Comm_dup(world, &comm_));
-  }
+  // No monitor yet: a report could name no one, but the job still ends.
+  run_with_deadline("setup", "comm_dup", "MPI_Comm_dup for the peer monitor (" + process_label() + ")", {},
+                    kMonitorStartTimeout, [&] { VLM_MPI_CHECK(MPI_Comm_dup(world, &comm_)); });
   VLM_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   VLM_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
   VLM_MPI_CHECK(MPI_Comm_size(comm_, &size_));
@@ -347,6 +342,22 @@ DeadlineGuard::~DeadlineGuard() {
   }
   state_->finished.notify_all();
   thread_.join();
+}
+
+void run_with_deadline(const std::string& channel, const std::string& op, const std::string& description,
+                       const std::vector<int>& participants, Millis timeout, const std::function<void()>& call) {
+  const auto [id, seq] = FlightRecorder::instance().record(channel, op, "", 0);
+  StuckOperation stuck;
+  stuck.description = description;
+  stuck.op = op;
+  stuck.group = stuck.channel = stuck.participant_channel = channel;
+  stuck.seq = seq;
+  stuck.participants = participants;
+  {
+    DeadlineGuard guard(stuck, timeout);
+    call();
+  }
+  FlightRecorder::instance().set_state(id, OpState::kCompleted);
 }
 
 }  // namespace vlm

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -93,5 +94,12 @@ class DeadlineGuard {
   std::shared_ptr<State> state_;
   std::thread thread_;
 };
+
+// Runs `call`, a blocking collective with no timeout of its own, as the next
+// operation `op` of `channel` in the flight recorder, under a DeadlineGuard:
+// if it has not returned after `timeout`, the job ends with a report of which
+// of `participants` (world ranks) never arrived.
+void run_with_deadline(const std::string& channel, const std::string& op, const std::string& description,
+                       const std::vector<int>& participants, Millis timeout, const std::function<void()>& call);
 
 }  // namespace vlm

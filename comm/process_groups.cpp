@@ -2,7 +2,6 @@
 
 #include <glog/logging.h>
 
-#include "comm/flight_recorder.h"
 #include "comm/mpi_backend.h"
 #include "comm/mpi_check.h"
 #include "comm/peer_monitor.h"
@@ -20,20 +19,11 @@ ProcessGroups::ProcessGroups(const Topology& topology, GroupOptions options, MPI
 ProcessGroups::~ProcessGroups() = default;
 
 MPI_Comm ProcessGroups::split_communicator(int color, int key, const std::string& name) const {
-  const auto [id, seq] = FlightRecorder::instance().record("setup", "comm_split", name, 0);
-  StuckOperation stuck;
-  stuck.description = "MPI_Comm_split for group " + name + " (" + process_label() + ")";
-  stuck.op = "comm_split";
-  stuck.group = "setup";
-  stuck.seq = seq;
-  stuck.channel = stuck.participant_channel = "setup";
-  stuck.participants = control_->members();
   MPI_Comm comm = MPI_COMM_NULL;
-  {
-    DeadlineGuard guard(stuck, options_.init_timeout);
-    VLM_MPI_CHECK(MPI_Comm_split(world_, color == kNotMember ? MPI_UNDEFINED : color, key, &comm));
-  }
-  FlightRecorder::instance().set_state(id, OpState::kCompleted);
+  run_with_deadline("setup", "comm_split", "MPI_Comm_split for group " + name + " (" + process_label() + ")",
+                    control_->members(), options_.init_timeout, [&] {
+                      VLM_MPI_CHECK(MPI_Comm_split(world_, color == kNotMember ? MPI_UNDEFINED : color, key, &comm));
+                    });
   return comm;
 }
 

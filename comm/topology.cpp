@@ -1,8 +1,8 @@
 #include "comm/topology.h"
 
 #include <cstdlib>
+#include <vector>
 
-#include "comm/flight_recorder.h"
 #include "comm/mpi_check.h"
 #include "comm/peer_monitor.h"
 
@@ -62,18 +62,12 @@ ProcessInfo detect_process(std::chrono::milliseconds timeout) {
   VLM_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &info.rank));
   VLM_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &info.world_size));
   MPI_Comm host;
-  const auto [id, seq] = FlightRecorder::instance().record("setup", "comm_split_type", "ranks per host", 0);
-  {
-    StuckOperation stuck;
-    stuck.description = "MPI_Comm_split_type (ranks per host) (" + process_label() + ")";
-    stuck.op = "comm_split_type";
-    stuck.group = stuck.channel = stuck.participant_channel = "setup";
-    stuck.seq = seq;
-    for (int r = 0; r < info.world_size; ++r) stuck.participants.push_back(r);
-    DeadlineGuard guard(stuck, timeout);
-    VLM_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL, &host));
-  }
-  FlightRecorder::instance().set_state(id, OpState::kCompleted);
+  std::vector<int> everyone(static_cast<size_t>(info.world_size));
+  for (int r = 0; r < info.world_size; ++r) everyone[r] = r;
+  run_with_deadline("setup", "comm_split_type", "MPI_Comm_split_type (ranks per host) (" + process_label() + ")",
+                    everyone, timeout, [&] {
+                      VLM_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL, &host));
+                    });
   VLM_MPI_CHECK(MPI_Comm_rank(host, &info.local_rank));
   VLM_MPI_CHECK(MPI_Comm_size(host, &info.local_size));
   VLM_MPI_CHECK(MPI_Comm_free(&host));
