@@ -19,7 +19,7 @@ wait_for() {
   local file=$1 pattern=$2 limit=${3:-120}
   for _ in $(seq $((limit * 20))); do
     grep -qE -- "$pattern" "$file" 2> /dev/null && return 0
-    sleep 0.05
+    sleep 0.05  # polls until the line appears (bounded above)
   done
   fail "waited ${limit}s for /$pattern/ in $file"
 }

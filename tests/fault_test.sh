@@ -21,7 +21,7 @@ short=(--set comm.timeout_seconds=$timeout_s --set comm.init_timeout_seconds=$ti
 wait_for() {  # FILE PATTERN: until a line of FILE matches (at most 120 s)
   for _ in $(seq 2400); do
     grep -qE -- "$2" "$1" 2> /dev/null && return 0
-    sleep 0.05
+    sleep 0.05  # polls until the line appears (bounded above)
   done
   fail "waited 120 s for /$2/ in $1"
 }
