@@ -56,7 +56,7 @@ int bench(int argc, char** argv) {
   const std::string config_path = flags["config"];
   const int steps = std::stoi(flags["steps"]), warmup = std::stoi(flags["warmup"]);
   const Topology topology = make_topology(detect_process(), 1, 0);
-  const int threads = threads_per_rank(0, topology.process.local_size, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = threads_per_rank(0, topology.process.cpus, topology.process.cpu_sharers);
   apply_thread_count(threads);
   ProcessGroups groups(topology);
   const TrainConfig on = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps), "comm.overlap=true"});

@@ -7,9 +7,9 @@
 
 namespace vlm {
 
-int threads_per_rank(int requested, int local_ranks, int cores) {
+int threads_per_rank(int requested, int cpus, int sharers) {
   if (requested > 0) return requested;
-  return std::max(1, cores / std::max(1, local_ranks));
+  return std::max(1, cpus / std::max(1, sharers));
 }
 
 void apply_thread_count(int threads) {

@@ -1,5 +1,7 @@
 #include "comm/topology.h"
 
+#include <sched.h>
+
 #include <cstdlib>
 #include <vector>
 
@@ -47,12 +49,11 @@ void check_launcher_environment(const ProcessInfo& mpi, const char* (*getenv_fn)
     const char* size = getenv_fn(s.size);
     const char* rank = getenv_fn(s.rank);
     if (size == nullptr || rank == nullptr) continue;
-    if (std::atoi(size) != mpi.world_size || std::atoi(rank) != mpi.rank) {
+    if (mpi.world_size == 1 && std::atoi(size) > 1) {
       throw TopologyError(std::string(s.rank) + "=" + rank + " " + s.size + "=" + size +
-                          " but MPI reports rank " + std::to_string(mpi.rank) + " of " +
-                          std::to_string(mpi.world_size) +
-                          ": the launcher did not start the ranks as one MPI job. HINT: use "
-                          "mpirun, or srun --mpi=pmix (or pmi2) under Slurm");
+                          " but MPI reports rank 0 of 1: the launcher started " + size +
+                          " separate single-process MPI jobs, not one. HINT: use mpirun or vlm-launch, "
+                          "or srun --mpi=pmix (or pmi2) under Slurm");
     }
   }
 }
@@ -70,6 +71,21 @@ ProcessInfo detect_process(std::chrono::milliseconds timeout) {
                     });
   VLM_MPI_CHECK(MPI_Comm_rank(host, &info.local_rank));
   VLM_MPI_CHECK(MPI_Comm_size(host, &info.local_size));
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  if (sched_getaffinity(0, sizeof mine, &mine) != 0) CPU_SET(0, &mine);
+  std::vector<cpu_set_t> masks(static_cast<size_t>(info.local_size));
+  run_with_deadline("setup", "allgather", "MPI_Allgather (CPU affinity on this host) (" + process_label() + ")",
+                    everyone, timeout, [&] {
+                      VLM_MPI_CHECK(MPI_Allgather(&mine, sizeof mine, MPI_BYTE, masks.data(), sizeof mine, MPI_BYTE, host));
+                    });
+  info.cpus = CPU_COUNT(&mine);
+  info.cpu_sharers = 0;
+  for (cpu_set_t& other : masks) {
+    cpu_set_t both;
+    CPU_AND(&both, &mine, &other);
+    if (CPU_COUNT(&both) > 0) ++info.cpu_sharers;
+  }
   VLM_MPI_CHECK(MPI_Comm_free(&host));
   check_launcher_environment(info, [](const char* name) -> const char* { return std::getenv(name); });
   return info;

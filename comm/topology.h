@@ -19,6 +19,8 @@ struct ProcessInfo {
   int world_size = 1;
   int local_rank = 0;  // among the ranks on this host
   int local_size = 1;
+  int cpus = 1;         // CPUs this process may run on (sched_getaffinity: what Slurm or mpirun binding allows)
+  int cpu_sharers = 1;  // local ranks (this one included) whose allowed CPUs overlap this one's
 };
 
 struct Topology {
@@ -41,7 +43,11 @@ Topology make_topology(const ProcessInfo& process, int pipeline_stages, int data
 // Rank, size and local rank/size from MPI (local = ranks sharing this host's
 // memory), cross-checked against Slurm (SLURM_PROCID/NTASKS/LOCALID) and
 // torchrun-style (RANK/WORLD_SIZE/LOCAL_RANK) variables when those are set:
-// a disagreement means the launcher did not start MPI, and is an error.
+// a process alone in its MPI world while they say there are several means the
+// launcher did not start one MPI job (srun without --mpi), and is an error.
+// Ranks that mpirun started inside a Slurm allocation inherit the batch step's
+// SLURM_PROCID; MPI's rank is the truth for them. Also finds which local ranks
+// share CPUs (an allgather of affinity masks on this host).
 // Collective over the world: a rank that never joins ends the job after `timeout`.
 ProcessInfo detect_process(std::chrono::milliseconds timeout = std::chrono::milliseconds(600'000));
 

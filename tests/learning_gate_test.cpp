@@ -18,7 +18,7 @@ namespace {
 
 TEST(LearningGate, PairRetrievalReachesHalf) {
   const Topology topology = make_topology(detect_process(), 1, 0);
-  apply_thread_count(threads_per_rank(0, topology.process.local_size, static_cast<int>(std::thread::hardware_concurrency())));
+  apply_thread_count(threads_per_rank(0, topology.process.cpus, topology.process.cpu_sharers));
   const TrainConfig config = load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt",
                                          {"data.task=PAIR", "data.train_samples=60000", "model.d_model=64",
                                           "model.heads=4", "model.embed_dim=64", "loop.steps=900",

@@ -35,7 +35,7 @@ TEST(Topology, ErrorsShowTheArithmetic) {
   EXPECT_EQ(make_topology(ProcessInfo{5, 6, 1, 2}, 3, 0).dp_rank(), 1);
 }
 
-TEST(Topology, LauncherVariablesMustAgreeWithMpi) {
+TEST(Topology, SingletonsStartedAsSeveralRanksAreCaught) {
   static std::map<std::string, std::string> env;
   auto getenv_fn = [](const char* name) -> const char* {
     auto it = env.find(name);
@@ -43,23 +43,32 @@ TEST(Topology, LauncherVariablesMustAgreeWithMpi) {
   };
   env = {{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}};
   EXPECT_NO_THROW(check_launcher_environment(ProcessInfo{1, 2, 1, 2}, getenv_fn));
+  // mpirun inside an sbatch allocation: every rank inherits the batch step's SLURM_PROCID=0.
+  env = {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}};
+  EXPECT_NO_THROW(check_launcher_environment(ProcessInfo{1, 2, 1, 2}, getenv_fn));
+  env = {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}};
+  EXPECT_NO_THROW(check_launcher_environment(ProcessInfo{3, 4, 1, 2}, getenv_fn));
+  // srun without --mpi: separate one-process MPI worlds.
   env = {{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}};
   try {
     check_launcher_environment(ProcessInfo{0, 1, 0, 1}, getenv_fn);
     FAIL();
   } catch (const TopologyError& e) {
     EXPECT_NE(std::string(e.what()).find("SLURM_PROCID=3 SLURM_NTASKS=4 but MPI reports rank 0 of 1"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("srun --mpi=pmix"), std::string::npos);
   }
   env = {{"RANK", "0"}, {"WORLD_SIZE", "8"}};
   EXPECT_THROW(check_launcher_environment(ProcessInfo{0, 1, 0, 1}, getenv_fn), TopologyError);
+  env = {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}};
+  EXPECT_NO_THROW(check_launcher_environment(ProcessInfo{0, 1, 0, 1}, getenv_fn));
 }
 
-TEST(Threads, CoresAreSplitBetweenLocalRanks) {
-  EXPECT_EQ(threads_per_rank(0, 2, 2), 1);
-  EXPECT_EQ(threads_per_rank(0, 1, 8), 8);
-  EXPECT_EQ(threads_per_rank(0, 3, 8), 2);
-  EXPECT_EQ(threads_per_rank(0, 4, 2), 1);  // oversubscribed: never 0
-  EXPECT_EQ(threads_per_rank(3, 4, 2), 3);  // explicit wins
+TEST(Threads, AllowedCpusAreSplitBetweenRanksSharingThem) {
+  EXPECT_EQ(threads_per_rank(0, 2, 2), 1);  // 2 unbound ranks on 2 CPUs
+  EXPECT_EQ(threads_per_rank(0, 8, 1), 8);  // alone, or bound to 8 CPUs of its own
+  EXPECT_EQ(threads_per_rank(0, 8, 3), 2);
+  EXPECT_EQ(threads_per_rank(0, 2, 4), 1);  // oversubscribed: never 0
+  EXPECT_EQ(threads_per_rank(3, 2, 4), 3);  // explicit wins
 }
 
 }  // namespace
