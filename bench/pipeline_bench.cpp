@@ -63,7 +63,7 @@ int bench(int argc, char** argv) {
         const StepStats s = trainer.train_step();
         double makespan = s.pipeline_seconds;
         VLM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &makespan, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
-        double mine = 1.0 - s.pipeline_busy_seconds / makespan;
+        double mine = 1.0 - s.busy_seconds / makespan;
         VLM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &mine, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
         bubble += mine / p / kTimedSteps;
         peak_in_flight = std::max(peak_in_flight, trainer.peak_in_flight());

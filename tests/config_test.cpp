@@ -48,10 +48,10 @@ TEST(Config, OutOfRangeNamesFieldLineAndAllowedRange) {
 }
 
 TEST(Config, OverrideSetsNestedFields) {
-  TrainConfig c = parse_config("", "exp.pbtxt", {"optim.lr=3e-4", "data.task=PAIR", "metrics.job=abc"});
+  TrainConfig c = parse_config("", "exp.pbtxt", {"optim.lr=3e-4", "data.task=PAIR", "metrics.run_name=abc"});
   EXPECT_DOUBLE_EQ(c.optim().lr(), 3e-4);
   EXPECT_EQ(c.data().task(), DataConfig::PAIR);
-  EXPECT_EQ(c.metrics().job(), "abc");
+  EXPECT_EQ(c.metrics().run_name(), "abc");
 }
 
 TEST(Config, OverrideOfUnknownFieldListsFields) {

@@ -3,14 +3,15 @@
 namespace vlm {
 
 const char* const kTrainUsage =
-    "usage: vlm-train --config FILE.pbtxt [--set field.path=value ...] [--resume latest|DIR]\n"
+    "usage: vlm-train --config FILE.pbtxt [--set field.path=value ...] [--resume auto|latest|DIR]\n"
     "\n"
     "Trains the vision-language model; run one process per rank under mpirun or srun:\n"
     "  mpirun -np 2 build/trainer/vlm-train --config configs/fashion_mnist.pbtxt --set optim.lr=3e-4\n"
     "\n"
     "  --config FILE   experiment config in protobuf text format (fields: proto/config.proto)\n"
     "  --set F=V       override one field, e.g. --set loop.steps=100 --set data.task=PAIR\n"
-    "  --resume W      continue from checkpoint.dir/latest or from step directory W\n"
+    "  --resume W      continue from checkpoint.dir/latest (latest), from step directory W, or\n"
+    "                  from latest if checkpoint.dir has one and else start fresh (auto: restarts, requeues)\n"
     "SIGTERM or SIGUSR1 (Slurm preemption) saves a checkpoint at the next step boundary and exits 0.\n"
     "  --help          this text\n";
 

@@ -15,7 +15,7 @@ class UsageError : public std::runtime_error {
 struct CommandLine {
   std::string config_path;
   std::vector<std::string> overrides;  // "field.path=value", applied in order
-  std::string resume;                  // "" (start fresh), "latest" or a step directory
+  std::string resume;                  // "" (start fresh), "auto", "latest" or a step directory
   bool help = false;
 };
 

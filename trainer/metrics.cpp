@@ -1,14 +1,40 @@
 #include "trainer/metrics.h"
 
+#include <torch/version.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <stdexcept>
 
 #include "trainer/trainer.h"
 
 namespace vlm {
+namespace {
 
-TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology)
-    : registry_(std::make_shared<prometheus::Registry>()) {
+double unix_time() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+double resident_bytes() {
+  long pages_total = 0, pages_resident = 0;
+  std::ifstream("/proc/self/statm") >> pages_total >> pages_resident;
+  return static_cast<double>(pages_resident) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+}
+
+}  // namespace
+
+int restarts_from_environment() {
+  for (const char* name : {"VLM_RESTART_COUNT", "SLURM_RESTART_COUNT"}) {
+    if (const char* value = std::getenv(name); value != nullptr && *value != '\0') return std::atoi(value);
+  }
+  return 0;
+}
+
+TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology, const std::string& run_dir)
+    : registry_(std::make_shared<prometheus::Registry>()), pipeline_(topology.pipeline_stages > 1) {
   const int port = config.port_base() == 0 ? 0 : config.port_base() + topology.process.local_rank;
   try {
     server_ = std::make_unique<MetricsServer>(config.bind_address(), port, registry_);
@@ -16,34 +42,58 @@ TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology
     throw std::runtime_error(std::string(e.what()) + " (metrics.port_base(" + std::to_string(config.port_base()) +
                              ") + local rank(" + std::to_string(topology.process.local_rank) +
                              ")). HINT: another job may hold the port; set --set metrics.port_base=N "
-                             "or --set metrics.enabled=false");
+                             "(0: any free port) or --set metrics.enabled=false");
   }
-  address_ = config.bind_address() + ":" + std::to_string(server_->port());
   const prometheus::Labels labels = {{"rank", std::to_string(topology.rank())},
                                      {"stage", std::to_string(topology.stage())},
-                                     {"dp_rank", std::to_string(topology.dp_rank())},
-                                     {"job", config.job()}};
-  auto& loss = prometheus::BuildGauge().Name("vlm_train_loss").Help("Training loss of the last step, mean over DP ranks").Labels(labels).Register(*registry_);
+                                     {"dp_rank", std::to_string(topology.dp_rank())}};
+  auto gauge = [&](const char* name, const char* help) -> prometheus::Family<prometheus::Gauge>& {
+    return prometheus::BuildGauge().Name(name).Help(help).Labels(labels).Register(*registry_);
+  };
+  auto counter = [&](const char* name, const char* help) -> prometheus::Family<prometheus::Counter>& {
+    return prometheus::BuildCounter().Name(name).Help(help).Labels(labels).Register(*registry_);
+  };
+  gauge("vlm_build_info", "Always 1; the build's version and libraries as labels")
+      .Add({{"version", VLM_VERSION}, {"torch", TORCH_VERSION}}).Set(1);
+  gauge("vlm_run_info", "Always 1; the run's identity and layout as labels")
+      .Add({{"run", config.run_name()},
+            {"run_dir", run_dir},
+            {"world_size", std::to_string(topology.world_size())},
+            {"pipeline_stages", std::to_string(topology.pipeline_stages)},
+            {"data_parallel", std::to_string(topology.data_parallel)}})
+      .Set(1);
+  gauge("vlm_restarts", "Restarts of this job so far (from the launcher or Slurm)").Add({}).Set(restarts_from_environment());
+  gauge("vlm_peak_flops_per_second", "Peak FLOP/s of one rank's device (metrics.peak_flops_per_second; 0: unknown)")
+      .Add({}).Set(config.peak_flops_per_second());
+  auto& loss = gauge("vlm_train_loss", "Training loss of the last step, mean over DP ranks");
   loss_total_ = &loss.Add({{"kind", "total"}});
   loss_contrastive_ = &loss.Add({{"kind", "contrastive"}});
   loss_caption_ = &loss.Add({{"kind", "caption"}});
-  learning_rate_ = &prometheus::BuildGauge().Name("vlm_learning_rate").Help("Learning rate of the last step").Labels(labels).Register(*registry_).Add({});
-  grad_norm_ = &prometheus::BuildGauge().Name("vlm_grad_norm").Help("Global gradient L2 norm before clipping").Labels(labels).Register(*registry_).Add({});
-  step_ = &prometheus::BuildGauge().Name("vlm_train_step").Help("Optimizer steps completed").Labels(labels).Register(*registry_).Add({});
-  samples_ = &prometheus::BuildCounter().Name("vlm_train_samples_total").Help("Samples trained on, over all DP ranks").Labels(labels).Register(*registry_).Add({});
+  learning_rate_ = &gauge("vlm_learning_rate", "Learning rate of the last step").Add({});
+  grad_norm_ = &gauge("vlm_grad_norm", "Global gradient L2 norm before clipping").Add({});
+  step_ = &gauge("vlm_train_step", "Optimizer steps completed").Add({});
+  samples_ = &counter("vlm_train_samples_total", "Samples this rank trained on (its DP replica's share)").Add({});
+  model_flops_ = &counter("vlm_model_flops_total", "Model FLOPs this rank computed (model/flops.h), for MFU").Add({});
   step_seconds_ = &prometheus::BuildHistogram().Name("vlm_step_seconds").Help("Wall time of one optimizer step").Labels(labels).Register(*registry_)
-                       .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30});
-  comm_seconds_ = &prometheus::BuildCounter().Name("vlm_comm_seconds_total").Help("Time spent in communication operations, by operation").Labels(labels).Register(*registry_);
-  comm_bytes_ = &prometheus::BuildCounter().Name("vlm_comm_bytes_total").Help("Payload bytes this rank contributed to communication operations").Labels(labels).Register(*registry_);
-  comm_exposed_seconds_ = &prometheus::BuildCounter().Name("vlm_comm_exposed_seconds_total").Help("Gradient communication not hidden behind backward (the wait after it)").Labels(labels).Register(*registry_).Add({});
-  bubble_ = &prometheus::BuildGauge().Name("vlm_pipeline_bubble_ratio").Help("Share of the last step this pipeline stage spent idle").Labels(labels).Register(*registry_).Add({});
-  buckets_ = &prometheus::BuildGauge().Name("vlm_grad_buckets").Help("Gradient buckets of the DP reducer").Labels(labels).Register(*registry_).Add({});
-  bucket_bytes_ = &prometheus::BuildGauge().Name("vlm_grad_bucket_bytes").Help("Size of each gradient bucket, in launch order").Labels(labels).Register(*registry_);
-  last_step_timestamp_ = &prometheus::BuildGauge().Name("vlm_last_step_timestamp_seconds").Help("Unix time at which the last step finished").Labels(labels).Register(*registry_).Add({});
-  checkpoint_stall_seconds_ = &prometheus::BuildCounter().Name("vlm_checkpoint_stall_seconds_total").Help("Training time lost to checkpoints: synchronous saves, asynchronous save calls, optimizer steps waiting for their copy").Labels(labels).Register(*registry_).Add({});
-  checkpoints_ = &prometheus::BuildCounter().Name("vlm_checkpoints_total").Help("Checkpoint saves started").Labels(labels).Register(*registry_).Add({});
-  checkpoint_step_ = &prometheus::BuildGauge().Name("vlm_checkpoint_step").Help("Step of the last checkpoint save started").Labels(labels).Register(*registry_).Add({});
-  skipped_non_finite_ = &prometheus::BuildCounter().Name("vlm_skipped_steps_total").Help("Steps skipped without an update, by reason").Labels(labels).Register(*registry_).Add({{"reason", "non_finite"}});
+                       .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120});
+  busy_seconds_ = &counter("vlm_busy_seconds_total", "Forward and backward compute on this rank, without waiting (straggler detection)").Add({});
+  data_wait_seconds_ = &counter("vlm_data_wait_seconds_total", "Time the step waited for its batches").Add({});
+  optimizer_seconds_ = &counter("vlm_optimizer_seconds_total", "Agreeing on the norm and losses, clipping, the AdamW update").Add({});
+  last_step_timestamp_ = &gauge("vlm_last_step_timestamp_seconds", "Unix time at which the last step finished").Add({});
+  resident_bytes_ = &gauge("process_resident_memory_bytes", "Resident memory of this rank's process").Add({});
+  comm_seconds_ = &counter("vlm_comm_seconds_total", "Time spent in communication operations, by operation");
+  comm_bytes_ = &counter("vlm_comm_bytes_total", "Payload bytes this rank contributed to communication operations");
+  comm_exposed_seconds_ = &counter("vlm_comm_exposed_seconds_total", "Gradient communication not hidden behind backward (the wait after it)").Add({});
+  bubble_ = &gauge("vlm_pipeline_bubble_ratio", "Share of the last step this pipeline stage spent idle (0 without a pipeline)").Add({});
+  buckets_ = &gauge("vlm_grad_buckets", "Gradient buckets of the DP reducer").Add({});
+  bucket_bytes_ = &gauge("vlm_grad_bucket_bytes", "Size of each gradient bucket, in launch order");
+  checkpoint_stall_seconds_ = &counter("vlm_checkpoint_stall_seconds_total", "Training time lost to checkpoints: synchronous saves, asynchronous save calls, optimizer steps waiting for their copy").Add({});
+  checkpoints_ = &counter("vlm_checkpoints_total", "Checkpoint saves started").Add({});
+  checkpoint_step_ = &gauge("vlm_checkpoint_step", "Step of the last checkpoint save started").Add({});
+  checkpoint_timestamp_ = &gauge("vlm_checkpoint_timestamp_seconds", "Unix time of the last checkpoint save started (0: none yet)").Add({});
+  skipped_non_finite_ = &counter("vlm_skipped_steps_total", "Steps skipped without an update, by reason").Add({{"reason", "non_finite"}});
+  non_finite_losses_ = &counter("vlm_non_finite_losses_total", "Steps whose loss was NaN or infinite").Add({});
+  resident_bytes_->Set(resident_bytes());
 }
 
 void TrainMetrics::record_step(const StepStats& s) {
@@ -53,18 +103,20 @@ void TrainMetrics::record_step(const StepStats& s) {
   learning_rate_->Set(s.learning_rate);
   grad_norm_->Set(s.grad_norm);
   step_->Set(static_cast<double>(s.step + 1));
-  samples_->Increment(static_cast<double>(s.global_samples));
+  samples_->Increment(static_cast<double>(s.rank_samples));
+  model_flops_->Increment(s.model_flops);
   step_seconds_->Observe(s.seconds);
+  busy_seconds_->Increment(s.busy_seconds);
+  data_wait_seconds_->Increment(s.data_seconds);
+  optimizer_seconds_->Increment(s.optimizer_seconds);
   comm_exposed_seconds_->Increment(s.reduction.exposed_seconds);
   checkpoint_stall_seconds_->Increment(s.checkpoint_wait_seconds);
   if (s.skipped) skipped_non_finite_->Increment();
-  bubble_->Set(s.pipeline_busy_seconds > 0 ? 1.0 - s.pipeline_busy_seconds / s.seconds : 0.0);
-  last_step_timestamp_->Set(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  if (!std::isfinite(s.loss)) non_finite_losses_->Increment();
+  bubble_->Set(pipeline_ && s.seconds > 0 ? 1.0 - s.busy_seconds / s.seconds : 0.0);
+  last_step_timestamp_->Set(unix_time());
+  resident_bytes_->Set(resident_bytes());
 }
-
-}  // namespace vlm
-
-namespace vlm {
 
 void TrainMetrics::record_communication(const std::map<std::string, OperationTotals>& totals) {
   for (const auto& [op, total] : totals) {
@@ -78,6 +130,7 @@ void TrainMetrics::record_communication(const std::map<std::string, OperationTot
 void TrainMetrics::record_checkpoint(int64_t step, double stall_seconds) {
   checkpoints_->Increment();
   checkpoint_step_->Set(static_cast<double>(step));
+  checkpoint_timestamp_->Set(unix_time());
   checkpoint_stall_seconds_->Increment(stall_seconds);
 }
 

@@ -19,6 +19,10 @@ std::string clock_text(double seconds) {
 
 }  // namespace
 
+bool is_logged_step(int64_t done, int64_t total, int64_t log_every) {
+  return done == total || (log_every > 0 && done % log_every == 0);
+}
+
 bool is_interactive(std::FILE* out) {
   const char* ci = std::getenv("CI");
   const bool under_mpirun = std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr;
@@ -33,7 +37,7 @@ void ProgressReporter::report(const StepStats& s) {
   samples_ += static_cast<double>(s.global_samples);
   const int64_t done = s.step + 1;
   const bool last = done == total_steps_;
-  if (!bar_ && !last && (log_every_ == 0 || done % log_every_ != 0)) return;
+  if (!bar_ && !is_logged_step(done, total_steps_, log_every_)) return;
 
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double eta = elapsed / done * static_cast<double>(total_steps_ - done);

@@ -25,6 +25,10 @@ class ProgressReporter {
   double samples_ = 0;
 };
 
+// Whether step `done` (1-based) of `total` is a logged one: every
+// `log_every` steps (0: none) and the last.
+bool is_logged_step(int64_t done, int64_t total, int64_t log_every);
+
 // Whether AUTO progress should draw a bar on `out`.
 bool is_interactive(std::FILE* out);
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -26,7 +28,16 @@ uint32_t executable_checksum() {
 
 std::string run_directory(const TrainConfig& config) {
   if (!config.run().dir().empty()) return config.run().dir();
+  if (const char* from_launcher = std::getenv("VLM_RUN_DIR"); from_launcher != nullptr && *from_launcher != '\0') {
+    return from_launcher;
+  }
   return config.checkpoint().dir().empty() ? "." : config.checkpoint().dir();
+}
+
+std::string resolve_resume(const TrainConfig& config, const std::string& resume) {
+  if (resume != "auto") return resume;
+  const std::string& root = config.checkpoint().dir();
+  return !root.empty() && std::filesystem::exists(std::filesystem::path(root) / "latest") ? "latest" : "";
 }
 
 void check_same_config(Backend& control, const TrainConfig& config, Millis timeout) {

@@ -12,8 +12,13 @@
 
 namespace vlm {
 
-// run.dir, else checkpoint.dir, else the working directory.
+// run.dir, else $VLM_RUN_DIR (set by vlm-launch), else checkpoint.dir, else
+// the working directory.
 std::string run_directory(const TrainConfig& config);
+
+// The --resume argument made concrete: "auto" is "latest" when
+// checkpoint.dir holds a checkpoint, else "" (a fresh start); others as given.
+std::string resolve_resume(const TrainConfig& config, const std::string& resume);
 
 // Collective over `control` (every rank): the ranks' resolved configs and
 // running executables must be the same. A mismatch is a ConfigError on every

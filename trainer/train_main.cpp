@@ -5,7 +5,6 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <thread>
 
 #include "checkpoint/format.h"
 #include "comm/fault_injection.h"
@@ -20,6 +19,7 @@
 #include "trainer/command_line.h"
 #include "trainer/evaluate.h"
 #include "trainer/metrics.h"
+#include "trainer/run_files.h"
 #include "trainer/setup.h"
 #include "trainer/startup.h"
 #include "trainer/trainer.h"
@@ -34,8 +34,10 @@ extern "C" void request_stop(int) { stop_requested.store(1); }
 
 std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Topology& topology) {
   if (!config.metrics().enabled()) return nullptr;
-  auto metrics = std::make_unique<TrainMetrics>(config.metrics(), topology);
-  LOG(INFO) << "metrics on http://" << metrics->address() << "/metrics";
+  const std::string run_dir = run_directory(config);
+  auto metrics = std::make_unique<TrainMetrics>(config.metrics(), topology, run_dir);
+  write_endpoint_file(run_dir, topology, metrics->scrape_address());
+  LOG(INFO) << "metrics on http://" << metrics->scrape_address() << "/metrics";
   return metrics;
 }
 
@@ -48,8 +50,8 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   mpi.set_shutdown_timeout(timeout);
   const Topology topology = make_topology(detect_process(init_timeout), config.parallel().pipeline_stages(),
                                           config.parallel().data_parallel());
-  const int threads = threads_per_rank(config.parallel().threads_per_rank(), topology.process.local_size,
-                                       static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = threads_per_rank(config.parallel().threads_per_rank(), topology.process.cpus,
+                                       topology.process.cpu_sharers);
   apply_thread_count(threads);
   LOG_IF(INFO, topology.is_root()) << "resolved config (" << cli.config_path << "):\n" << resolved_config_text(config);
   LOG(INFO) << topology.describe() << ", " << threads << " compute threads";
@@ -58,13 +60,16 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   const ProcessGroups groups(topology, {backend_kind(config.comm().backend()), torch::kCPU, init_timeout});
   fault_point("start-up");  // a test stops a rank here
   check_same_config(groups.control(), config, init_timeout);
-  const auto checkpoint_lock = prepare_checkpoint_folder(config, topology, cli.resume);
+  const std::string resume = resolve_resume(config, cli.resume);
+  LOG_IF(INFO, topology.is_root() && cli.resume == "auto") << "--resume auto: " << (resume.empty() ? "no checkpoint in checkpoint.dir, starting fresh" : "resuming from checkpoint.dir/latest");
+  const auto checkpoint_lock = prepare_checkpoint_folder(config, topology, resume);
   const auto metrics = start_metrics(config, topology);
+  const auto step_log = topology.is_root() ? std::make_unique<StepLog>(run_directory(config)) : nullptr;
   const auto data = load_training_data(config.data());
 
   Trainer trainer(config, topology, groups, *data);
-  if (!cli.resume.empty()) {
-    const std::string from = resolve_checkpoint(config.checkpoint().dir(), cli.resume);
+  if (!resume.empty()) {
+    const std::string from = resolve_checkpoint(config.checkpoint().dir(), resume);
     trainer.load_checkpoint(from);
     LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done();
   }
@@ -75,7 +80,8 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   LOG_IF(INFO, topology.is_root() && topology.pipeline_stages > 1) << "pipeline stages (blocks):" << layout;
   if (metrics) metrics->record_buckets(trainer.bucket_bytes());
 
-  if (run_training_loop(trainer, config, topology, groups.control(), metrics.get(), stop_requested) &&
+  if (run_training_loop(trainer, config, topology, groups.control(), metrics.get(), step_log.get(),
+                        stop_requested) &&
       config.eval().enabled()) {
     VlmModel whole = trainer.whole_model();
     const EvalResult result = evaluate(whole, *data, config.eval(), groups.control(), timeout);

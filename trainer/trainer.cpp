@@ -6,12 +6,14 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <random>
 
 #include "checkpoint/restore.h"
 #include "comm/fault_injection.h"
 #include "comm/gather_with_grad.h"
 #include "data/batch.h"
+#include "model/flops.h"
 #include "model/kv_cache_layout.h"
 #include "model/parameters.h"
 #include "trainer/optimizer.h"
@@ -108,6 +110,10 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
   const ModelSpec& spec = full->spec();
   starts_ = stage_starts_for(config, spec);
   starts_.push_back(static_cast<int>(model_blocks(spec)));
+  const std::vector<double> costs = block_costs(spec);  // this stage's share of the model's FLOPs
+  const double all = std::accumulate(costs.begin(), costs.end(), 0.0);
+  const double mine = std::accumulate(costs.begin() + starts_[stage_index_], costs.begin() + starts_[stage_index_ + 1], 0.0);
+  flops_per_sample_ = flops_per_sample(spec).train() * (all > 0 ? mine / all : 1.0);
   std::map<std::string, std::vector<int>> holders;  // canonical name -> stages holding it
   owned_by_stage_.resize(static_cast<size_t>(stages_));
   for (int s = 0; s < stages_; ++s) {
@@ -442,13 +448,12 @@ StepStats Trainer::train_step() {
   sends_.clear();
   CHECK(in_flight_.empty()) << "micro-batches left over after the step";
   stats.global_samples = config_.loop().global_batch_size();
+  stats.rank_samples = stats.global_samples / topology_.data_parallel;
+  stats.model_flops = flops_per_sample_ * static_cast<double>(stats.rank_samples);
   ++step_;
   stats.seconds = seconds_since(start);
-  if (stages_ > 1) {
-    stats.pipeline_busy_seconds = busy;
-  } else {
-    stats.pipeline_seconds = 0;
-  }
+  stats.busy_seconds = busy;
+  if (stages_ == 1) stats.pipeline_seconds = 0;
   return stats;
 }
 

@@ -62,9 +62,11 @@ struct StepStats {
   double optimizer_seconds = 0;      // agreeing on norm and losses, clipping, the AdamW update
   double checkpoint_wait_seconds = 0;  // of which waiting for an asynchronous save to copy the tensors
   ReductionStats reduction;          // gradient communication: total, exposed, buckets
-  double pipeline_busy_seconds = 0;  // forward + backward on this stage (pipeline only; idle share = 1 - busy / seconds)
+  double busy_seconds = 0;           // forward + backward on this rank: compute without waiting (pipeline idle share = 1 - busy / seconds)
   double pipeline_seconds = 0;       // step start to this stage's last backward (pipeline only)
-  int64_t global_samples = 0;
+  int64_t global_samples = 0;        // the step's samples over all DP replicas
+  int64_t rank_samples = 0;          // of which this rank's replica trained on
+  double model_flops = 0;            // training FLOPs this rank's stage did (model/flops.h), for MFU
 };
 
 class Trainer {
@@ -147,6 +149,7 @@ class Trainer {
   Millis timeout_;       // every later step
   int64_t step_ = 0;
   uint64_t lineage_id_ = 0;  // Manifest.lineage_id: drawn fresh, or the resumed checkpoint's
+  double flops_per_sample_ = 0;  // training FLOPs of this stage per sample
   int64_t skipped_steps_ = 0;
   int consecutive_skips_ = 0;
   int peak_in_flight_ = 0;

@@ -8,6 +8,7 @@
 #include "comm/fault_injection.h"
 #include "comm/peer_monitor.h"
 #include "trainer/progress.h"
+#include "trainer/run_files.h"
 #include "trainer/setup.h"
 
 namespace vlm {
@@ -37,7 +38,7 @@ void save(Trainer& trainer, const TrainConfig& config, const Topology& topology,
 }  // namespace
 
 bool run_training_loop(Trainer& trainer, const TrainConfig& config, const Topology& topology, Backend& control,
-                       TrainMetrics* metrics, const std::atomic<int>& stop_requested) {
+                       TrainMetrics* metrics, StepLog* step_log, const std::atomic<int>& stop_requested) {
   const LoopConfig::Progress style = config.loop().progress();
   const bool bar = style == LoopConfig::BAR || (style == LoopConfig::AUTO && is_interactive(stdout));
   ProgressReporter progress(config.loop().steps(), config.loop().log_every(), bar, stdout);
@@ -52,6 +53,7 @@ bool run_training_loop(Trainer& trainer, const TrainConfig& config, const Topolo
       metrics->record_communication(trainer.communication_totals());
     }
     if (topology.is_root()) progress.report(stats);
+    if (step_log) step_log->record(stats, is_logged_step(stats.step + 1, config.loop().steps(), config.loop().log_every()));
     const bool last = trainer.steps_done() == config.loop().steps();
     const bool stopping = any_rank_stopping(control, stop_requested, trainer.steps_done(), timeout);
     if (checkpoints && (last || stopping || (every > 0 && trainer.steps_done() % every == 0))) {

@@ -8,14 +8,15 @@
 #include "comm/topology.h"
 #include "proto/config.pb.h"
 #include "trainer/metrics.h"
+#include "trainer/run_files.h"
 #include "trainer/trainer.h"
 
 namespace vlm {
 
 // Runs until loop.steps. Returns false when stopped early because some rank
 // was asked to (`stop_requested`, set by SIGTERM/SIGUSR1), after saving.
-// `control`: every rank of the job.
+// `control`: every rank of the job. `metrics` and `step_log` may be null.
 bool run_training_loop(Trainer& trainer, const TrainConfig& config, const Topology& topology, Backend& control,
-                       TrainMetrics* metrics, const std::atomic<int>& stop_requested);
+                       TrainMetrics* metrics, StepLog* step_log, const std::atomic<int>& stop_requested);
 
 }  // namespace vlm
