@@ -5,6 +5,9 @@
 // <path text> is found anywhere in the path (or at its end, written with a
 // trailing '$'), <errno> is EIO (the default) or ENOSPC, and the calls fail
 // from the n-th matching one on (default 1). A failing close still closes.
+// VLM_SLOW_FSYNC="<path text>:<seconds>" makes every fsync of a matching path
+// take that much longer, as a slow network file system would (the launcher
+// test's save that outlasts mpirun's 2 s between SIGTERM and SIGKILL).
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -52,7 +55,23 @@ ssize_t write(int fd, const void* data, size_t bytes) {
   return REAL("write", ssize_t (*)(int, const void*, size_t))(fd, data, bytes);
 }
 
+static void slow_down(int fd) {
+  const char* spec = getenv("VLM_SLOW_FSYNC");
+  if (spec == NULL) return;
+  char text[256], link[64], path[4096];
+  snprintf(text, sizeof text, "%s", spec);
+  char* colon = strrchr(text, ':');
+  if (colon == NULL) return;
+  *colon = '\0';
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  const ssize_t n = readlink(link, path, sizeof path - 1);
+  if (n <= 0) return;
+  path[n] = '\0';
+  if (strstr(path, text) != NULL) usleep((useconds_t)(atof(colon + 1) * 1e6));
+}
+
 int fsync(int fd) {
+  slow_down(fd);
   if (fd_matches("fsync", fd)) return -1;
   return REAL("fsync", int (*)(int))(fd);
 }

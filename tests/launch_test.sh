@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# vlm-launch with real ranks under mpirun: per-rank logs and the console tee,
+# scrape targets, metrics.jsonl, a rank killed mid-run and the restart from the
+# latest checkpoint, a hang whose cause the failure report takes from the
+# flight records, SIGTERM during a save slower than mpirun's 2 s grace, the
+# restart budget, usage errors. Every wait is for an event, with a bound.
+# usage: launch_test.sh VLM_LAUNCH VLM_TRAIN VLM_CKPT CONFIG SLOW_IO_SHIM
+set -uo pipefail
+launch=$1 train=$2 ckpt=$3 config=$4 shim=$5
+root=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done; rm -rf "$root"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+passed=0
+pass() { echo "ok: $*"; passed=$((passed + 1)); }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+wait_for() {  # FILE PATTERN: until a line of FILE matches (at most 120 s)
+  for _ in $(seq 2400); do
+    grep -qE -- "$2" "$1" 2> /dev/null && return 0
+    sleep 0.05  # polls until the line appears (bounded above)
+  done
+  fail "waited 120 s for /$2/ in $1"
+}
+wait_exit() {  # PID: its exit code (at most 180 s, then killed)
+  for _ in $(seq 3600); do
+    kill -0 "$1" 2> /dev/null || break
+    sleep 0.05  # polls until the process ends (bounded above)
+  done
+  kill -0 "$1" 2> /dev/null && { kill -9 "$1"; fail "pid $1 still running after 180 s"; }
+  wait "$1"
+}
+tiny=(--config "$config" --set metrics.enabled=true --set metrics.port_base=0 --set loop.log_every=10)
+
+# 1. A finished run: logs, tee, targets, metrics.jsonl, resume-if-present.
+dir=$root/ok
+"$launch" --nproc-per-node 2 --run-dir "$dir/run" -- "$train" "${tiny[@]}" --set checkpoint.dir="$dir/ckpt" \
+  > "$dir.out" 2>&1 || fail "a plain run failed: $(tail -20 "$dir.out")"
+grep -q '^\[rank 0\] step 30/30' "$dir.out" || fail "rank 0's lines are not on the console with a prefix"
+grep -q '^\[rank 1\]' "$dir.out" && fail "rank 1 was teed without --tee"
+for r in 0 1; do
+  grep -q "compute threads" "$dir/run/attempt-0/rank-$r.log" || fail "no log for rank $r"
+done
+grep -q "step 30/30" "$dir/run/attempt-0/rank-0.log" || fail "rank 0's log lacks its steps"
+[[ $(jq length "$dir/run/targets.json") == 2 ]] || fail "targets.json does not list 2 ranks: $(cat "$dir/run/targets.json")"
+for r in 0 1; do
+  port=$(sed -nE 's/.*metrics on http:\/\/[^:]+:([0-9]+)\/metrics.*/\1/p' "$dir/run/attempt-0/rank-$r.log")
+  jq -e --arg r "$r" --arg p "$port" '.[] | select(.labels.rank == $r) | .targets[0] | endswith(":" + $p)' \
+    "$dir/run/targets.json" > /dev/null || fail "targets.json lacks rank $r's port $port"
+done
+[[ $(wc -l < "$dir/run/metrics.jsonl") == 3 ]] || fail "metrics.jsonl should have 3 lines (steps 10, 20, 30)"
+jq -e 'select(.step == 30) | .loss > 0' "$dir/run/metrics.jsonl" > /dev/null || fail "metrics.jsonl has no loss at step 30"
+grep -q "starting fresh" "$dir/run/attempt-0/rank-0.log" || fail "--resume auto did not start fresh"
+"$launch" --nproc-per-node 2 --tee all --run-dir "$dir/run2" -- "$train" "${tiny[@]}" --set loop.steps=40 \
+  --set checkpoint.dir="$dir/ckpt" > "$dir.out2" 2>&1 || fail "the continued run failed: $(tail -20 "$dir.out2")"
+grep -q '^\[rank 1\]' "$dir.out2" || fail "--tee all did not show rank 1"
+grep -q "resumed from $dir/ckpt/step-00000030 at step 30" "$dir/run2/attempt-0/rank-0.log" || fail "--resume auto did not resume"
+pass "a 2-rank run: per-rank logs, [rank r] tee, targets.json with each rank's port, metrics.jsonl, --resume auto"
+
+# 2. A rank killed mid-run: the report names it; the restart resumes and finishes.
+dir=$root/kill
+"$launch" --nproc-per-node 2 --max-restarts 1 --restart-backoff 1 --run-dir "$dir/run" -- "$train" "${tiny[@]}" \
+  --set loop.steps=300 --set checkpoint.dir="$dir/ckpt" --set checkpoint.every_steps=10 > "$dir.out" 2>&1 &
+pid=$!
+pids+=("$pid")
+wait_for "$dir/ckpt/latest" "step-"
+wait_for "$dir/run/attempt-0/rank-1.log" "^vlm-rank: rank 1 on"
+victim=$(sed -nE '1s/.* pid ([0-9]+) .*/\1/p' "$dir/run/attempt-0/rank-1.log")
+kill -9 "$victim" || fail "rank 1 (pid $victim) was not running"
+wait_exit "$pid" || fail "the restarted job did not finish: $(tail -30 "$dir.out")"
+grep -q "first to fail: rank 1 on $(hostname): killed by signal 9" "$dir/run/attempt-0/failure.txt" ||
+  fail "the report does not name rank 1 and signal 9: $(cat "$dir/run/attempt-0/failure.txt")"
+grep -q "last lines of" "$dir/run/attempt-0/failure.txt" || fail "the report has no log tail"
+grep -q "resumed from $dir/ckpt/step-" "$dir/run/attempt-1/rank-0.log" || fail "attempt 1 did not resume"
+grep -q "step 300/300" "$dir/run/attempt-1/rank-0.log" || fail "attempt 1 did not finish"
+grep -q "summary: 1 of 1 restarts used" "$dir.out" || fail "no summary: $(tail "$dir.out")"
+"$ckpt" verify "$dir/ckpt/latest" > /dev/null || fail "the final checkpoint does not verify"
+pass "kill -9 of rank 1: reported (rank, host, signal, log tail), restarted from the latest checkpoint, finished"
+
+# 3. A hang: the rank that timed out first is a victim; the records name the cause.
+dir=$root/hang
+VLM_FAULT=stop:step:1:5 "$launch" --nproc-per-node 2 --run-dir "$dir/run" -- "$train" "${tiny[@]}" \
+  --set comm.timeout_seconds=10 > "$dir.out" 2>&1 &
+pid=$!
+pids+=("$pid")
+wait_exit "$pid"
+rc=$?
+((rc == 1)) || fail "a hung job should end with 1, got $rc: $(tail "$dir.out")"
+report=$(cat "$dir/run/attempt-0/failure.txt")
+grep -qE "no flight record from ranks 1|rank 1 \(.*\) is behind on dp" <<< "$report" || fail "the report does not blame rank 1: $report"
+grep -q "first to fail: rank 0 on .*MPI_Abort" <<< "$report" || fail "the report does not say rank 0 ended the job: $report"
+grep -q "victims: 0" <<< "$report" || fail "the report does not call rank 0 a victim: $report"
+grep -q "hang report: .*ranks {1} never arrived" <<< "$report" || fail "no hang report line: $report"
+pass "a stopped rank: root cause rank 1 from the flight records, rank 0 a victim"
+
+# 4. SIGTERM to the launcher while the save takes 4 s (mpirun alone kills after ~2 s).
+dir=$root/term
+LD_PRELOAD=$shim VLM_SLOW_FSYNC="shard-:4" "$launch" --nproc-per-node 2 --run-dir "$dir/run" -- "$train" \
+  "${tiny[@]}" --set loop.steps=100000 --set checkpoint.dir="$dir/ckpt" > "$dir.out" 2>&1 &
+pid=$!
+pids+=("$pid")
+wait_for "$dir/run/attempt-0/rank-0.log" "step 20/"
+signalled=$SECONDS
+kill -TERM "$pid"
+wait_exit "$pid"
+rc=$?
+((rc == 75)) || fail "SIGTERM during a slow save should exit 75 (preempted, saved), got $rc: $(tail -20 "$dir.out")"
+((SECONDS - signalled >= 4)) || fail "the save was not slow: the test proves nothing"
+"$ckpt" verify "$dir/ckpt/latest" > /dev/null || fail "no verified checkpoint after SIGTERM"
+grep -q "stopped by SIGTERM .* checkpoint saved" "$dir.out" || fail "no summary line for the stop: $(tail "$dir.out")"
+pass "SIGTERM during a $((SECONDS - signalled)) s save: a verified checkpoint and exit code 75"
+
+# 5. The restart budget is for the whole job; usage errors are named.
+dir=$root/budget
+"$launch" --max-restarts 2 --restart-backoff 0 --run-dir "$dir/run" -- "$train" --config "$root/missing.pbtxt" \
+  > "$dir.out" 2>&1
+rc=$?
+((rc == 1)) || fail "a job that always fails should exit 1, got $rc"
+[[ -d $dir/run/attempt-2 && ! -d $dir/run/attempt-3 ]] || fail "not exactly 3 attempts"
+grep -q "summary: 2 of 2 restarts used" "$dir.out" || fail "no summary: $(tail "$dir.out")"
+grep -q "first to fail: rank 0 on .*exit code 1" "$dir/run/attempt-2/failure.txt" ||
+  fail "the report lacks the exit code: $(cat "$dir/run/attempt-2/failure.txt")"
+"$launch" > "$dir.usage" 2>&1
+(($? == 2)) && grep -q "no command" "$dir.usage" || fail "no command is not a usage error"
+"$launch" --nnodes 2 -- true > "$dir.usage" 2>&1
+(($? == 2)) && grep -q "needs --hostfile" "$dir.usage" || fail "--nnodes 2 without hosts is not a usage error"
+"$launch" --tee x -- true > "$dir.usage" 2>&1
+(($? == 2)) && grep -q "\-\-tee 'x'" "$dir.usage" || fail "a bad --tee is not a usage error"
+pass "the restart budget (3 attempts, then exit 1) and usage errors (exit 2)"
+
+echo "launch tests: $passed passed, 0 failed"
