@@ -15,7 +15,10 @@ PACKAGES=(
   zlib1g-dev
   dataset-fashion-mnist
   curl                                 # tests scrape the Prometheus endpoints
-  jq                                   # tests check that flight records are valid JSON
+  jq                                   # vlm-launch reads flight records and writes targets; tests check JSON
+  prometheus                           # promtool and a real server for the monitoring tests
+  slurm-wlm munge                      # a real Slurm for the job-script tests
+  gnuplot-nox                          # vlm-report's pictures
 )
 
 missing=()
