@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # vlm-launch with real ranks under mpirun: per-rank logs and the console tee,
-# scrape targets, metrics.jsonl, a rank killed mid-run and the restart from the
+# scrape targets, metrics.jsonl and vlm-report, a rank killed mid-run and the restart from the
 # latest checkpoint, a hang whose cause the failure report takes from the
 # flight records, SIGTERM during a save slower than mpirun's 2 s grace, the
 # restart budget, usage errors. Every wait is for an event, with a bound.
 # usage: launch_test.sh VLM_LAUNCH VLM_TRAIN VLM_CKPT CONFIG SLOW_IO_SHIM
 set -uo pipefail
 launch=$1 train=$2 ckpt=$3 config=$4 shim=$5
+report=$(dirname "$launch")/vlm-report
 root=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done; rm -rf "$root"; }
@@ -56,6 +57,20 @@ grep -q "starting fresh" "$dir/run/attempt-0/rank-0.log" || fail "--resume auto 
 grep -q '^\[rank 1\]' "$dir.out2" || fail "--tee all did not show rank 1"
 grep -q "resumed from $dir/ckpt/step-00000030 at step 30" "$dir/run2/attempt-0/rank-0.log" || fail "--resume auto did not resume"
 pass "a 2-rank run: per-rank logs, [rank r] tee, targets.json with each rank's port, metrics.jsonl, --resume auto"
+
+# vlm-report draws metrics.jsonl: a valid PNG of the stated size with curves, an SVG with them.
+"$report" "$dir/run" > "$dir.report" 2>&1 || fail "vlm-report failed: $(cat "$dir.report")"
+grep -q "steps logged: 3 (steps 10 to 30)" "$dir.report" || fail "no summary: $(cat "$dir.report")"
+png=$dir/run/report.png
+[[ $(head -c 8 "$png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] || fail "$png is not a PNG"
+size=$(od -An -tu1 -j16 -N8 "$png" | awk '{ print ($3 * 256 + $4) "x" ($7 * 256 + $8) }')
+[[ $size == 1200x900 ]] || fail "$png is $size, not 1200x900"
+(($(stat -c %s "$png") > 20000)) || fail "$png is too small to hold three curves"
+"$report" "$dir/run" --format svg --output "$dir/report.svg" > /dev/null || fail "vlm-report --format svg failed"
+(($(grep -c '<path' "$dir/report.svg") >= 3)) || fail "the SVG has no curves"
+"$report" "$root/nowhere" > "$dir.report" 2>&1
+(($? == 2)) && grep -q "metrics.jsonl is missing" "$dir.report" || fail "a missing run dir is not a clear error"
+pass "vlm-report: a 1200x900 PNG and an SVG of the curves, a summary; a clear error for a missing run"
 
 # 2. A rank killed mid-run: the report names it; the restart resumes and finishes.
 dir=$root/kill
