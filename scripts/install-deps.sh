@@ -19,6 +19,7 @@ PACKAGES=(
   prometheus                           # promtool and a real server for the monitoring tests
   slurm-wlm munge                      # a real Slurm for the job-script tests
   gnuplot-nox                          # vlm-report's pictures
+  openssh-server iproute2              # the 2-node test: sshd in a network namespace
 )
 
 missing=()

@@ -89,8 +89,11 @@ grep -q "last lines of" "$dir/run/attempt-0/failure.txt" || fail "the report has
 grep -q "resumed from $dir/ckpt/step-" "$dir/run/attempt-1/rank-0.log" || fail "attempt 1 did not resume"
 grep -q "step 300/300" "$dir/run/attempt-1/rank-0.log" || fail "attempt 1 did not finish"
 grep -q "summary: 1 of 1 restarts used" "$dir.out" || fail "no summary: $(tail "$dir.out")"
+port=$(sed -nE 's/.*metrics on http:\/\/[^:]+:([0-9]+)\/metrics.*/\1/p' "$dir/run/attempt-1/rank-0.log")
+jq -e --arg p "$port" '.[] | select(.labels.rank == "0") | .targets[0] | endswith(":" + $p)' "$dir/run/targets.json" \
+  > /dev/null || fail "targets.json was not updated with the restarted rank 0's port $port"
 "$ckpt" verify "$dir/ckpt/latest" > /dev/null || fail "the final checkpoint does not verify"
-pass "kill -9 of rank 1: reported (rank, host, signal, log tail), restarted from the latest checkpoint, finished"
+pass "kill -9 of rank 1: reported (rank, host, signal, log tail), restarted from the latest checkpoint with new targets, finished"
 
 # 3. A hang: the rank that timed out first is a victim; the records name the cause.
 dir=$root/hang

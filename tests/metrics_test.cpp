@@ -104,6 +104,18 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   EXPECT_TRUE(has("process_resident_memory_bytes{" + rank_labels + "} ")) << reply;
 }
 
+TEST(Metrics, RestartCountComesFromTheLauncherOrSlurm) {
+  ::setenv("SLURM_RESTART_COUNT", "2", 1);
+  EXPECT_EQ(restarts_from_environment(), 2);
+  ::setenv("VLM_RESTART_COUNT", "3", 1);  // vlm-launch adds Slurm's count to its own
+  TrainMetrics metrics(any_port(), kOneRank, ".");
+  EXPECT_NE(http(metrics.port(), "GET", "/metrics").find("vlm_restarts{dp_rank=\"0\",rank=\"0\",stage=\"0\"} 3"),
+            std::string::npos);
+  ::unsetenv("VLM_RESTART_COUNT");
+  ::unsetenv("SLURM_RESTART_COUNT");
+  EXPECT_EQ(restarts_from_environment(), 0);
+}
+
 TEST(Metrics, HeadAnd404AndOtherMethods) {
   TrainMetrics metrics(any_port(), kOneRank, ".");
   const std::string head = http(metrics.port(), "HEAD", "/metrics");
