@@ -10,7 +10,8 @@ launch=$1 train=$2 ckpt=$3 config=$4 shim=$5
 report=$(dirname "$launch")/vlm-report
 root=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done; rm -rf "$root"; }
+# Everything the test started names $root on its command line: mpirun outlives a killed launcher.
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done; pkill -9 -f "$root/" 2> /dev/null; rm -rf "$root"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 passed=0

@@ -22,6 +22,7 @@ cleanup() {
     ip netns del "$ns" 2> /dev/null
     rm -rf "/etc/netns/$ns"
   done
+  pkill -9 -f "$root/" 2> /dev/null
   rm -rf "$root"
 }
 trap cleanup EXIT
