@@ -121,13 +121,14 @@ pids+=("$pid")
 wait_for "$dir/run/attempt-0/rank-0.log" "step 20/"
 signalled=$SECONDS
 kill -TERM "$pid"
+kill -USR1 "$pid"  # a second stop signal (a scheduler's, scancel --full) must not cut the save short
 wait_exit "$pid"
 rc=$?
 ((rc == 75)) || fail "SIGTERM during a slow save should exit 75 (preempted, saved), got $rc: $(tail -20 "$dir.out")"
 ((SECONDS - signalled >= 4)) || fail "the save was not slow: the test proves nothing"
 "$ckpt" verify "$dir/ckpt/latest" > /dev/null || fail "no verified checkpoint after SIGTERM"
 grep -q "stopped by SIGTERM .* checkpoint saved" "$dir.out" || fail "no summary line for the stop: $(tail "$dir.out")"
-pass "SIGTERM during a $((SECONDS - signalled)) s save: a verified checkpoint and exit code 75"
+pass "SIGTERM then SIGUSR1 during a $((SECONDS - signalled)) s save: a verified checkpoint and exit code 75"
 
 # 5. The restart budget is for the whole job; usage errors are named.
 dir=$root/budget
