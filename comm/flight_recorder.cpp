@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "comm/text.h"
+
 namespace vlm {
 namespace {
 
@@ -12,23 +14,6 @@ using Clock = std::chrono::steady_clock;
 const Clock::time_point kProcessStart = Clock::now();
 const double kProcessStartUnix =
     std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-
-std::string json_string(const std::string& text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
-      out += escaped;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
 
 std::string number(double value) {
   char text[32];
@@ -132,10 +117,8 @@ std::string FlightRecorder::last_completed() const {
 }
 
 std::string FlightRecorder::to_json(int rank, const std::string& reason) const {
-  char host[256] = "?";
-  gethostname(host, sizeof host - 1);
   std::lock_guard<std::mutex> lock(mutex_);
-  std::string out = "{\n  \"rank\": " + std::to_string(rank) + ",\n  \"host\": " + json_string(host) +
+  std::string out = "{\n  \"rank\": " + std::to_string(rank) + ",\n  \"host\": " + json_string(host_name()) +
                     ",\n  \"pid\": " + std::to_string(getpid()) + ",\n  \"reason\": " + json_string(reason) +
                     ",\n  \"process_start_unix_seconds\": " + number(kProcessStartUnix) +
                     ",\n  \"written_at_seconds\": " + number(now()) + ",\n  \"channels\": [";

@@ -9,17 +9,16 @@
 #include <thread>
 
 #include "comm/mpi_check.h"
+#include "comm/text.h"
 #include "comm/peer_monitor.h"
 
 namespace vlm {
 
 std::string process_label() {
-  char host[256] = "?";
-  gethostname(host, sizeof host - 1);
   int initialized = 0, rank = -1;
   MPI_Initialized(&initialized);
   if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return std::string(host) + ":rank " + std::to_string(rank);
+  return host_name() + ":rank " + std::to_string(rank);
 }
 
 void throw_library_error(const char* call, const char* file, int line, const std::string& message) {

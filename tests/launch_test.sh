@@ -8,22 +8,7 @@
 set -uo pipefail
 launch=$1 train=$2 ckpt=$3 config=$4 shim=$5
 report=$(dirname "$launch")/vlm-report
-root=$(mktemp -d)
-pids=()
-# Everything the test started names $root on its command line: mpirun outlives a killed launcher.
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done; pkill -9 -f "$root/" 2> /dev/null; rm -rf "$root"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-passed=0
-pass() { echo "ok: $*"; passed=$((passed + 1)); }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-wait_for() {  # FILE PATTERN: until a line of FILE matches (at most 120 s)
-  for _ in $(seq 2400); do
-    grep -qE -- "$2" "$1" 2> /dev/null && return 0
-    sleep 0.05  # polls until the line appears (bounded above)
-  done
-  fail "waited 120 s for /$2/ in $1"
-}
+source "$(dirname "$0")/script_lib.sh"
 wait_exit() {  # PID: its exit code (at most 180 s, then killed)
   for _ in $(seq 3600); do
     kill -0 "$1" 2> /dev/null || break

@@ -14,15 +14,7 @@ rules=$source_dir/launch/prometheus dashboard=$source_dir/launch/grafana/vlmtrai
 for tool in prometheus promtool curl jq; do
   command -v $tool > /dev/null || { echo "SKIP: $tool is not installed (scripts/install-deps.sh installs it)"; exit 0; }
 done
-root=$(mktemp -d)
-pids=()
-# Everything the test started names $root on its command line: mpirun outlives a killed launcher.
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done; pkill -9 -f "$root/" 2> /dev/null; rm -rf "$root"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-passed=0
-pass() { echo "ok: $*"; passed=$((passed + 1)); }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+source "$(dirname "$0")/script_lib.sh"
 
 # The dashboard's JSON model: what Grafana needs to import it.
 jq -e '(.title | type == "string") and (.uid | type == "string") and (.schemaVersion | type == "number")

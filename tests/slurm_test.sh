@@ -106,13 +106,16 @@ wait_for() {  # FILE PATTERN (at most 180 s)
   done
   fail "waited 180 s for /$2/ in $1"
 }
+expect_completed() {  # JOB NAME WHAT: the job ended COMPLETED with exit code 0:0
+  [[ $(job_state "$1") == COMPLETED && $(job_exit "$1") == 0:0 ]] ||
+    fail "job $1 $3: $(job_state "$1") $(job_exit "$1"): $(tail -20 "$root/jobs/$2.out")"
+}
 final_loss() { grep -oE "step $steps/$steps loss [0-9.]+ \(contrastive [0-9.]+ caption [0-9.]+\) grad_norm [0-9.]+" "$1" | tail -1; }
 
 # 1. Direct launch, uninterrupted: the reference.
 job=$(submit train-srun.sbatch whole) || fail "sbatch refused the job"
 wait_state "$job" COMPLETED FAILED CANCELLED
-[[ $(job_state "$job") == COMPLETED && $(job_exit "$job") == 0:0 ]] ||
-  fail "job $job: $(job_state "$job") $(job_exit "$job"): $(tail "$root/jobs/whole.out")"
+expect_completed "$job" whole "uninterrupted"
 reference=$(final_loss "$root/jobs/whole.out")
 [[ -n $reference ]] || fail "no final step in $(tail "$root/jobs/whole.out")"
 "$ckpt" verify "$root/whole.ckpt/latest" > /dev/null || fail "the checkpoint does not verify"
@@ -123,8 +126,7 @@ job=$(submit train-srun.sbatch stopped) || fail "sbatch refused the job"
 wait_for "$root/jobs/stopped.out" "step 20/$steps"
 scancel --signal=USR1 --batch "$job"
 wait_state "$job" COMPLETED FAILED CANCELLED
-[[ $(job_state "$job") == COMPLETED && $(job_exit "$job") == 0:0 ]] ||
-  fail "job $job after USR1: $(job_state "$job") $(job_exit "$job"): $(tail "$root/jobs/stopped.out")"
+expect_completed "$job" stopped "after USR1"
 grep -q "stopped by a signal after step" "$root/jobs/stopped.out" || fail "no save on USR1: $(tail "$root/jobs/stopped.out")"
 "$ckpt" verify "$root/stopped.ckpt/latest" > /dev/null || fail "the checkpoint saved on USR1 does not verify"
 saved=$(sed -nE 's/.*stopped by a signal after step ([0-9]+).*/\1/p' "$root/jobs/stopped.out" | tail -1)
@@ -145,8 +147,7 @@ job=$(submit train-launch.sbatch launched) || fail "sbatch refused the job"
 wait_for "$root/jobs/launched.out" "\[rank 0\] step 20/$steps"
 scancel --signal=USR1 --full "$job"
 wait_state "$job" COMPLETED FAILED CANCELLED
-[[ $(job_state "$job") == COMPLETED && $(job_exit "$job") == 0:0 ]] ||
-  fail "job $job after USR1 --full: $(job_state "$job") $(job_exit "$job"): $(tail -20 "$root/jobs/launched.out")"
+expect_completed "$job" launched "after USR1 --full"
 grep -q "stopped by SIGUSR1 .* checkpoint saved" "$root/jobs/launched.out" || fail "vlm-launch did not report the save"
 "$ckpt" verify "$root/launched.ckpt/latest" > /dev/null || fail "the checkpoint saved on USR1 --full does not verify"
 [[ -f $root/jobs/runs/$job/attempt-0/rank-1.log ]] || fail "no per-rank log in the run dir"

@@ -16,6 +16,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "comm/text.h"
+
 namespace vlm {
 namespace {
 
@@ -53,11 +55,6 @@ std::string response(const char* status, const char* type, const std::string& bo
   return std::string("HTTP/1.1 ") + status + "\r\nContent-Type: " + type +
          "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
          (head ? std::string() : body);
-}
-
-std::string host_name() {
-  char name[256] = {};
-  return ::gethostname(name, sizeof name - 1) == 0 ? name : "localhost";
 }
 
 }  // namespace

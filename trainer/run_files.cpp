@@ -1,16 +1,16 @@
 #include "trainer/run_files.h"
 
 #include <glog/logging.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 
+#include "checkpoint/durable_file.h"
+#include "comm/text.h"
 #include "trainer/trainer.h"
 
 namespace vlm {
@@ -24,34 +24,15 @@ std::string json_number(double value) {
   return text;
 }
 
-std::string json_string(const std::string& text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20) out += c;
-  }
-  return out + "\"";
-}
-
-std::string host_name() {
-  char name[256] = {};
-  return ::gethostname(name, sizeof name - 1) == 0 ? name : "localhost";
-}
-
 }  // namespace
 
 void write_endpoint_file(const std::string& run_dir, const Topology& topology, const std::string& scrape_address) {
   const std::filesystem::path folder = std::filesystem::path(run_dir) / "endpoints";
   std::filesystem::create_directories(folder);
-  const std::filesystem::path path = folder / ("rank-" + std::to_string(topology.rank()) + ".json");
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << "{\"rank\":" << topology.rank() << ",\"stage\":" << topology.stage() << ",\"dp_rank\":" << topology.dp_rank()
-        << ",\"host\":" << json_string(host_name()) << ",\"address\":" << json_string(scrape_address) << "}\n";
-    if (!out.flush()) throw std::runtime_error("cannot write " + tmp.string() + ": " + std::strerror(errno));
-  }
-  std::filesystem::rename(tmp, path);
+  write_file_durably((folder / ("rank-" + std::to_string(topology.rank()) + ".json")).string(),
+                     "{\"rank\":" + std::to_string(topology.rank()) + ",\"stage\":" + std::to_string(topology.stage()) +
+                         ",\"dp_rank\":" + std::to_string(topology.dp_rank()) + ",\"host\":" + json_string(host_name()) +
+                         ",\"address\":" + json_string(scrape_address) + "}\n");
 }
 
 StepLog::StepLog(const std::string& run_dir) : path_((std::filesystem::path(run_dir) / "metrics.jsonl").string()) {

@@ -14,7 +14,7 @@ namespace vlm {
 
 struct StepStats;
 
-// Writes RUN_DIR/endpoints/rank-<r>.json atomically (temporary file + rename):
+// Writes RUN_DIR/endpoints/rank-<r>.json atomically (write_file_durably):
 // {"rank":r,"stage":s,"dp_rank":d,"host":"...","address":"host:port"}.
 void write_endpoint_file(const std::string& run_dir, const Topology& topology, const std::string& scrape_address);
 

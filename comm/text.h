@@ -1,0 +1,15 @@
+#pragma once
+// Small text pieces shared by reports and run files.
+
+#include <string>
+
+namespace vlm {
+
+// This host's name (gethostname), "?" if it cannot be read.
+std::string host_name();
+
+// `text` as a JSON string literal: quotes and backslashes escaped, control
+// characters as \u00XX.
+std::string json_string(const std::string& text);
+
+}  // namespace vlm
