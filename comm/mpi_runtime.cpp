@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <ctime>
 #include <mutex>
 #include <thread>
 
@@ -75,6 +76,16 @@ MpiRuntime::~MpiRuntime() {
 }
 
 void MpiRuntime::abort_job(int exit_code) {
+  // mpirun's own "MPI_ABORT was invoked on rank R" can be lost (Open MPI 4.1
+  // drops it under load: "show_help.c: Data unpack would read past end of
+  // buffer"), so the rank says it itself; the UTC time lets a launcher tell
+  // the first of several aborting ranks.
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", std::gmtime(&now.tv_sec));
+  std::fprintf(stderr, "vlm: %s ends the job with MPI_Abort (exit code %d) at %s.%06ldZ\n", process_label().c_str(),
+               exit_code, when, now.tv_nsec / 1000);
   std::fflush(stdout);
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, exit_code);

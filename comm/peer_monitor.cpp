@@ -308,7 +308,6 @@ void end_job_on_hang(const StuckOperation& stuck) {
     std::fprintf(stderr, "vlm: flight records: %s (and rank-*.json beside it from every rank that answered)\n",
                  record.c_str());
   }
-  std::fprintf(stderr, "vlm: ending the job\n");
   MpiRuntime::abort_job(1);
 }
 
