@@ -1,17 +1,20 @@
 // vlm-train-bench: single-process training throughput and MFU for a config
-// (default configs/bench.pbtxt), plus shared vs unshared attention side by
-// side. MFU = model FLOP/s (model/flops.h) / peak FP32 GEMM FLOP/s measured
-// by this same run on this machine. Prints a table and one JSON line; exits
-// non-zero when a loss is not finite.
+// (default configs/bench.pbtxt), shared vs unshared attention side by side,
+// at each precision asked for. MFU = model FLOP/s (model/flops.h) / the peak
+// GEMM FLOP/s in that precision on that device, measured by this same run.
+// Prints a table and, last, one JSON line; exits non-zero when a loss is not finite.
 //
 //   build/bench/vlm-train-bench [--config configs/bench.pbtxt] [--steps 20] [--warmup 3]
+//                               [--device cpu|cuda] [--precision fp32,bf16]
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <sstream>
 #include <thread>
 
+#include "comm/device.h"
 #include "comm/process_groups.h"
 #include "comm/threads.h"
 #include "comm/topology.h"
@@ -29,15 +32,23 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Best FP32 GEMM rate over a few square sizes: the machine's practical peak.
-double peak_gemm_flops() {
+// Waits for the GPU's queued work (timings of asynchronous kernels).
+void finish(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+// Best GEMM rate in `dtype` over a few square sizes: the practical peak.
+double peak_gemm_flops(const torch::Device& device, torch::ScalarType dtype) {
   double best = 0;
-  for (int64_t n : {512, 1024, 2048}) {
-    torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
+  const auto options = torch::TensorOptions(device).dtype(dtype);
+  for (int64_t n : device.is_cuda() ? std::vector<int64_t>{4096, 8192} : std::vector<int64_t>{512, 1024, 2048}) {
+    torch::Tensor a = torch::randn({n, n}, options), b = torch::randn({n, n}, options), c = torch::empty({n, n}, options);
     for (int i = 0; i < 2; ++i) torch::mm_out(c, a, b);  // warm-up
-    const int iterations = n <= 512 ? 40 : n <= 1024 ? 10 : 3;
+    const int iterations = device.is_cuda() ? 20 : n <= 512 ? 40 : n <= 1024 ? 10 : 3;
+    finish(device);
     const auto start = Clock::now();
     for (int i = 0; i < iterations; ++i) torch::mm_out(c, a, b);
+    finish(device);
     best = std::max(best, 2.0 * n * n * n * iterations / seconds_since(start));
   }
   return best;
@@ -49,6 +60,7 @@ struct RunResult {
   double step_seconds = 0;     // mean over timed steps
   double samples_per_second = 0;
   double train_flops_per_sample = 0;
+  double mfu = 0;
   bool finite = true;
 };
 
@@ -62,11 +74,14 @@ RunResult run(const TrainConfig& config, const Topology& topology, const Process
     torch::NoGradGuard no_grad;
     VlmModel model = trainer.whole_model();
     const auto& s = model->spec();
-    r.image_kv_bytes = image_kv_bytes(model->start_decoding(torch::zeros({1, 1, s.image_height, s.image_width})).image_kv);
+    r.image_kv_bytes = image_kv_bytes(
+        model->start_decoding(torch::zeros({1, 1, s.image_height, s.image_width}, groups.device())).image_kv);
   }
   for (int i = 0; i < warmup; ++i) r.finite &= std::isfinite(trainer.train_step().loss);
+  finish(groups.device());
   const auto start = Clock::now();
   for (int i = 0; i < steps; ++i) r.finite &= std::isfinite(trainer.train_step().loss);
+  finish(groups.device());
   const double elapsed = seconds_since(start);
   r.step_seconds = elapsed / steps;
   r.samples_per_second = static_cast<double>(config.loop().global_batch_size()) * steps / elapsed;
@@ -80,54 +95,91 @@ TrainConfig unshared(TrainConfig c) {
   return c;
 }
 
+// Shared and unshared attention at one precision, against that precision's peak.
+struct PrecisionResult {
+  std::string precision;
+  std::vector<double> probes;  // peak GEMM FLOP/s, before, between and after the runs
+  double peak = 0;
+  RunResult shared, plain;
+};
+
+std::string json(const RunResult& r) {
+  char text[256];
+  std::snprintf(text, sizeof text,
+                "{\"parameters\":%lld,\"image_kv_bytes\":%lld,\"step_seconds\":%.5f,\"samples_per_second\":%.2f,\"mfu\":%.4f}",
+                static_cast<long long>(r.parameters), static_cast<long long>(r.image_kv_bytes), r.step_seconds,
+                r.samples_per_second, r.mfu);
+  return text;
+}
+
 int bench(int argc, char** argv) {
   auto flags = parse_bench_flags(argc, argv, {{"config", std::string(VLM_SOURCE_DIR) + "/configs/bench.pbtxt"},
-                                                {"steps", "20"}, {"warmup", "3"}});
+                                                {"steps", "20"}, {"warmup", "3"}, {"device", "cpu"},
+                                                {"precision", "fp32"}});
   const std::string config_path = flags["config"];
   const int steps = std::stoi(flags["steps"]), warmup = std::stoi(flags["warmup"]);
-  const TrainConfig config = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps)});
+  if (flags["device"] != "cpu" && flags["device"] != "cuda") throw std::invalid_argument("--device: cpu or cuda");
   const Topology topology = make_topology(detect_process(), 1, 0);
+  const torch::Device device =
+      use_device(flags["device"] == "cuda" ? DeviceRequest::kCuda : DeviceRequest::kCpu, topology.process);
   const int threads = static_cast<int>(std::thread::hardware_concurrency());
   apply_thread_count(threads);
-  ProcessGroups groups(topology);
-  const auto data = load_training_data(config.data());
+  ProcessGroups groups(topology, {BackendKind::kAuto, device});
 
-  // The machine is shared and noisy: the peak is probed before, between and
-  // after the runs and the best probe is used, so MFU is never flattered by
-  // one slow probe.
-  std::vector<double> probes{peak_gemm_flops()};
-  const RunResult shared = run(config, topology, groups, *data, warmup, steps);
-  probes.push_back(peak_gemm_flops());
-  const RunResult plain = run(unshared(config), topology, groups, *data, warmup, steps);
-  probes.push_back(peak_gemm_flops());
-  const double peak = *std::max_element(probes.begin(), probes.end());
-  const double mfu = shared.samples_per_second * shared.train_flops_per_sample / peak;
-  const double mfu_plain = plain.samples_per_second * plain.train_flops_per_sample / peak;
-
-  std::printf("config %s, %d threads, %d timed steps after %d warm-up, batch %d\n", config_path.c_str(), threads,
-              steps, warmup, config.loop().global_batch_size());
-  std::printf("peak FP32 GEMM (best of %zu probes) %.1f GFLOP/s (probes:", probes.size(), peak / 1e9);
-  for (double p : probes) std::printf(" %.1f", p / 1e9);
-  std::printf(")\n");
-  std::printf("%-10s %12s %14s %10s %10s %14s %7s\n", "attention", "parameters", "image-KV B/img", "step ms",
-              "samples/s", "model GFLOP/s", "MFU");
-  for (const auto& [name, r, m] : {std::tuple{"shared", shared, mfu}, std::tuple{"unshared", plain, mfu_plain}}) {
-    std::printf("%-10s %12lld %14lld %10.1f %10.1f %14.1f %6.1f%%\n", name, static_cast<long long>(r.parameters),
-                static_cast<long long>(r.image_kv_bytes), r.step_seconds * 1e3, r.samples_per_second,
-                r.samples_per_second * r.train_flops_per_sample / 1e9, 100 * m);
+  std::vector<PrecisionResult> results;
+  std::stringstream precisions(flags["precision"]);
+  for (std::string precision; std::getline(precisions, precision, ',');) {
+    if (precision != "fp32" && precision != "bf16") throw std::invalid_argument("--precision: fp32, bf16 or fp32,bf16");
+    const TrainConfig config = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps),
+                                                         precision == "bf16" ? "device.precision=BF16" : "device.precision=FP32"});
+    const auto data = load_training_data(config.data());
+    const torch::ScalarType dtype = precision == "bf16" ? torch::kBFloat16 : torch::kFloat;
+    // The machine is shared and noisy: the peak is probed before, between and
+    // after the runs and the best probe is used, so MFU is never flattered by
+    // one slow probe.
+    PrecisionResult r;
+    r.precision = precision;
+    r.probes.push_back(peak_gemm_flops(device, dtype));
+    r.shared = run(config, topology, groups, *data, warmup, steps);
+    r.probes.push_back(peak_gemm_flops(device, dtype));
+    r.plain = run(unshared(config), topology, groups, *data, warmup, steps);
+    r.probes.push_back(peak_gemm_flops(device, dtype));
+    r.peak = *std::max_element(r.probes.begin(), r.probes.end());
+    for (RunResult* run : {&r.shared, &r.plain}) run->mfu = run->samples_per_second * run->train_flops_per_sample / r.peak;
+    results.push_back(r);
   }
-  std::printf("shared/unshared: parameters %.3f, image-KV bytes %.3f, step time %.3f\n",
-              static_cast<double>(shared.parameters) / plain.parameters,
-              static_cast<double>(shared.image_kv_bytes) / plain.image_kv_bytes, shared.step_seconds / plain.step_seconds);
-  std::printf("{\"bench\":\"train\",\"threads\":%d,\"peak_gemm_gflops\":%.2f,\"shared\":{\"parameters\":%lld,"
-              "\"image_kv_bytes\":%lld,\"step_seconds\":%.5f,\"samples_per_second\":%.2f,\"mfu\":%.4f},"
-              "\"unshared\":{\"parameters\":%lld,\"image_kv_bytes\":%lld,\"step_seconds\":%.5f,"
-              "\"samples_per_second\":%.2f,\"mfu\":%.4f},\"correct\":%s}\n",
-              threads, peak / 1e9, static_cast<long long>(shared.parameters),
-              static_cast<long long>(shared.image_kv_bytes), shared.step_seconds, shared.samples_per_second, mfu,
-              static_cast<long long>(plain.parameters), static_cast<long long>(plain.image_kv_bytes), plain.step_seconds,
-              plain.samples_per_second, mfu_plain, shared.finite && plain.finite ? "true" : "false");
-  return shared.finite && plain.finite ? 0 : 1;
+
+  std::printf("config %s, device %s, %d threads, %d timed steps after %d warm-up, batch %d\n", config_path.c_str(),
+              device.str().c_str(), threads, steps, warmup, load_config(config_path).loop().global_batch_size());
+  bool finite = true;
+  std::string runs;
+  for (const PrecisionResult& r : results) {
+    std::printf("%s: peak GEMM (best of %zu probes) %.1f GFLOP/s (probes:", r.precision.c_str(), r.probes.size(), r.peak / 1e9);
+    for (double p : r.probes) std::printf(" %.1f", p / 1e9);
+    std::printf(")\n");
+    std::printf("  %-10s %12s %14s %10s %10s %14s %7s\n", "attention", "parameters", "image-KV B/img", "step ms",
+                "samples/s", "model GFLOP/s", "MFU");
+    for (const auto& [name, run] : {std::pair{"shared", r.shared}, std::pair{"unshared", r.plain}}) {
+      std::printf("  %-10s %12lld %14lld %10.1f %10.1f %14.1f %6.1f%%\n", name, static_cast<long long>(run.parameters),
+                  static_cast<long long>(run.image_kv_bytes), run.step_seconds * 1e3, run.samples_per_second,
+                  run.samples_per_second * run.train_flops_per_sample / 1e9, 100 * run.mfu);
+    }
+    std::printf("  shared/unshared: parameters %.3f, image-KV bytes %.3f, step time %.3f\n",
+                static_cast<double>(r.shared.parameters) / r.plain.parameters,
+                static_cast<double>(r.shared.image_kv_bytes) / r.plain.image_kv_bytes,
+                r.shared.step_seconds / r.plain.step_seconds);
+    finite &= r.shared.finite && r.plain.finite;
+    char head[128];
+    std::snprintf(head, sizeof head, "{\"precision\":\"%s\",\"peak_gemm_gflops\":%.2f,", r.precision.c_str(), r.peak / 1e9);
+    runs += (runs.empty() ? "" : ",") + std::string(head) + "\"shared\":" + json(r.shared) + ",\"unshared\":" + json(r.plain) + "}";
+  }
+  if (results.size() == 2) {
+    std::printf("%s/%s samples/s (shared): %.3f\n", results[1].precision.c_str(), results[0].precision.c_str(),
+                results[1].shared.samples_per_second / results[0].shared.samples_per_second);
+  }
+  std::printf("{\"bench\":\"train\",\"device\":\"%s\",\"threads\":%d,\"runs\":[%s],\"correct\":%s}\n",
+              device.str().c_str(), threads, runs.c_str(), finite ? "true" : "false");
+  return finite ? 0 : 1;
 }
 
 }  // namespace

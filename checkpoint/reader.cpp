@@ -220,12 +220,14 @@ void CheckpointReader::read_all(const std::vector<std::pair<const TensorRecord*,
     sources.push_back(&file);
     lengths.push_back(r->length());
   }
-  // Straight into the destination when it is contiguous. A damaged tensor
-  // throws, and a failed load is never trained on (vlm-train stops).
+  // Straight into the destination when it is contiguous host memory; else
+  // (a GPU's, or strided) through a host temporary. A damaged tensor throws,
+  // and a failed load is never trained on (vlm-train stops).
   torch::NoGradGuard no_grad;
+  auto direct = [](const torch::Tensor& t) { return t.is_contiguous() && t.device().is_cpu(); };
   std::vector<torch::Tensor> destinations;
   for (const auto& [r, target] : reads) {
-    destinations.push_back(target.is_contiguous() ? target : torch::empty_like(target, torch::MemoryFormat::Contiguous));
+    destinations.push_back(direct(target) ? target : torch::empty(target.sizes(), target.options().device(torch::kCPU)));
   }
   const std::vector<uint32_t> crcs = checksum_in_chunks(lengths, [&](size_t i, uint64_t begin, uint64_t length) {
     char* out = static_cast<char*>(destinations[i].data_ptr()) + begin;
@@ -244,7 +246,7 @@ void CheckpointReader::read_all(const std::vector<std::pair<const TensorRecord*,
       throw CheckpointError(sources[i]->path + ": checksum mismatch for " + reads[i].first->name() +
                             ": the shard is damaged");
     }
-    if (!reads[i].second.is_contiguous()) reads[i].second.copy_(destinations[i]);  // read into a temporary
+    if (!direct(reads[i].second)) reads[i].second.copy_(destinations[i]);  // read into a temporary
   }
 }
 

@@ -1,5 +1,7 @@
 #include "comm/backend.h"
 
+#include <algorithm>
+
 #include "comm/cuda_device.h"
 #include "comm/mpi_backend.h"
 #include "comm/mpi_check.h"
@@ -16,9 +18,38 @@ struct CompletedWork : Work {
   double seconds() override { return 0; }
 };
 
+// Done when every part is.
+struct AllOfWork : Work {
+  std::vector<WorkPtr> parts;
+  void wait() override {
+    for (auto& w : parts) w->wait();
+  }
+  bool is_completed() override {
+    for (auto& w : parts) {
+      if (!w->is_completed()) return false;
+    }
+    return true;
+  }
+  double seconds() override {
+    double longest = 0;
+    for (auto& w : parts) longest = std::max(longest, w->seconds());
+    return longest;
+  }
+};
+
 }  // namespace
 
 WorkPtr completed_work() { return std::make_shared<CompletedWork>(); }
+
+// Point-to-point that already starts nonblocking (MPI) needs no grouping.
+WorkPtr Backend::send_recv_batch(const std::vector<PointToPointOp>& ops, Millis timeout) {
+  auto all = std::make_shared<AllOfWork>();
+  for (const auto& op : ops) {
+    const PointToPointOptions options{op.tag, timeout};
+    all->parts.push_back(op.sending ? send(op.tensor, op.peer, options) : recv(op.tensor, op.peer, options));
+  }
+  return all;
+}
 
 Backend::Backend(MPI_Comm group, std::string group_name) : group_name_(std::move(group_name)) {
   VLM_MPI_CHECK(MPI_Comm_rank(group, &rank_));
@@ -72,18 +103,17 @@ void Backend::check_group_multiple(const std::string& what, const torch::Tensor&
   }
 }
 
-std::unique_ptr<Backend> make_backend(BackendKind kind, const torch::Device& device, MPI_Comm group,
-                                      const std::string& group_name, Millis init_timeout) {
-  const bool nccl = kind == BackendKind::kNccl || (kind == BackendKind::kAuto && device.is_cuda());
-  if (!nccl) return std::make_unique<MpiBackend>(group, group_name, init_timeout);
+std::unique_ptr<Backend> make_backend(const BackendOptions& options, MPI_Comm group, const std::string& group_name) {
+  const bool nccl = options.kind == BackendKind::kNccl || (options.kind == BackendKind::kAuto && options.device.is_cuda());
+  if (!nccl) return std::make_unique<MpiBackend>(group, group_name, options.init_timeout);
   std::string why;
   if (cuda_device_count(&why) == 0) {
     throw CommError("comm.backend: NCCL needs a CUDA GPU, but none is usable on " + process_label() + " (" + why +
                     "). HINT: use comm.backend: MPI (or AUTO, which picks MPI for CPU tensors)");
   }
 #ifdef VLM_WITH_NCCL
-  return std::make_unique<NcclBackend>(group, group_name, device.is_cuda() && device.has_index() ? device.index() : 0,
-                                       init_timeout);
+  return std::make_unique<NcclBackend>(group, group_name, cuda_device_index(options.device), options.init_timeout,
+                                       options.blocking_wait);
 #else
   throw CommError("comm.backend: NCCL was not built in (VLM_WITH_NCCL=OFF); rebuild with the CUDA toolkit");
 #endif

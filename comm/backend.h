@@ -46,6 +46,14 @@ struct PointToPointOptions {
   Millis timeout = kDefaultTimeout;
 };
 
+// One send or receive of a batch (Backend::send_recv_batch).
+struct PointToPointOp {
+  bool sending = false;
+  torch::Tensor tensor;
+  int peer = -1;  // group rank
+  int tag = 0;
+};
+
 class Work {
  public:
   virtual ~Work() = default;
@@ -94,6 +102,11 @@ class Backend {
   virtual WorkPtr send(torch::Tensor tensor, int destination, const PointToPointOptions& options = {}) = 0;
   virtual WorkPtr recv(torch::Tensor tensor, int source, const PointToPointOptions& options = {}) = 0;
   virtual WorkPtr barrier(const CollectiveOptions& options = {}) = 0;
+  // Starts every send and receive of `ops` together, so that their order
+  // between two ranks cannot deadlock (two ranks that each send, then
+  // receive, a message larger than NCCL buffers would). NCCL: one
+  // ncclGroupStart/End; MPI: nonblocking requests. One Work for all of them.
+  virtual WorkPtr send_recv_batch(const std::vector<PointToPointOp>& ops, Millis timeout);
 
  protected:
   // `group_name` appears in every error ("dp(stage 0)").
@@ -135,12 +148,19 @@ enum class BackendKind {
   kNccl,
 };
 
-// The backend for `group` and tensors on `device`. Asking for NCCL without a
-// usable GPU, or in a build without NCCL, is a CommError that says why.
-// Collective over `group`; a member that never joins ends the job after
+struct BackendOptions {
+  BackendKind kind = BackendKind::kAuto;
+  torch::Device device = torch::kCPU;  // a CUDA device without an index: the current one
+  Millis init_timeout = kDefaultInitTimeout;
+  // NCCL: wait() blocks the host and raises on error or timeout (comm.blocking_wait).
+  bool blocking_wait = false;
+};
+
+// The backend for `group` and tensors on `options.device`. Asking for NCCL
+// without a usable GPU, or in a build without NCCL, is a CommError that says
+// why. Collective over `group`; a member that never joins ends the job after
 // `init_timeout` with a report naming it.
-std::unique_ptr<Backend> make_backend(BackendKind kind, const torch::Device& device, MPI_Comm group,
-                                      const std::string& group_name, Millis init_timeout = kDefaultInitTimeout);
+std::unique_ptr<Backend> make_backend(const BackendOptions& options, MPI_Comm group, const std::string& group_name);
 
 // A Work that is already done (a group of one has nothing to exchange).
 WorkPtr completed_work();

@@ -22,4 +22,13 @@ int cuda_device_count(std::string* why) {
 #endif
 }
 
+int cuda_device_index(const torch::Device& device) {
+  if (device.has_index()) return device.index();
+  int current = 0;
+#ifdef VLM_WITH_NCCL
+  cudaGetDevice(&current);
+#endif
+  return current;
+}
+
 }  // namespace vlm

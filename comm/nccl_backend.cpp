@@ -82,7 +82,7 @@ void check_tensor(const torch::Tensor& t, const char* what) {
 struct NcclWork : Work {
   std::string what;
   StuckOperation stuck;  // what a timeout reports
-  uint64_t flight_id = 0;
+  std::vector<uint64_t> flight_ids;  // one per channel the operation uses
   Millis timeout{0};
   Clock::time_point deadline;
   cudaEvent_t started = nullptr;  // timing events: seconds() reads the stream's own clock
@@ -90,16 +90,42 @@ struct NcclWork : Work {
   std::vector<torch::Tensor> tensors;  // kept alive until the stream is past them
   const char* kind = "";
   int64_t bytes = 0;
+  ncclComm_t comm = nullptr;
+  bool blocking = false;
 
   ~NcclWork() override {
     if (started != nullptr) cudaEventDestroy(started);
     if (done != nullptr) cudaEventDestroy(done);
   }
-  void wait() override { VLM_CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), done, 0)); }
+  void wait() override {
+    if (blocking) return wait_on_host();
+    VLM_CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), done, 0));
+  }
   bool is_completed() override { return cudaEventQuery(done) == cudaSuccess; }
   double seconds() override {
     float ms = 0;
     return is_completed() && cudaEventElapsedTime(&ms, started, done) == cudaSuccess ? ms / 1000.0 : 0.0;
+  }
+
+  // comm.blocking_wait: the host waits, and raises on an error or at the deadline.
+  void wait_on_host() {
+    while (true) {
+      const cudaError_t state = cudaEventQuery(done);
+      if (state == cudaSuccess) return;
+      if (state != cudaErrorNotReady) VLM_CUDA_CHECK(state);
+      ncclResult_t async_error = ncclSuccess;
+      ncclCommGetAsyncError(comm, &async_error);
+      if (async_error != ncclSuccess && async_error != ncclInProgress) {
+        ncclCommAbort(comm);
+        throw CommError(what + ": NCCL reported an asynchronous error: " + ncclGetErrorString(async_error));
+      }
+      if (Clock::now() > deadline) {
+        ncclCommAbort(comm);  // frees the GPU from the stuck kernel
+        throw CommError(what + " did not complete within " + std::to_string(timeout.count() / 1000.0) +
+                        " s (comm.timeout_seconds); the communicator was aborted");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
   }
 };
 
@@ -135,6 +161,7 @@ void wait_until_ready(ncclComm_t comm, ncclResult_t result, Clock::time_point de
 
 struct NcclBackend::State {
   int device = 0;
+  bool blocking_wait = false;
   std::string group;
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
@@ -165,7 +192,7 @@ struct NcclBackend::State {
       for (auto it = in_flight.begin(); it != in_flight.end();) {
         if ((*it)->is_completed()) {
           on_complete(**it);
-          FlightRecorder::instance().set_state((*it)->flight_id, OpState::kCompleted);
+          for (uint64_t id : (*it)->flight_ids) FlightRecorder::instance().set_state(id, OpState::kCompleted);
           it = in_flight.erase(it);
         } else if (Clock::now() > (*it)->deadline) {
           ncclCommAbort(comm);  // frees the GPU from the stuck kernel; the report names who never arrived
@@ -178,7 +205,7 @@ struct NcclBackend::State {
   }
 };
 
-NcclBackend::NcclBackend(MPI_Comm group, std::string group_name, int device, Millis init_timeout)
+NcclBackend::NcclBackend(MPI_Comm group, std::string group_name, int device, Millis init_timeout, bool blocking_wait)
     : Backend(group, std::move(group_name)), state_(std::make_unique<State>()) {
   const auto [id_flight, seq] = FlightRecorder::instance().record(channel(), "nccl_init", "", 0);
   StuckOperation stuck = stuck_operation("nccl_init", describe_on_group("ncclCommInitRank"), seq, channel(), -1, false);
@@ -189,6 +216,7 @@ NcclBackend::NcclBackend(MPI_Comm group, std::string group_name, int device, Mil
     id = bootstrap_nccl_id(group);
   }
   state_->device = device;
+  state_->blocking_wait = blocking_wait;
   state_->group = Backend::group_name();
   VLM_CUDA_CHECK(cudaSetDevice(device));
   // Nonblocking initialisation, polled against the deadline: a rank that never
@@ -228,20 +256,27 @@ NcclBackend::~NcclBackend() {
 }
 
 template <typename Launch>
-WorkPtr NcclBackend::launch(const char* kind, int64_t bytes, Millis timeout, PointToPoint point_to_point,
+WorkPtr NcclBackend::launch(const char* kind, int64_t bytes, Millis timeout, const std::vector<PointToPoint>& peers,
                             std::vector<torch::Tensor> keep_alive, Launch nccl_call) {
   auto work = std::make_shared<NcclWork>();
   work->kind = kind;
   work->bytes = bytes;
   work->what = describe_on_group(kind);
-  const int peer = point_to_point.peer;
-  const auto [flight_id, seq] = FlightRecorder::instance().record(channel(peer, point_to_point.sending), kind, "", bytes);
-  work->flight_id = flight_id;
-  work->stuck = stuck_operation(kind, work->what, seq, channel(peer, point_to_point.sending), peer, point_to_point.sending);
+  // One flight record per channel: a collective's, or each peer's send or receive.
+  const std::vector<PointToPoint> channels = peers.empty() ? std::vector<PointToPoint>{PointToPoint{}} : peers;
+  for (const PointToPoint& p : channels) {
+    const auto [flight_id, seq] = FlightRecorder::instance().record(channel(p.peer, p.sending), kind, "", bytes);
+    if (work->flight_ids.empty()) {
+      work->stuck = stuck_operation(kind, work->what, seq, channel(p.peer, p.sending), p.peer, p.sending);
+    }
+    work->flight_ids.push_back(flight_id);
+  }
   work->stuck.waited_seconds = timeout.count() / 1000.0;
   work->timeout = timeout;
   work->deadline = Clock::now() + timeout;
   work->tensors = std::move(keep_alive);
+  work->comm = state_->comm;
+  work->blocking = state_->blocking_wait;
   VLM_CUDA_CHECK(cudaSetDevice(state_->device));
   // The communication stream starts after everything already queued on the compute stream.
   VLM_CUDA_CHECK(cudaEventRecord(state_->compute_ready, compute_stream()));
@@ -289,20 +324,47 @@ WorkPtr NcclBackend::reduce_scatter(torch::Tensor in, torch::Tensor out, const A
   });
 }
 
-// A send and a receive between the same pair must be issued inside one
-// ncclGroupStart/End by the caller (the pipeline runtime pairs them) or two
-// ranks that both send first deadlock; single calls here are their own group.
+// A send and a receive between the same pair must be issued together
+// (send_recv_batch, as the pipeline runtime does) or two ranks that both send
+// first deadlock once messages exceed NCCL's buffers.
 WorkPtr NcclBackend::send(torch::Tensor t, int destination, const PointToPointOptions& o) {
   check_tensor(t, "send");
-  return launch("send", t.nbytes(), o.timeout, {destination, true}, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+  return launch("send", t.nbytes(), o.timeout, {{destination, true}}, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
     return ncclSend(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), destination, comm, stream);
   });
 }
 
 WorkPtr NcclBackend::recv(torch::Tensor t, int source, const PointToPointOptions& o) {
   check_tensor(t, "recv");
-  return launch("recv", t.nbytes(), o.timeout, {source, false}, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+  return launch("recv", t.nbytes(), o.timeout, {{source, false}}, {t}, [&](ncclComm_t comm, cudaStream_t stream) {
     return ncclRecv(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), source, comm, stream);
+  });
+}
+
+WorkPtr NcclBackend::send_recv_batch(const std::vector<PointToPointOp>& ops, Millis timeout) {
+  std::vector<PointToPoint> peers;
+  std::vector<torch::Tensor> tensors;
+  int64_t bytes = 0;
+  for (const auto& op : ops) {
+    check_tensor(op.tensor, op.sending ? "send" : "recv");
+    if (op.peer < 0 || op.peer >= size()) {
+      throw CommError(describe_on_group("send_recv_batch") + ": peer " + std::to_string(op.peer) + " is not a rank of the group");
+    }
+    peers.push_back({op.peer, op.sending});
+    tensors.push_back(op.tensor);
+    bytes += op.tensor.nbytes();
+  }
+  if (ops.empty()) return completed_work();
+  return launch("send_recv_batch", bytes, timeout, peers, tensors, [&](ncclComm_t comm, cudaStream_t stream) {
+    ncclResult_t result = ncclGroupStart();
+    for (const auto& op : ops) {
+      if (result != ncclSuccess) break;
+      const torch::Tensor& t = op.tensor;
+      result = op.sending ? ncclSend(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), op.peer, comm, stream)
+                          : ncclRecv(t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), op.peer, comm, stream);
+    }
+    const ncclResult_t ended = ncclGroupEnd();  // always closes the group it opened
+    return result != ncclSuccess ? result : ended;
   });
 }
 

@@ -4,7 +4,8 @@
 // The ncclUniqueId is created by rank 0 of the group and broadcast over MPI;
 // one NCCL communicator per group. Operations run on the backend's own CUDA
 // stream, ordered after the caller's compute stream with an event; wait()
-// makes the compute stream wait for the operation's event (no host sync). A
+// makes the compute stream wait for the operation's event (no host sync), or
+// with blocking_wait makes the host wait and raise on error or timeout. A
 // watchdog thread checks in-flight operations against their timeouts and, on
 // expiry, aborts the communicator and ends the job with a report of who never
 // arrived (comm/peer_monitor.h), as c10d's NCCL watchdog does; it also polls
@@ -26,7 +27,8 @@ ncclUniqueId bootstrap_nccl_id(MPI_Comm group);
 class NcclBackend : public Backend {
  public:
   // Collective over `group`; a member that never joins ends the job after `init_timeout`.
-  NcclBackend(MPI_Comm group, std::string group_name, int device, Millis init_timeout);
+  // `blocking_wait`: wait() blocks the host and raises (comm.blocking_wait).
+  NcclBackend(MPI_Comm group, std::string group_name, int device, Millis init_timeout, bool blocking_wait = false);
   ~NcclBackend() override;
   NcclBackend(const NcclBackend&) = delete;
   NcclBackend& operator=(const NcclBackend&) = delete;
@@ -40,6 +42,7 @@ class NcclBackend : public Backend {
   WorkPtr send(torch::Tensor tensor, int destination, const PointToPointOptions& options) override;
   WorkPtr recv(torch::Tensor tensor, int source, const PointToPointOptions& options) override;
   WorkPtr barrier(const CollectiveOptions& options) override;
+  WorkPtr send_recv_batch(const std::vector<PointToPointOp>& ops, Millis timeout) override;
 
  private:
   struct State;
@@ -49,7 +52,7 @@ class NcclBackend : public Backend {
   };
   // `nccl_call(comm, stream)` enqueues the operation and returns NCCL's result.
   template <typename Launch>
-  WorkPtr launch(const char* kind, int64_t bytes, Millis timeout, PointToPoint point_to_point,
+  WorkPtr launch(const char* kind, int64_t bytes, Millis timeout, const std::vector<PointToPoint>& peers,
                  std::vector<torch::Tensor> keep_alive, Launch nccl_call);
 
   std::unique_ptr<State> state_;

@@ -8,7 +8,7 @@
 
 namespace vlm {
 
-ProcessGroups::ProcessGroups(const Topology& topology, GroupOptions options, MPI_Comm world)
+ProcessGroups::ProcessGroups(const Topology& topology, BackendOptions options, MPI_Comm world)
     : world_(world), options_(options) {
   control_ = std::make_unique<MpiBackend>(world, "world", options.init_timeout);
   checkpoint_ = std::make_unique<MpiBackend>(world, "checkpoint", options.init_timeout);
@@ -30,7 +30,7 @@ MPI_Comm ProcessGroups::split_communicator(int color, int key, const std::string
 std::unique_ptr<Backend> ProcessGroups::split(int color, int key, const std::string& name) const {
   MPI_Comm comm = split_communicator(color, key, name);
   if (comm == MPI_COMM_NULL) return nullptr;
-  auto backend = make_backend(options_.kind, options_.device, comm, name, options_.init_timeout);  // duplicates comm
+  auto backend = make_backend(options_, comm, name);  // duplicates comm
   VLM_MPI_CHECK(MPI_Comm_free(&comm));
   return backend;
 }

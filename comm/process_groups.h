@@ -22,17 +22,12 @@
 
 namespace vlm {
 
-struct GroupOptions {
-  BackendKind kind = BackendKind::kAuto;  // for the data-parallel, pipeline and split groups
-  torch::Device device = torch::kCPU;
-  Millis init_timeout = kDefaultInitTimeout;
-};
-
 class ProcessGroups {
  public:
   // `world` holds the topology's ranks (MPI_COMM_SELF for a one-process
-  // topology inside a larger job, as tests do).
-  ProcessGroups(const Topology& topology, GroupOptions options = {}, MPI_Comm world = MPI_COMM_WORLD);
+  // topology inside a larger job, as tests do). `options` are for the
+  // data-parallel, pipeline and split groups (control and checkpoint are MPI).
+  ProcessGroups(const Topology& topology, BackendOptions options = {}, MPI_Comm world = MPI_COMM_WORLD);
   ~ProcessGroups();
   ProcessGroups(const ProcessGroups&) = delete;
   ProcessGroups& operator=(const ProcessGroups&) = delete;
@@ -41,6 +36,8 @@ class ProcessGroups {
   Backend& checkpoint() const { return *checkpoint_; }
   Backend& data_parallel() const { return *data_parallel_; }
   Backend& pipeline() const { return *pipeline_; }
+  // Where the data-parallel, pipeline and split groups' tensors live.
+  const torch::Device& device() const { return options_.device; }
 
   static constexpr int kNotMember = -1;
   // Collective over the world (every rank calls it, in the same order): the
@@ -52,7 +49,7 @@ class ProcessGroups {
   MPI_Comm split_communicator(int color, int key, const std::string& name) const;
 
   MPI_Comm world_;
-  GroupOptions options_;
+  BackendOptions options_;
   std::unique_ptr<Backend> control_, checkpoint_, data_parallel_, pipeline_;
 };
 

@@ -14,10 +14,12 @@ constexpr float kStd = 0.3530f;
 }  // namespace
 
 Batch make_batch(const Task& task, const WordTokenizer& tokenizer, const std::vector<Sample>& samples,
-                 int64_t max_tokens) {
+                 int64_t max_tokens, bool pinned) {
   const int64_t b = static_cast<int64_t>(samples.size()), side = kFashionSide, width = task.image_width();
-  Batch batch{torch::full({b, 1, side, width}, -kMean / kStd),
-              torch::full({b, max_tokens}, WordTokenizer::kPad, torch::kLong), torch::empty({b}, torch::kLong)};
+  const auto host = torch::TensorOptions().pinned_memory(pinned);
+  Batch batch{torch::full({b, 1, side, width}, -kMean / kStd, host.dtype(torch::kFloat)),
+              torch::full({b, max_tokens}, WordTokenizer::kPad, host.dtype(torch::kLong)),
+              torch::empty({b}, host.dtype(torch::kLong))};
   const uint8_t* pixels = task.split().images.data_ptr<uint8_t>();
   float* image = batch.images.data_ptr<float>();
   int64_t* tokens = batch.tokens.data_ptr<int64_t>();
@@ -43,6 +45,13 @@ Batch make_batch(const Task& task, const WordTokenizer& tokenizer, const std::ve
     lengths[i] = static_cast<int64_t>(ids.size());
   }
   return batch;
+}
+
+Batch to_device(const Batch& batch, const torch::Device& device) {
+  if (device.is_cpu()) return batch;
+  const bool non_blocking = true;
+  return {batch.images.to(device, non_blocking), batch.tokens.to(device, non_blocking),
+          batch.lengths.to(device, non_blocking)};
 }
 
 }  // namespace vlm

@@ -19,7 +19,13 @@ struct Batch {
 
 // Draws `s` on a canvas of `width` pixels: left item at x 0..27, right at 28..55.
 // A caption longer than max_tokens is a DataError naming model.text.max_tokens.
+// `pinned`: in page-locked memory, so that a copy to a GPU can be asynchronous
+// (only with a CUDA LibTorch).
 Batch make_batch(const Task& task, const WordTokenizer& tokenizer, const std::vector<Sample>& samples,
-                 int64_t max_tokens);
+                 int64_t max_tokens, bool pinned = false);
+
+// The batch on `device`: for a GPU, copies that do not block the host (from
+// pinned memory); on the CPU, the batch itself.
+Batch to_device(const Batch& batch, const torch::Device& device);
 
 }  // namespace vlm

@@ -16,9 +16,10 @@ torch::Tensor greedy_caption(VlmModel& model, const torch::Tensor& images, const
                              bool use_kv_cache) {
   torch::NoGradGuard no_grad;
   const int64_t b = images.size(0), max_tokens = model->spec().max_tokens;
-  torch::Tensor out = torch::full({b, max_tokens}, ids.pad, torch::kLong);
+  const auto on_device = torch::TensorOptions(images.device());
+  torch::Tensor out = torch::full({b, max_tokens}, ids.pad, on_device.dtype(torch::kLong));
   out.select(1, 0).fill_(ids.bos);
-  torch::Tensor finished = torch::zeros({b}, torch::kBool);
+  torch::Tensor finished = torch::zeros({b}, on_device.dtype(torch::kBool));
 
   DecodeState state;
   torch::Tensor image_tokens;

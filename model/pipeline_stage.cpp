@@ -81,7 +81,7 @@ VlmStageImpl::VlmStageImpl(VlmModelImpl& full, int64_t first, int64_t end)
     caption_norm_ = register_module("caption_norm", full.caption_norm_);
     lm_head_ = register_module("lm_head", full.lm_head_);
   }
-  causal_mask_ = full.causal_mask_;
+  causal_mask_ = register_buffer("causal_mask", full.causal_mask_);  // a buffer: to(device) moves it
   // The same tensors under the full model's names (a shared weight keeps its first name).
   std::unordered_set<const void*> mine;
   for (const auto& p : parameters()) mine.insert(p.unsafeGetTensorImpl());
@@ -111,9 +111,11 @@ StageOutput VlmStageImpl::forward(StageCarry c, const StageInputs& in, const Los
       c.text_hidden = block->forward(c.text_hidden, mask);
       if (g == v + u - 1) {
         torch::Tensor text = unit_embedding(text_proj_, text_embed_norm_->forward(last_token(c.text_hidden, in.lengths)));
-        out.contrastive = reduction.gather
-                              ? contrastive_loss(reduction.gather(c.image_embedding), reduction.gather(text), logit_scale_)
-                              : contrastive_loss(c.image_embedding, text, logit_scale_);
+        // Float32 features (bf16 under autocast): the loss wants them, and MPI has no bf16.
+        const torch::Tensor image = c.image_embedding.to(torch::kFloat);
+        text = text.to(torch::kFloat);
+        out.contrastive = reduction.gather ? contrastive_loss(reduction.gather(image), reduction.gather(text), logit_scale_)
+                                           : contrastive_loss(image, text, logit_scale_);
         c.image_embedding = torch::Tensor();
       }
     } else {

@@ -53,7 +53,7 @@ VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
   lm_head_ = register_module("lm_head", torch::nn::Linear(d, spec.vocab_size));
   logit_scale = register_parameter("logit_scale", torch::full({1}, std::log(1.0 / 0.07)));
 
-  causal_mask_ = torch::ones({spec.max_tokens, spec.max_tokens}, torch::kBool).triu(1);
+  causal_mask_ = register_buffer("causal_mask", torch::ones({spec.max_tokens, spec.max_tokens}, torch::kBool).triu(1));
   init_weights();
 }
 

@@ -99,6 +99,25 @@ TEST_F(Collectives, RingSendRecvQueuedBackToBackDoesNotDeadlock) {
   EXPECT_TRUE(in.eq(previous).all().item<bool>());
 }
 
+// The pipeline's exchange: every rank sends both ways, then receives both
+// ways, all in one batch (on NCCL one group). Sends first on every rank would
+// deadlock unbatched once messages pass the eager limit.
+TEST_F(Collectives, SendRecvBatchBothWaysWithSendsFirst) {
+  const int next = (rank_ + 1) % size_, previous = (rank_ + size_ - 1) % size_;
+  const int64_t n = 1 << 20;  // 4 MiB: rendezvous protocol
+  torch::Tensor to_next = torch::full({n}, static_cast<float>(rank_)), to_previous = torch::full({n}, 100.0f + rank_);
+  torch::Tensor from_previous = torch::empty({n}), from_next = torch::empty({n});
+  WorkPtr batch = backend_.send_recv_batch({{true, to_next, next, 0}, {true, to_previous, previous, 1},
+                                            {false, from_previous, previous, 0}, {false, from_next, next, 1}},
+                                           Millis(60000));
+  batch->wait();
+  EXPECT_TRUE(batch->is_completed());
+  EXPECT_TRUE(from_previous.eq(static_cast<float>(previous)).all().item<bool>());
+  EXPECT_TRUE(from_next.eq(100.0f + next).all().item<bool>());
+  EXPECT_EQ(backend_.totals()["send"].count, 2);
+  EXPECT_EQ(backend_.totals()["recv"].count, 2);
+}
+
 TEST_F(Collectives, EmptyTensorsCompleteAndKeepTheGroupInStep) {
   torch::Tensor empty = torch::empty({0});
   torch::Tensor gathered = torch::empty({0});
@@ -252,12 +271,12 @@ TEST(BackendChoice, NcclWithoutGpuIsAClearError) {
   std::string why;
   if (cuda_device_count(&why) > 0) GTEST_SKIP() << "a GPU is present; this checks the no-GPU message";
   try {
-    make_backend(BackendKind::kNccl, torch::kCPU, MPI_COMM_WORLD, "world");
+    make_backend({BackendKind::kNccl, torch::kCPU}, MPI_COMM_WORLD, "world");
     FAIL();
   } catch (const CommError& e) {
     EXPECT_NE(std::string(e.what()).find("NCCL needs a CUDA GPU"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(make_backend(BackendKind::kAuto, torch::kCPU, MPI_COMM_WORLD, "world")->name(), "mpi");
+  EXPECT_EQ(make_backend({BackendKind::kAuto, torch::kCPU}, MPI_COMM_WORLD, "world")->name(), "mpi");
 }
 
 #ifdef VLM_WITH_NCCL

@@ -25,7 +25,7 @@ inline const TrainingData& tiny_data() {
 inline std::vector<uint8_t> parameter_bytes(const torch::nn::Module& model) {
   std::vector<uint8_t> bytes;
   for (const torch::Tensor& t : unique_tensors(model)) {
-    const torch::Tensor c = t.contiguous();
+    const torch::Tensor c = t.detach().cpu().contiguous();  // a GPU tensor too
     const auto* p = static_cast<const uint8_t*>(c.data_ptr());
     bytes.insert(bytes.end(), p, p + c.nbytes());
   }

@@ -10,18 +10,24 @@
 namespace vlm {
 namespace {
 
+// Evaluation runs where the model is, in float32.
+Batch batch_for(VlmModel& model, const Task& task, const TrainingData& data, const std::vector<Sample>& samples) {
+  const torch::Device device = model->parameters().front().device();
+  return to_device(make_batch(task, data.tokenizer, samples, model->spec().max_tokens, device.is_cuda()), device);
+}
+
 // Unit-norm text embeddings of `captions`, [C, E].
 torch::Tensor embed_captions(VlmModel& model, const Task& task, const TrainingData& data,
                              const std::vector<std::string>& captions) {
   std::vector<Sample> samples;
   for (const auto& c : captions) samples.push_back({0, -1, c});
-  Batch batch = make_batch(task, data.tokenizer, samples, model->spec().max_tokens);
+  const Batch batch = batch_for(model, task, data, samples);
   return model->text_embedding(model->encode_text(batch.tokens), batch.lengths);
 }
 
 torch::Tensor embed_images(VlmModel& model, const Task& task, const TrainingData& data,
                            const std::vector<Sample>& samples) {
-  Batch batch = make_batch(task, data.tokenizer, samples, model->spec().max_tokens);
+  const Batch batch = batch_for(model, task, data, samples);
   return model->image_embedding(model->encode_image(batch.images));
 }
 
@@ -49,7 +55,7 @@ double zero_shot_accuracy(VlmModel& model, const TrainingData& data, int64_t bat
     const int64_t end = std::min(data.test.size(), start + batch_size);
     std::vector<Sample> samples;
     for (int64_t i = start; i < end; ++i) samples.push_back({i, -1, prompts[0]});
-    torch::Tensor predicted = torch::matmul(embed_images(model, test, data, samples), text.t()).argmax(1);
+    torch::Tensor predicted = torch::matmul(embed_images(model, test, data, samples), text.t()).argmax(1).cpu();
     correct += predicted.eq(data.test.labels.narrow(0, start, end - start)).sum().item<int64_t>();
     fault_point("evaluation");  // a test stops a rank here
   }
@@ -77,7 +83,7 @@ std::pair<double, double> pair_retrieval_r1(VlmModel& model, const TrainingData&
   }
   torch::Tensor similarity =
       torch::matmul(embed_images(model, test, data, pairs), embed_captions(model, test, data, captions).t());
-  torch::Tensor truth = torch::arange(similarity.size(0));
+  torch::Tensor truth = torch::arange(similarity.size(0), torch::TensorOptions(similarity.device()).dtype(torch::kLong));
   const double n = static_cast<double>(similarity.size(0));
   return {similarity.argmax(1).eq(truth).sum().item<double>() / n,
           similarity.argmax(0).eq(truth).sum().item<double>() / n};
@@ -95,8 +101,8 @@ double caption_exact_match(VlmModel& model, const TrainingData& data, int64_t sa
     const int64_t end = std::min(samples, start + batch_size);
     std::vector<Sample> batch_samples;
     for (int64_t i = start; i < end; ++i) batch_samples.push_back(test.sample(i));
-    Batch batch = make_batch(test, data.tokenizer, batch_samples, model->spec().max_tokens);
-    torch::Tensor captions = greedy_caption(model, batch.images, ids).contiguous();
+    const Batch batch = batch_for(model, test, data, batch_samples);
+    const torch::Tensor captions = greedy_caption(model, batch.images, ids).cpu().contiguous();
     for (int64_t i = 0; i < end - start; ++i) {
       const std::string text = data.tokenizer.decode(captions[i].data_ptr<int64_t>(), captions.size(1));
       const auto valid = test.valid_captions(batch_samples[i]);

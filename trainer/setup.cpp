@@ -33,13 +33,20 @@ std::vector<int> stage_starts_for(const TrainConfig& config, const ModelSpec& sp
 
 Millis seconds_to_millis(double seconds) { return Millis(static_cast<int64_t>(seconds * 1000)); }
 
-BackendKind backend_kind(CommConfig::Backend backend) {
-  switch (backend) {
-    case CommConfig::MPI: return BackendKind::kMpi;
-    case CommConfig::NCCL: return BackendKind::kNccl;
-    case CommConfig::AUTO: return BackendKind::kAuto;
+DeviceRequest device_request(DeviceConfig::Kind kind) {
+  switch (kind) {
+    case DeviceConfig::CPU: return DeviceRequest::kCpu;
+    case DeviceConfig::CUDA: return DeviceRequest::kCuda;
+    case DeviceConfig::AUTO: return DeviceRequest::kAuto;
   }
-  return BackendKind::kAuto;
+  return DeviceRequest::kAuto;
+}
+
+BackendOptions backend_options(const TrainConfig& config, const torch::Device& device) {
+  BackendKind kind = BackendKind::kAuto;
+  if (config.comm().backend() == CommConfig::MPI) kind = BackendKind::kMpi;
+  if (config.comm().backend() == CommConfig::NCCL) kind = BackendKind::kNccl;
+  return {kind, device, seconds_to_millis(config.comm().init_timeout_seconds()), config.comm().blocking_wait()};
 }
 
 ReducerOptions reducer_options(const CommConfig& config, Millis timeout) {

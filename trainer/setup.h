@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "comm/backend.h"
+#include "comm/device.h"
 #include "comm/gradient_reducer.h"
 #include "data/sampler.h"
 #include "model/spec.h"
@@ -25,8 +26,9 @@ WarmupCosine lr_schedule_for(const TrainConfig& config);
 // First block of every pipeline stage (balanced or explicit; errors name the setting).
 std::vector<int> stage_starts_for(const TrainConfig& config, const ModelSpec& spec);
 
-// The comm settings as the comm library takes them.
-BackendKind backend_kind(CommConfig::Backend backend);
+// The device and comm settings as the comm library takes them.
+DeviceRequest device_request(DeviceConfig::Kind kind);
+BackendOptions backend_options(const TrainConfig& config, const torch::Device& device);
 ReducerOptions reducer_options(const CommConfig& config, Millis timeout);
 Millis seconds_to_millis(double seconds);
 

@@ -57,7 +57,9 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   LOG(INFO) << topology.describe() << ", " << threads << " compute threads";
 
   // Start-up: everything that would otherwise fail later fails now.
-  const ProcessGroups groups(topology, {backend_kind(config.comm().backend()), torch::kCPU, init_timeout});
+  const torch::Device device = use_device(device_request(config.device().kind()), topology.process);
+  LOG(INFO) << "computing on " << device << (config.device().precision() == DeviceConfig::BF16 ? " (bf16 autocast)" : "");
+  const ProcessGroups groups(topology, backend_options(config, device));
   fault_point("start-up");  // a test stops a rank here
   check_same_config(groups.control(), config, init_timeout);
   const std::string resume = resolve_resume(config, cli.resume);

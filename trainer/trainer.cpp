@@ -13,6 +13,7 @@
 #include "comm/fault_injection.h"
 #include "comm/gather_with_grad.h"
 #include "data/batch.h"
+#include "model/autocast.h"
 #include "model/flops.h"
 #include "model/kv_cache_layout.h"
 #include "model/parameters.h"
@@ -43,10 +44,11 @@ int64_t message_numel(const std::vector<std::vector<int64_t>>& shapes) {
   return n;
 }
 
-torch::Tensor pack(const std::vector<torch::Tensor>& tensors) {
+// Messages are float32 whatever autocast made the activations: the receiver's buffer is.
+torch::Tensor pack(const std::vector<torch::Tensor>& tensors, const torch::Device& device) {
   std::vector<torch::Tensor> flat;
-  for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}));
-  return flat.empty() ? torch::empty({0}) : torch::cat(flat);
+  for (const auto& t : tensors) flat.push_back(t.detach().to(torch::kFloat).reshape({-1}));
+  return flat.empty() ? torch::empty({0}, device) : torch::cat(flat);
 }
 
 // Splits a flat message into tensors of `shapes` (empty shapes are absent fields).
@@ -73,6 +75,11 @@ VlmModel initial_model(const TrainConfig& config, const TrainingData& data) {
   return VlmModel(model_spec_for(config, data));
 }
 
+bool is_transfer(ActionKind kind) {
+  return kind == ActionKind::kRecvActivation || kind == ActionKind::kSendActivation ||
+         kind == ActionKind::kRecvGradient || kind == ActionKind::kSendGradient;
+}
+
 }  // namespace
 
 struct Trainer::MicroBatch {
@@ -97,6 +104,8 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
       data_(data),
       stages_(topology.pipeline_stages),
       stage_index_(topology.stage()),
+      device_(groups.device()),
+      bf16_(config.device().precision() == DeviceConfig::BF16),
       data_parallel_(groups.data_parallel()),
       pipeline_(groups.pipeline()),
       sampler_(sampler_for(config, data, topology.data_parallel, topology.dp_rank())),
@@ -124,6 +133,7 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
     }
   }
   stage_ = VlmStage(*full, starts_[stage_index_], starts_[stage_index_ + 1]);
+  stage_->to(device_);  // in place: the tensors keep their identity (and the full model's names)
   parameters_ = stage_->global_parameters();
   std::vector<torch::Tensor> tensors;
   for (const auto& p : parameters_) {
@@ -200,6 +210,7 @@ VlmModel Trainer::whole_model() const {
   const torch::Tensor rng = generator.get_state();
   VlmModel whole(stage_->spec());
   generator.set_state(rng);
+  whole->to(device_);
   std::map<std::string, torch::Tensor> by_name;
   for (const auto& p : unique_parameters(*whole)) by_name[p.name] = p.tensor;
   std::map<std::string, torch::Tensor> mine;
@@ -213,7 +224,7 @@ VlmModel Trainer::whole_model() const {
       total += by_name.at(name).numel();
       if (s == stage_index_) parts.push_back(mine.at(name));
     }
-    torch::Tensor flat = s == stage_index_ ? pack(parts) : torch::empty({total});
+    torch::Tensor flat = s == stage_index_ ? pack(parts, device_) : torch::empty({total}, device_);
     pipeline_.broadcast(flat, {s, timeout_})->wait();
     int64_t offset = 0;
     for (const auto& name : owned_by_stage_[s]) {
@@ -250,7 +261,8 @@ void Trainer::load(int micro) {
   MicroBatch& mb = in_flight_[micro];
   std::vector<Sample> samples;
   for (int64_t index : sampler_.indices(step_, micro)) samples.push_back(data_.train_task->sample(index));
-  Batch batch = make_batch(*data_.train_task, data_.tokenizer, samples, stage_->spec().max_tokens);
+  const Batch batch = to_device(
+      make_batch(*data_.train_task, data_.tokenizer, samples, stage_->spec().max_tokens, device_.is_cuda()), device_);
   mb.inputs = {batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad};
   // Every rank knows the whole global micro-batch: no communication needed for its token count.
   mb.reduction.caption_targets_per_rank =
@@ -270,7 +282,10 @@ void Trainer::forward(int micro) {
   for (size_t f = 0; f < in_shapes_.size(); ++f) {
     if (!in_shapes_[f].empty()) *fields[f] = mb.received[next++];
   }
-  mb.output = stage_->forward(carry, mb.inputs, mb.reduction);
+  {
+    const AutocastGuard autocast(device_, bf16_);  // Note [bf16 autocast]
+    mb.output = stage_->forward(carry, mb.inputs, mb.reduction);
+  }
   if (inject_nan_loss(step_)) {  // a test hook (comm/fault_injection.h)
     for (torch::Tensor* loss : {&mb.output.contrastive, &mb.output.caption}) {
       if (loss->defined()) *loss = *loss * std::numeric_limits<double>::quiet_NaN();
@@ -303,40 +318,77 @@ void Trainer::backward(int micro, bool last_backward) {
   --live_micro_batches_;
 }
 
-void Trainer::receive_activation(int micro, Millis timeout) {
-  torch::Tensor flat = torch::empty({message_numel(in_shapes_)});
-  pipeline_.recv(flat, stage_index_ - 1, {0, timeout})->wait();
-  for (auto& field : unpack(flat, in_shapes_)) in_flight_.at(micro).received.push_back(field.detach().requires_grad_(true));
-}
-
-void Trainer::send_activation(int micro, Millis timeout) {
-  std::vector<torch::Tensor> fields;
-  for (torch::Tensor* f : in_flight_.at(micro).output.carry.fields()) {
-    if (f->defined()) fields.push_back(*f);
+// A receive lands in a fresh flat tensor, unpacked once it has arrived; a
+// send packs its tensors now (the batch keeps the message alive).
+Trainer::Transfer Trainer::transfer(const Action& a) {
+  const int micro = a.micro_batch;
+  switch (a.kind) {
+    case ActionKind::kRecvActivation: {
+      torch::Tensor flat = torch::empty({message_numel(in_shapes_)}, device_);
+      return {{false, flat, stage_index_ - 1, 0}, [this, micro, flat] {
+                for (auto& field : unpack(flat, in_shapes_)) in_flight_.at(micro).received.push_back(field.detach().requires_grad_(true));
+              }};
+    }
+    case ActionKind::kRecvGradient: {
+      torch::Tensor flat = torch::empty({message_numel(out_shapes_)}, device_);
+      return {{false, flat, stage_index_ + 1, 1}, [this, micro, flat] { in_flight_.at(micro).output_gradients = unpack(flat, out_shapes_); }};
+    }
+    case ActionKind::kSendActivation: {
+      std::vector<torch::Tensor> fields;
+      for (torch::Tensor* f : in_flight_.at(micro).output.carry.fields()) {
+        if (f->defined()) fields.push_back(*f);
+      }
+      return {{true, pack(fields, device_), stage_index_ + 1, 0}, nullptr};
+    }
+    default: {  // kSendGradient: this micro-batch is done on this stage
+      std::vector<torch::Tensor> grads;
+      for (const torch::Tensor& leaf : in_flight_.at(micro).received) {
+        grads.push_back(leaf.grad().defined() ? leaf.grad() : torch::zeros_like(leaf));
+      }
+      Transfer t{{true, pack(grads, device_), stage_index_ - 1, 1}, nullptr};
+      in_flight_.erase(micro);
+      return t;
+    }
   }
-  sends_.push_back(pipeline_.send(pack(fields), stage_index_ + 1, {0, timeout}));
 }
 
-void Trainer::receive_gradient(int micro, Millis timeout) {
-  torch::Tensor flat = torch::empty({message_numel(out_shapes_)});
-  pipeline_.recv(flat, stage_index_ + 1, {1, timeout})->wait();
-  in_flight_.at(micro).output_gradients = unpack(flat, out_shapes_);
-}
-
-void Trainer::send_gradient(int micro, Millis timeout) {
-  std::vector<torch::Tensor> grads;
-  for (const torch::Tensor& leaf : in_flight_.at(micro).received) {
-    grads.push_back(leaf.grad().defined() ? leaf.grad() : torch::zeros_like(leaf));
+// Note [One batch per exchange]: the sends and receives that follow each other
+// in the action list (with the loads between them run first) go out as one
+// batch. On NCCL a send and a receive between the same two stages must be in
+// one group, or in 1F1B both stages send first and wait for each other forever
+// once a message exceeds NCCL's buffers. Waits only when it receives.
+size_t Trainer::exchange(size_t first, Millis timeout, StepStats& stats) {
+  std::vector<PointToPointOp> ops;
+  std::vector<std::function<void()>> on_arrival;
+  size_t i = first;
+  for (; i < actions_.size(); ++i) {
+    const Action& a = actions_[i];
+    if (a.kind == ActionKind::kLoadMicroBatch) {
+      const auto t = Clock::now();
+      load(a.micro_batch);
+      stats.data_seconds += seconds_since(t);
+      continue;
+    }
+    if (!is_transfer(a.kind)) break;
+    Transfer t = transfer(a);
+    ops.push_back(std::move(t.op));
+    if (t.arrived) on_arrival.push_back(std::move(t.arrived));
   }
-  sends_.push_back(pipeline_.send(pack(grads), stage_index_ - 1, {1, timeout}));
-  in_flight_.erase(micro);
+  WorkPtr work = pipeline_.send_recv_batch(ops, timeout);
+  if (on_arrival.empty()) {
+    sends_.push_back(work);  // waited for at the end of the step
+  } else {
+    work->wait();
+    for (auto& arrived : on_arrival) arrived();
+  }
+  return i;
 }
 
 void Trainer::reduce_tied_gradients(Millis timeout) {
   for (auto& group : tied_) {
     std::vector<torch::Tensor> grads;
     for (const auto& t : group->tensors) grads.push_back(t.grad());
-    torch::Tensor flat = pack(grads);
+    torch::Tensor flat = pack(grads, device_);
     group->backend->allreduce(flat, {ReduceOp::kSum, timeout})->wait();
     int64_t offset = 0;
     for (const auto& t : group->tensors) {
@@ -353,13 +405,17 @@ void Trainer::optimizer_step(StepStats& stats, Millis timeout) {
   // Every rank then holds the same values and decides the same way below.
   std::vector<torch::Tensor> norms;
   for (const auto& p : owned_) norms.push_back(p.tensor.grad().norm(2).to(torch::kDouble));
-  torch::Tensor norm_squared = norms.empty() ? torch::zeros({1}, torch::kDouble) : torch::stack(norms).pow(2).sum().view({1});
+  torch::Tensor norm_squared = norms.empty() ? torch::zeros({1}, torch::TensorOptions(device_).dtype(torch::kDouble))
+                                             : torch::stack(norms).pow(2).sum().view({1});
   torch::Tensor parts = torch::cat({losses_, norm_squared});
   pipeline_.allreduce(parts, {ReduceOp::kSum, timeout})->wait();
   // The norm too: replicas' norms of the same gradients may differ in the
   // last bit (reduction order with other thread counts); the mean is one value.
   data_parallel_.allreduce(parts, {ReduceOp::kAvg, timeout})->wait();
-  const auto* values = parts.data_ptr<double>();
+  // The step's one host read (a GPU sync): whether to skip the update needs
+  // the agreed loss and norm. Three doubles, after the step's communication.
+  const torch::Tensor agreed = parts.to(torch::kCPU);
+  const auto* values = agreed.data_ptr<double>();
   const ModelSpec& spec = stage_->spec();
   stats.contrastive_loss = values[0];
   stats.caption_loss = values[1];
@@ -400,7 +456,7 @@ StepStats Trainer::train_step() {
   reducer_->set_timeout(timeout);
   StepStats stats;
   stats.step = step_;
-  losses_ = torch::zeros({2}, torch::kDouble);
+  losses_ = torch::zeros({2}, torch::TensorOptions(device_).dtype(torch::kDouble));
   peak_in_flight_ = 0;
   const int64_t heap_at_start = stages_ > 1 ? heap_bytes() : 0;  // activation memory: a pipeline measurement
   peak_activation_bytes_ = 0;
@@ -408,22 +464,25 @@ StepStats Trainer::train_step() {
   double busy = 0;
   stage_->train();
   reducer_->zero_grad();  // gradients are views into the reducer's buckets: zero, never reset
-  for (const Action& a : actions_) {
+  for (size_t i = 0; i < actions_.size();) {
+    const Action& a = actions_[i];
+    if (is_transfer(a.kind)) {
+      i = exchange(i, timeout, stats);
+      continue;
+    }
+    ++i;
     const auto t = Clock::now();
     switch (a.kind) {
       case ActionKind::kLoadMicroBatch:
         load(a.micro_batch);
         stats.data_seconds += seconds_since(t);
         break;
-      case ActionKind::kRecvActivation: receive_activation(a.micro_batch, timeout); break;
       case ActionKind::kForward:
         forward(a.micro_batch);
         busy += seconds_since(t);
         stats.forward_seconds += seconds_since(t);
         fault_point("step", step_);  // a test stops a rank here: mid-step, between collectives
         break;
-      case ActionKind::kSendActivation: send_activation(a.micro_batch, timeout); break;
-      case ActionKind::kRecvGradient: receive_gradient(a.micro_batch, timeout); break;
       case ActionKind::kBackward:
         backward(a.micro_batch, --backwards_left == 0);
         busy += seconds_since(t);
@@ -431,7 +490,6 @@ StepStats Trainer::train_step() {
         if (stage_index_ == 0) in_flight_.erase(a.micro_batch);
         stats.pipeline_seconds = seconds_since(start);
         break;
-      case ActionKind::kSendGradient: send_gradient(a.micro_batch, timeout); break;
       case ActionKind::kReduceDataParallelGradients:
         reducer_->finalize();
         stats.reduction = reducer_->last_stats();
@@ -441,6 +499,7 @@ StepStats Trainer::train_step() {
         optimizer_step(stats, timeout);
         stats.optimizer_seconds = seconds_since(t);
         break;
+      default: break;  // transfers: exchange() above
     }
     if (stages_ > 1) peak_activation_bytes_ = std::max(peak_activation_bytes_, heap_bytes() - heap_at_start);
   }

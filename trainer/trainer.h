@@ -20,6 +20,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -114,10 +115,15 @@ class Trainer {
   void load(int micro);
   void forward(int micro);
   void backward(int micro, bool last_backward);
-  void send_activation(int micro, Millis timeout);
-  void receive_activation(int micro, Millis timeout);
-  void send_gradient(int micro, Millis timeout);
-  void receive_gradient(int micro, Millis timeout);
+  // One send or receive, and what to do once it has arrived (receives only).
+  struct Transfer {
+    PointToPointOp op;
+    std::function<void()> arrived;
+  };
+  Transfer transfer(const Action& a);
+  // Issues the run of transfers starting at actions_[first] as one batch;
+  // returns the index of the first action after it.
+  size_t exchange(size_t first, Millis timeout, StepStats& stats);
   void reduce_tied_gradients(Millis timeout);
   void optimizer_step(StepStats& stats, Millis timeout);
 
@@ -127,6 +133,8 @@ class Trainer {
   std::vector<int> starts_;  // first block of each stage, then the number of blocks
   int stages_ = 1;
   int stage_index_ = 0;
+  torch::Device device_;  // of the parameters, optimizer state, batches and messages
+  bool bf16_ = false;     // device.precision BF16: forward under autocast
   VlmStage stage_{nullptr};
   std::vector<UniqueParameter> parameters_;    // this stage's
   std::vector<UniqueParameter> owned_;         // those no earlier stage holds: counted once in norms, checkpointed here
