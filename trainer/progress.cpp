@@ -35,12 +35,13 @@ ProgressReporter::ProgressReporter(int64_t total_steps, int64_t log_every, bool 
 
 void ProgressReporter::report(const StepStats& s) {
   samples_ += static_cast<double>(s.global_samples);
+  ++steps_;
   const int64_t done = s.step + 1;
   const bool last = done == total_steps_;
   if (!bar_ && !is_logged_step(done, total_steps_, log_every_)) return;
 
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double eta = elapsed / done * static_cast<double>(total_steps_ - done);
+  const double eta = elapsed / static_cast<double>(steps_) * static_cast<double>(total_steps_ - done);
   char line[256];
   std::snprintf(line, sizeof line,
                 "step %lld/%lld loss %.4f (contrastive %.4f caption %.4f) grad_norm %.3f lr %.2e "

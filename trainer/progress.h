@@ -23,6 +23,7 @@ class ProgressReporter {
   bool bar_;
   std::chrono::steady_clock::time_point start_;
   double samples_ = 0;
+  int64_t steps_ = 0;  // reported by this process (a resumed run starts past step 0)
 };
 
 // Whether step `done` (1-based) of `total` is a logged one: every
