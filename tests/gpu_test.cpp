@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "checkpoint/format.h"
 #include "comm/device.h"
@@ -76,9 +77,17 @@ TEST(GpuNccl, CpuTensorsAreAClearError) {
   }
 }
 
+// VLM_TEST_FASHION_MNIST: the dataset's folder where the Debian package is
+// not installed (scripts/gpu-check.sh points it at its slice).
 TrainConfig tiny_config(const std::string& device) {
-  return load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt",
-                     {"loop.steps=3", "eval.enabled=false", "device.kind=" + device});
+  std::vector<std::string> overrides = {"loop.steps=3", "eval.enabled=false", "device.kind=" + device};
+  if (const char* dir = std::getenv("VLM_TEST_FASHION_MNIST")) overrides.push_back(std::string("data.fashion_mnist_dir=") + dir);
+  return load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt", overrides);
+}
+
+const TrainingData& gpu_test_data() {
+  static const auto data = load_training_data(tiny_config("CPU").data());
+  return *data;
 }
 
 BackendOptions options_for(const torch::Device& device) { return {BackendKind::kAuto, device}; }
@@ -90,8 +99,8 @@ TEST(GpuTraining, FirstStepsMatchTheCpu) {
   const Topology topology = make_topology(ProcessInfo{}, 1, 1);
   ProcessGroups cpu_groups(topology, options_for(torch::kCPU), MPI_COMM_SELF);
   ProcessGroups gpu_groups(topology, options_for(kGpu), MPI_COMM_SELF);
-  Trainer cpu(tiny_config("CPU"), topology, cpu_groups, tiny_data());
-  Trainer gpu(tiny_config("CUDA"), topology, gpu_groups, tiny_data());
+  Trainer cpu(tiny_config("CPU"), topology, cpu_groups, gpu_test_data());
+  Trainer gpu(tiny_config("CUDA"), topology, gpu_groups, gpu_test_data());
   for (int step = 0; step < 3; ++step) {
     const double expected = cpu.train_step().loss, got = gpu.train_step().loss;
     std::printf("step %d: loss CPU %.6f GPU %.6f\n", step + 1, expected, got);
@@ -105,17 +114,17 @@ TEST(GpuCheckpoint, SavedOnTheGpuLoadsOnTheCpuAndBackBitExactly) {
   const Topology topology = make_topology(ProcessInfo{}, 1, 1);
   ProcessGroups cpu_groups(topology, options_for(torch::kCPU), MPI_COMM_SELF);
   ProcessGroups gpu_groups(topology, options_for(kGpu), MPI_COMM_SELF);
-  Trainer gpu(tiny_config("CUDA"), topology, gpu_groups, tiny_data());
+  Trainer gpu(tiny_config("CUDA"), topology, gpu_groups, gpu_test_data());
   for (int step = 0; step < 3; ++step) gpu.train_step();
   gpu.save_checkpoint(scratch.path() + "/from-gpu", 1);
 
-  Trainer cpu(tiny_config("CPU"), topology, cpu_groups, tiny_data());
+  Trainer cpu(tiny_config("CPU"), topology, cpu_groups, gpu_test_data());
   cpu.load_checkpoint(resolve_checkpoint(scratch.path() + "/from-gpu", "latest"));
   EXPECT_EQ(cpu.steps_done(), 3);
   EXPECT_TRUE(parameter_bytes(*cpu.stage()) == parameter_bytes(*gpu.stage())) << "GPU -> CPU changed a parameter";
   cpu.save_checkpoint(scratch.path() + "/from-cpu", 1);
 
-  Trainer back(tiny_config("CUDA"), topology, gpu_groups, tiny_data());
+  Trainer back(tiny_config("CUDA"), topology, gpu_groups, gpu_test_data());
   back.load_checkpoint(resolve_checkpoint(scratch.path() + "/from-cpu", "latest"));
   EXPECT_TRUE(parameter_bytes(*back.stage()) == parameter_bytes(*gpu.stage())) << "CPU -> GPU changed a parameter";
   for (const auto& p : back.stage()->parameters()) EXPECT_TRUE(p.device().is_cuda());
