@@ -97,6 +97,12 @@ wait_state() {  # JOB STATE...: until the job is in one of them (at most 180 s)
     for want in "$@"; do [[ $state == "$want" ]] && return 0; done
     sleep 0.2  # polls until the job reaches the state (bounded above)
   done
+  # What the job was doing, for the next reader: its output, its launcher's log, its processes.
+  for f in "$root"/jobs/*.out "$root/jobs/runs/$job/launch.log"; do
+    [[ -f $f ]] && { echo "--- tail of $f"; tail -n 25 "$f"; }
+  done
+  echo "--- processes"
+  ps -eo pid,ppid,stat,etime,args --forest | grep -E "vlm|mpirun|orted|slurmstepd|sleep|tee" | grep -v grep
   fail "job $job is $state, not $* after 180 s"
 }
 wait_for() {  # FILE PATTERN (at most 180 s)
