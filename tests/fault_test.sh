@@ -6,25 +6,11 @@
 # usage: fault_test.sh VLM_TRAIN CONFIG
 set -uo pipefail
 train=$1 config=$2
-root=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done; rm -rf "$root"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-passed=0
-pass() { echo "ok: $*"; passed=$((passed + 1)); }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+source "$(dirname "$0")/script_lib.sh"
 timeout_s=10
 bound=$((timeout_s + 30))  # the issue's bound: the timeout plus 30 s
 short=(--set comm.timeout_seconds=$timeout_s --set comm.init_timeout_seconds=$timeout_s)
 
-wait_for() {  # FILE PATTERN: until a line of FILE matches (at most 120 s)
-  for _ in $(seq 2400); do
-    grep -qE -- "$2" "$1" 2> /dev/null && return 0
-    sleep 0.05  # polls until the line appears (bounded above)
-  done
-  fail "waited 120 s for /$2/ in $1"
-}
 valid_json() {
   if command -v jq > /dev/null; then jq empty "$1" 2> /dev/null; else python3 -m json.tool "$1" > /dev/null 2>&1; fi
 }
