@@ -7,12 +7,11 @@
 #include <cstring>
 #include <map>
 
-#include "checkpoint/optimizer_state.h"
 
 namespace vlm {
 
 int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
-                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer* optimizer) {
+                           const std::vector<UniqueParameter>& parameters, std::vector<AdamState>* optimizer) {
   const Manifest& m = reader.manifest();
   const std::string& where = reader.directory();
   google::protobuf::util::MessageDifferencer differ;
@@ -26,6 +25,10 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
   for (const auto& r : m.tensors()) records[r.name()] = &r;
   std::map<std::string, const OptimizerRecord*> adam_records;
   for (const auto& o : m.optimizer()) adam_records[o.parameter()] = &o;
+  std::map<std::string, AdamState*> adam;
+  if (optimizer != nullptr) {
+    for (AdamState& a : *optimizer) adam[a.parameter] = &a;
+  }
   std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;  // checked first, read together
   for (const UniqueParameter& p : parameters) {
     auto it = records.find(p.name);
@@ -38,18 +41,11 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
     }
     reads.emplace_back(it->second, p.tensor);
     auto adam_record = adam_records.find(p.name);
-    if (optimizer == nullptr || adam_record == adam_records.end()) continue;
-    auto& state = optimizer->state()[optimizer_state_key(optimizer->state(), p.tensor)];
-    if (state == nullptr) {  // a fresh optimizer: allocate the state (a running one is loaded in place)
-      state = std::make_unique<torch::optim::AdamWParamState>();
-      auto& adam = static_cast<torch::optim::AdamWParamState&>(*state);
-      adam.exp_avg(torch::empty_like(p.tensor, torch::MemoryFormat::Contiguous));
-      adam.exp_avg_sq(torch::empty_like(p.tensor, torch::MemoryFormat::Contiguous));
-    }
-    auto& adam = static_cast<torch::optim::AdamWParamState&>(*state);
-    adam.step(adam_record->second->step());
-    reads.emplace_back(&adam_record->second->exp_avg(), adam.exp_avg());
-    reads.emplace_back(&adam_record->second->exp_avg_sq(), adam.exp_avg_sq());
+    auto state = adam.find(p.name);
+    if (adam_record == adam_records.end() || state == adam.end()) continue;
+    state->second->step = adam_record->second->step();
+    reads.emplace_back(&adam_record->second->exp_avg(), state->second->exp_avg);
+    reads.emplace_back(&adam_record->second->exp_avg_sq(), state->second->exp_avg_sq);
   }
   reader.read_all(reads);
   const int64_t global = config.loop().global_batch_size();

@@ -5,18 +5,20 @@
 
 #include <vector>
 
+#include "checkpoint/adam_state.h"
 #include "checkpoint/reader.h"
 #include "model/parameters.h"
 #include "proto/config.pb.h"
 
 namespace vlm {
 
-// Restores `parameters` (by global name) and, given an optimizer, their
-// optimizer state from any checkpoint of the same model (or an exported
-// model file, then without optimizer), whatever its DP size or partition, and
-// world rank `rank`'s RNG state. Returns the step to continue from
-// (re-derived from the consumed samples).
+// Restores `parameters` (by global name) and, given an optimizer's state,
+// fills that in place (tensors and step; entries the checkpoint lacks, as an
+// exported model file lacks all, are left as they are) from any checkpoint of
+// the same model, whatever its DP size or partition, and world rank `rank`'s
+// RNG state. Returns the step to continue from (re-derived from the consumed
+// samples).
 int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
-                           const std::vector<UniqueParameter>& parameters, torch::optim::Optimizer* optimizer);
+                           const std::vector<UniqueParameter>& parameters, std::vector<AdamState>* optimizer);
 
 }  // namespace vlm

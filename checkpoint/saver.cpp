@@ -7,9 +7,9 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "checkpoint/chunks.h"
-#include "checkpoint/optimizer_state.h"
 #include "checkpoint/writer.h"
 #include "comm/byte_collectives.h"
 #include "comm/fault_injection.h"
@@ -122,7 +122,7 @@ Manifest merged_manifest(const CheckpointSnapshot& snap, const std::vector<std::
 }  // namespace
 
 CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const Topology& topology,
-                                 const std::vector<UniqueParameter>& to_write, torch::optim::Optimizer& optimizer) {
+                                 const std::vector<UniqueParameter>& to_write, const std::vector<AdamState>& optimizer) {
   CheckpointSnapshot snap;
   snap.step = step;
   snap.consumed_samples = step * config.loop().global_batch_size();
@@ -134,13 +134,14 @@ CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const 
     const torch::Tensor d = t.detach();
     return d.device().is_cpu() && d.is_contiguous() ? d : d.to(torch::kCPU).contiguous();
   };
-  auto& states = optimizer.state();
+  std::map<std::string, const AdamState*> adam;
+  for (const AdamState& a : optimizer) adam[a.parameter] = &a;
   for (const UniqueParameter& p : to_write) {
     snap.parameters.push_back({p.name, p.aliases, host(p.tensor)});
-    auto it = states.find(optimizer_state_key(states, p.tensor));
-    if (it == states.end()) continue;  // no step taken yet
-    const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-    snap.optimizer.push_back({p.name, adam.step(), host(adam.exp_avg()), host(adam.exp_avg_sq())});
+    auto it = adam.find(p.name);
+    if (it == adam.end()) continue;
+    const AdamState& a = *it->second;
+    snap.optimizer.push_back({p.name, a.step, host(a.exp_avg), host(a.exp_avg_sq)});
   }
   return snap;
 }

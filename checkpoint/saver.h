@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "checkpoint/adam_state.h"
 #include "checkpoint/format.h"
 #include "comm/backend.h"
 #include "comm/topology.h"
@@ -29,11 +30,6 @@ struct CheckpointSnapshot {
     std::vector<std::string> aliases;
     torch::Tensor tensor;  // the live tensor, or a copy (AsyncCheckpointer)
   };
-  struct AdamState {
-    std::string parameter;
-    int64_t step;
-    torch::Tensor exp_avg, exp_avg_sq;  // the same
-  };
   int64_t step = 0;
   int64_t consumed_samples = 0;
   uint64_t lineage_id = 0;            // Manifest.lineage_id (rank 0's is written)
@@ -42,17 +38,18 @@ struct CheckpointSnapshot {
   KvCacheLayout kv_cache;
   torch::Tensor rng_state;
   std::vector<Parameter> parameters;  // empty on ranks that do not write tensors
-  std::vector<AdamState> optimizer;
+  std::vector<AdamState> optimizer;  // tensors: live, or copies (AsyncCheckpointer)
   int shard = 0;                      // this writer's shard-NNNNN.bin (its pipeline stage)
   std::vector<int> stage_starts{0};   // first block of each pipeline stage
 };
 
 // What a trainer hands over to be saved: the parameters this rank writes
-// (empty if it writes none) and the optimizer holding their state. The
+// (empty if it writes none) and its optimizer's state (that of the others is
+// left out). The
 // snapshot refers to the live host tensors (a GPU's are copied to the host
 // now); the step, RNG state and metadata are captured now.
 CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const Topology& topology,
-                                 const std::vector<UniqueParameter>& to_write, torch::optim::Optimizer& optimizer);
+                                 const std::vector<UniqueParameter>& to_write, const std::vector<AdamState>& optimizer);
 
 // Collective over `group` (every rank of the job): shards, agreement that all
 // were written, manifest by rank 0, latest, pruning. A failure on any rank

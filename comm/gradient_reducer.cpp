@@ -167,10 +167,6 @@ void GradientReducer::finalize() {
   reset_for_backward();
 }
 
-void GradientReducer::scale_gradients(double factor) {
-  for (Bucket& bucket : buckets_) bucket.buffer.mul_(factor);
-}
-
 void GradientReducer::broadcast_parameters(int root, Millis timeout) {
   if (backend_.size() == 1) return;
   torch::NoGradGuard no_grad;

@@ -62,9 +62,6 @@ class GradientReducer {
   void set_timeout(Millis timeout) { options_.timeout = timeout; }
   void finalize();
 
-  // Multiplies every gradient by `factor` (gradient clipping), bucket by bucket.
-  void scale_gradients(double factor);
-
   // Copies `root`'s parameter values to every rank (one flat broadcast).
   void broadcast_parameters(int root, Millis timeout);
 

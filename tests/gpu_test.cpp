@@ -79,8 +79,10 @@ TEST(GpuNccl, CpuTensorsAreAClearError) {
 
 // VLM_TEST_FASHION_MNIST: the dataset's folder where the Debian package is
 // not installed (scripts/gpu-check.sh points it at its slice).
-TrainConfig tiny_config(const std::string& device) {
-  std::vector<std::string> overrides = {"loop.steps=3", "eval.enabled=false", "device.kind=" + device};
+// Every step logged: the tests read every step's loss.
+TrainConfig tiny_config(const std::string& device, const std::string& log_every = "1") {
+  std::vector<std::string> overrides = {"loop.steps=3", "eval.enabled=false", "device.kind=" + device,
+                                        "loop.log_every=" + log_every};
   if (const char* dir = std::getenv("VLM_TEST_FASHION_MNIST")) overrides.push_back(std::string("data.fashion_mnist_dir=") + dir);
   return load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt", overrides);
 }
@@ -106,6 +108,20 @@ TEST(GpuTraining, FirstStepsMatchTheCpu) {
     std::printf("step %d: loss CPU %.6f GPU %.6f\n", step + 1, expected, got);
     EXPECT_NEAR(got, expected, 1e-3 * expected) << "step " << step + 1;
   }
+}
+
+// Note [A step's outcome, a step late]: no host read at a step not logged.
+TEST(GpuTraining, OnlyLoggedStepsReadTheirValues) {
+  VLM_REQUIRE_GPU();
+  const Topology topology = make_topology(ProcessInfo{}, 1, 1);
+  ProcessGroups gpu_groups(topology, options_for(kGpu), MPI_COMM_SELF);
+  Trainer gpu(tiny_config("CUDA", "0"), topology, gpu_groups, gpu_test_data());  // only the last step is logged
+  EXPECT_FALSE(gpu.train_step().has_values);
+  EXPECT_FALSE(gpu.train_step().has_values);
+  const StepStats last = gpu.train_step();
+  EXPECT_TRUE(last.has_values);
+  EXPECT_TRUE(std::isfinite(last.loss));
+  EXPECT_EQ(last.skipped_steps, 0);
 }
 
 TEST(GpuCheckpoint, SavedOnTheGpuLoadsOnTheCpuAndBackBitExactly) {

@@ -53,6 +53,7 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   TrainMetrics metrics(any_port(), kOneRank, "/runs/unit");
   StepStats stats;
   stats.step = 41;
+  stats.has_values = true;
   stats.loss = 2.5;
   stats.contrastive_loss = 1.5;
   stats.caption_loss = 0.5;
@@ -66,6 +67,7 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   stats.checkpoint_wait_seconds = 0.125;
   metrics.record_step(stats);
   stats.skipped = true;
+  stats.skipped_steps = 1;
   stats.loss = std::nan("");
   metrics.record_step(stats);
   metrics.record_buckets({1048576, 4096});

@@ -26,7 +26,17 @@ class ReferenceTraining {
       : config_(config), data_(data), sampler_(sampler_for(config, data, 1, 0)), schedule_(lr_schedule_for(config)) {
     torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
     model_ = VlmModel(model_spec_for(config, data));
-    optimizer_ = make_adamw(*model_, config.optim());
+    // torch's own AdamW, the same parameter groups as the trainer's (trainer/optimizer.h).
+    const OptimConfig& c = config.optim();
+    auto options = [&](double weight_decay) {
+      return torch::optim::AdamWOptions(c.lr()).betas({c.beta1(), c.beta2()}).eps(c.eps()).weight_decay(weight_decay);
+    };
+    std::vector<torch::Tensor> decayed, not_decayed;
+    for (const UniqueParameter& p : unique_parameters(*model_)) (decays(p) ? decayed : not_decayed).push_back(p.tensor);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(options(c.weight_decay())));
+    groups.emplace_back(not_decayed, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
+    optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), options(c.weight_decay()));
   }
 
   // One optimizer step on the whole global batch; returns its loss.
@@ -52,7 +62,9 @@ class ReferenceTraining {
     }
     const double clip = config_.optim().grad_clip_norm();
     torch::nn::utils::clip_grad_norm_(unique_tensors(*model_), clip > 0 ? clip : std::numeric_limits<double>::infinity());
-    set_learning_rate(*optimizer_, schedule_.at(step_));
+    for (auto& group : optimizer_->param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(schedule_.at(step_));
+    }
     optimizer_->step();
     ++step_;
     return loss;

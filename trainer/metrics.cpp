@@ -97,11 +97,14 @@ TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology
 }
 
 void TrainMetrics::record_step(const StepStats& s) {
-  loss_total_->Set(s.loss);
-  loss_contrastive_->Set(s.contrastive_loss);
-  loss_caption_->Set(s.caption_loss);
+  if (s.has_values) {  // on a GPU: logged steps only (Note [A step's outcome, a step late])
+    loss_total_->Set(s.loss);
+    loss_contrastive_->Set(s.contrastive_loss);
+    loss_caption_->Set(s.caption_loss);
+    grad_norm_->Set(s.grad_norm);
+    if (!std::isfinite(s.loss)) non_finite_losses_->Increment();
+  }
   learning_rate_->Set(s.learning_rate);
-  grad_norm_->Set(s.grad_norm);
   step_->Set(static_cast<double>(s.step + 1));
   samples_->Increment(static_cast<double>(s.rank_samples));
   model_flops_->Increment(s.model_flops);
@@ -111,8 +114,7 @@ void TrainMetrics::record_step(const StepStats& s) {
   optimizer_seconds_->Increment(s.optimizer_seconds);
   comm_exposed_seconds_->Increment(s.reduction.exposed_seconds);
   checkpoint_stall_seconds_->Increment(s.checkpoint_wait_seconds);
-  if (s.skipped) skipped_non_finite_->Increment();
-  if (!std::isfinite(s.loss)) non_finite_losses_->Increment();
+  skipped_non_finite_->Increment(static_cast<double>(s.skipped_steps) - skipped_non_finite_->Value());
   bubble_->Set(pipeline_ && s.seconds > 0 ? 1.0 - s.busy_seconds / s.seconds : 0.0);
   last_step_timestamp_->Set(unix_time());
   resident_bytes_->Set(resident_bytes());

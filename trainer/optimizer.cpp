@@ -1,37 +1,74 @@
 #include "trainer/optimizer.h"
 
-#include "model/parameters.h"
+#include <cmath>
 
 namespace vlm {
-namespace {
 
-// Biases, norms, positional embeddings and logit_scale are not decayed (as in
-// CLIP/CoCa training): decaying them pulls toward zero values with no meaning.
-bool decays(const UniqueParameter& p) {
-  return p.tensor.dim() >= 2 && p.name.find("_pos") == std::string::npos;
-}
+bool decays(const UniqueParameter& p) { return p.tensor.dim() >= 2 && p.name.find("_pos") == std::string::npos; }
 
-}  // namespace
-
-std::unique_ptr<torch::optim::AdamW> make_adamw(const torch::nn::Module& model, const OptimConfig& c) {
-  auto options = [&](double weight_decay) {
-    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c.lr())
-                                                            .betas({c.beta1(), c.beta2()})
-                                                            .eps(c.eps())
-                                                            .weight_decay(weight_decay));
-  };
-  std::vector<torch::Tensor> decayed, not_decayed;
-  for (const UniqueParameter& p : unique_parameters(model)) (decays(p) ? decayed : not_decayed).push_back(p.tensor);
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, options(c.weight_decay()));
-  groups.emplace_back(not_decayed, options(0.0));
-  return std::make_unique<torch::optim::AdamW>(std::move(groups), *options(c.weight_decay()));
-}
-
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) {
-    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+AdamW::AdamW(const std::vector<UniqueParameter>& parameters, const OptimConfig& config) : config_(config) {
+  for (const UniqueParameter& p : parameters) {
+    const auto zeros = [&] { return torch::zeros_like(p.tensor, torch::MemoryFormat::Contiguous); };
+    slots_.push_back({p.tensor, zeros(), zeros(), p.name, decays(p) ? config.weight_decay() : 0.0});
   }
+}
+
+void AdamW::step(double lr, const torch::Tensor& apply, const torch::Tensor& grad_scale) {
+  if (apply.device().is_cpu()) {
+    step_on_host(lr, apply.item<bool>(), grad_scale.defined() ? grad_scale.item<double>() : 1.0);
+  } else {
+    step_on_device(lr, apply, grad_scale);
+  }
+}
+
+void AdamW::step_on_host(double lr, bool apply, double grad_scale) {
+  if (!apply) return;
+  torch::NoGradGuard no_grad;
+  const double beta1 = config_.beta1(), beta2 = config_.beta2();
+  const auto t = static_cast<double>(applied_ + 1);
+  const double bias_correction1 = 1 - std::pow(beta1, t);
+  const double sqrt_bias_correction2 = std::sqrt(1 - std::pow(beta2, t));
+  for (Slot& s : slots_) {
+    torch::Tensor g = s.parameter.grad();
+    if (grad_scale != 1) g.mul_(grad_scale);
+    if (s.weight_decay != 0) s.parameter.mul_(1 - lr * s.weight_decay);
+    s.exp_avg.mul_(beta1).add_(g, 1 - beta1);
+    s.exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2);
+    const torch::Tensor denom = (s.exp_avg_sq.sqrt() / sqrt_bias_correction2).add_(config_.eps());
+    s.parameter.addcdiv_(s.exp_avg, denom, -lr / bias_correction1);
+  }
+}
+
+// Skipping multiplies by 1 and adds 0 (exactly), where an update multiplies
+// by beta and adds (1 - beta) g: the factors are chosen on the device.
+void AdamW::step_on_device(double lr, const torch::Tensor& apply, const torch::Tensor& grad_scale) {
+  if (slots_.empty()) return;
+  torch::NoGradGuard no_grad;
+  const double beta1 = config_.beta1(), beta2 = config_.beta2();
+  const auto t = static_cast<double>(applied_ + 1);
+  const double bias_correction1 = 1 - std::pow(beta1, t);
+  const double sqrt_bias_correction2 = std::sqrt(1 - std::pow(beta2, t));
+  const torch::Tensor on = apply.to(slots_.front().parameter.options());  // 1 or 0
+  const torch::Tensor off = 1 - on;
+  // Non-finite gradients meet a zero factor: 0 * NaN is NaN, so they are zeroed.
+  const torch::Tensor gradient_factor = grad_scale.defined() ? grad_scale * on : on;
+  const torch::Tensor keep1 = on * beta1 + off;  // beta1, or exactly 1 to skip
+  const torch::Tensor keep2 = on * beta2 + off;
+  const torch::Tensor step_size = on * (-lr / bias_correction1);
+  for (Slot& s : slots_) {
+    const torch::Tensor g = s.parameter.grad().mul(gradient_factor).nan_to_num_(0.0, 0.0, 0.0);
+    if (s.weight_decay != 0) s.parameter.mul_(1 - on * (lr * s.weight_decay));
+    s.exp_avg.mul_(keep1).add_(g, 1 - beta1);
+    s.exp_avg_sq.mul_(keep2).addcmul_(g, g, 1 - beta2);
+    const torch::Tensor denom = (s.exp_avg_sq.sqrt() / sqrt_bias_correction2).add_(config_.eps());
+    s.parameter.addcdiv_(s.exp_avg * step_size, denom);
+  }
+}
+
+std::vector<AdamState> AdamW::state() const {
+  std::vector<AdamState> states;
+  for (const Slot& s : slots_) states.push_back({s.name, applied_, s.exp_avg, s.exp_avg_sq});
+  return states;
 }
 
 }  // namespace vlm

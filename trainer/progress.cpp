@@ -36,6 +36,9 @@ ProgressReporter::ProgressReporter(int64_t total_steps, int64_t log_every, bool 
 void ProgressReporter::report(const StepStats& s) {
   samples_ += static_cast<double>(s.global_samples);
   ++steps_;
+  if (s.has_values) {
+    loss_ = s.loss, contrastive_loss_ = s.contrastive_loss, caption_loss_ = s.caption_loss, grad_norm_ = s.grad_norm;
+  }
   const int64_t done = s.step + 1;
   const bool last = done == total_steps_;
   if (!bar_ && !is_logged_step(done, total_steps_, log_every_)) return;
@@ -46,8 +49,8 @@ void ProgressReporter::report(const StepStats& s) {
   std::snprintf(line, sizeof line,
                 "step %lld/%lld loss %.4f (contrastive %.4f caption %.4f) grad_norm %.3f lr %.2e "
                 "%.0f samples/s elapsed %s eta %s",
-                static_cast<long long>(done), static_cast<long long>(total_steps_), s.loss, s.contrastive_loss,
-                s.caption_loss, s.grad_norm, s.learning_rate, samples_ / elapsed, clock_text(elapsed).c_str(),
+                static_cast<long long>(done), static_cast<long long>(total_steps_), loss_,
+                contrastive_loss_, caption_loss_, grad_norm_, s.learning_rate, samples_ / elapsed, clock_text(elapsed).c_str(),
                 clock_text(eta).c_str());
   if (bar_) {
     constexpr int kWidth = 24;

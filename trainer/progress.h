@@ -22,6 +22,8 @@ class ProgressReporter {
   std::FILE* out_;
   bool bar_;
   std::chrono::steady_clock::time_point start_;
+  // The last values read back (a bar redrawn between logged steps on a GPU).
+  double loss_ = 0, contrastive_loss_ = 0, caption_loss_ = 0, grad_norm_ = 0;
   double samples_ = 0;
   int64_t steps_ = 0;  // reported by this process (a resumed run starts past step 0)
 };

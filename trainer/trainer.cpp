@@ -18,6 +18,7 @@
 #include "model/kv_cache_layout.h"
 #include "model/parameters.h"
 #include "trainer/optimizer.h"
+#include "trainer/progress.h"
 #include "trainer/setup.h"
 
 namespace vlm {
@@ -140,7 +141,7 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
     tensors.push_back(p.tensor);
     if (holders[p.name].front() == stage_index_) owned_.push_back(p);
   }
-  optimizer_ = make_adamw(*stage_, config.optim());
+  optimizer_ = std::make_unique<AdamW>(parameters_, config.optim());
 
   // One group per set of stages sharing tensors; every rank takes part in
   // every split, in the same (sorted) order.
@@ -180,9 +181,10 @@ Trainer::~Trainer() = default;
 
 CheckpointSnapshot Trainer::snapshot() const {
   // Replicas hold the same values: each stage's dp_rank 0 writes what it owns.
+  CHECK_EQ(outcome_step_, -1) << "snapshot() before the last step settled (save_checkpoint settles it)";
   CheckpointSnapshot snap = make_snapshot(step_, config_, topology_,
                                           topology_.dp_rank() == 0 ? owned_ : std::vector<UniqueParameter>{},
-                                          *optimizer_);
+                                          optimizer_->state());
   snap.kv_cache = kv_cache_layout(stage_->spec());
   snap.lineage_id = lineage_id_;
   snap.shard = stage_index_;
@@ -191,13 +193,16 @@ CheckpointSnapshot Trainer::snapshot() const {
 }
 
 void Trainer::save_checkpoint(const std::string& root, int keep, bool async) {
+  settle();  // the optimizer's step count includes the last step
   checkpoints_.save(snapshot(), root, keep, async);
 }
 
 void Trainer::load_checkpoint(const std::string& step_directory) {
   checkpoints_.wait();  // a save in progress may still be copying the tensors
   const CheckpointReader reader(step_directory);
-  step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, optimizer_.get());
+  std::vector<AdamState> state = optimizer_->state();
+  step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, &state);
+  if (!state.empty()) optimizer_->set_applied_steps(state.front().step);
   // A format-2 checkpoint has no lineage: continuing it starts a new one, so
   // that pruning never takes other runs' format-2 checkpoints for this run's.
   if (reader.manifest().lineage_id() != 0) lineage_id_ = reader.manifest().lineage_id();
@@ -412,42 +417,54 @@ void Trainer::optimizer_step(StepStats& stats, Millis timeout) {
   // The norm too: replicas' norms of the same gradients may differ in the
   // last bit (reduction order with other thread counts); the mean is one value.
   data_parallel_.allreduce(parts, {ReduceOp::kAvg, timeout})->wait();
-  // The step's one host read (a GPU sync): whether to skip the update needs
-  // the agreed loss and norm. Three doubles, after the step's communication.
-  const torch::Tensor agreed = parts.to(torch::kCPU);
-  const auto* values = agreed.data_ptr<double>();
+  settle();  // the previous step's outcome: bias correction counts the updates applied
   const ModelSpec& spec = stage_->spec();
-  stats.contrastive_loss = values[0];
-  stats.caption_loss = values[1];
-  stats.loss = spec.contrastive_weight * values[0] + spec.caption_weight * values[1];
-  stats.grad_norm = std::sqrt(values[2]);
-  stats.learning_rate = schedule_.at(step_);
-  if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
-    stats.skipped = true;
-    ++skipped_steps_;
-    LOG_IF(WARNING, topology_.is_root()) << "step " << step_ + 1 << ": loss " << stats.loss << ", gradient norm "
-                                         << stats.grad_norm << ": not finite; the step is skipped ("
-                                         << consecutive_skips_ + 1 << " in a row, loop.max_skipped_steps "
-                                         << config_.loop().max_skipped_steps() << ")";
-    if (++consecutive_skips_ >= config_.loop().max_skipped_steps()) {
-      throw TrainingError("the loss or the gradients were not finite for " + std::to_string(consecutive_skips_) +
-                          " consecutive steps (steps " + std::to_string(step_ + 2 - consecutive_skips_) + ".." +
-                          std::to_string(step_ + 1) + "); stopping. The last checkpoint is intact. HINT: lower "
-                          "optim.lr, raise optim.warmup_steps or optim.grad_clip_norm's strictness, or check the data");
-    }
-    return;
-  }
-  consecutive_skips_ = 0;
+  const torch::Tensor loss = spec.contrastive_weight * parts[0] + spec.caption_weight * parts[1];
+  const torch::Tensor norm = parts[2].sqrt();
+  const torch::Tensor apply = torch::isfinite(loss) & torch::isfinite(norm);  // decided on the device
+  torch::Tensor scale;
   const double max_norm = config_.optim().grad_clip_norm();
-  if (max_norm > 0) {
-    const double coefficient = max_norm / (stats.grad_norm + 1e-6);  // as torch's clip_grad_norm_
-    if (coefficient < 1) reducer_->scale_gradients(coefficient);
+  if (max_norm > 0) {  // as torch's clip_grad_norm_
+    scale = (torch::scalar_tensor(max_norm, norm.options()) / (norm + 1e-6)).clamp_max(1.0).to(torch::kFloat);
   }
-  set_learning_rate(*optimizer_, stats.learning_rate);
+  stats.learning_rate = schedule_.at(step_);
   const auto copy_wait = Clock::now();
   checkpoints_.wait_until_copied();  // a save in progress may still be copying the tensors
   stats.checkpoint_wait_seconds = seconds_since(copy_wait);
-  optimizer_->step();
+  optimizer_->step(stats.learning_rate, apply, scale);
+  outcome_.start(torch::cat({parts, apply.to(torch::kDouble).view({1})}));
+  outcome_step_ = step_;
+}
+
+// Note [A step's outcome, a step late]: the host learns whether a step's
+// update was applied (and its losses and norm) from a non-blocking copy, when
+// it next needs them: at the next optimizer step (bias correction counts the
+// updates applied), at a logged step, or before a checkpoint. On the CPU,
+// where the copy costs nothing, every step settles at once.
+void Trainer::settle() {
+  if (outcome_step_ < 0) return;
+  const double* v = outcome_.wait();
+  const ModelSpec& spec = stage_->spec();
+  last_ = {outcome_step_, v[0], v[1], spec.contrastive_weight * v[0] + spec.caption_weight * v[1], std::sqrt(v[2]),
+           v[3] != 0};
+  outcome_step_ = -1;
+  if (last_.applied) {
+    optimizer_->count_applied();
+    consecutive_skips_ = 0;
+    return;
+  }
+  ++skipped_steps_;
+  const int64_t step = last_.step;
+  LOG_IF(WARNING, topology_.is_root()) << "step " << step + 1 << ": loss " << last_.loss << ", gradient norm "
+                                       << last_.grad_norm << ": not finite; the step is skipped ("
+                                       << consecutive_skips_ + 1 << " in a row, loop.max_skipped_steps "
+                                       << config_.loop().max_skipped_steps() << ")";
+  if (++consecutive_skips_ >= config_.loop().max_skipped_steps()) {
+    throw TrainingError("the loss or the gradients were not finite for " + std::to_string(consecutive_skips_) +
+                        " consecutive steps (steps " + std::to_string(step + 2 - consecutive_skips_) + ".." +
+                        std::to_string(step + 1) + "); stopping. The last checkpoint is intact. HINT: lower "
+                        "optim.lr, raise optim.warmup_steps or optim.grad_clip_norm's strictness, or check the data");
+  }
 }
 
 StepStats Trainer::train_step() {
@@ -510,6 +527,16 @@ StepStats Trainer::train_step() {
   stats.rank_samples = stats.global_samples / topology_.data_parallel;
   stats.model_flops = flops_per_sample_ * static_cast<double>(stats.rank_samples);
   ++step_;
+  if (device_.is_cpu() || is_logged_step(step_, config_.loop().steps(), config_.loop().log_every())) {
+    settle();  // on a GPU, the host waits for the step here only
+    stats.has_values = true;
+    stats.contrastive_loss = last_.contrastive;
+    stats.caption_loss = last_.caption;
+    stats.loss = last_.loss;
+    stats.grad_norm = last_.grad_norm;
+    stats.skipped = !last_.applied;
+  }
+  stats.skipped_steps = skipped_steps_;
   stats.seconds = seconds_since(start);
   stats.busy_seconds = busy;
   if (stages_ == 1) stats.pipeline_seconds = 0;

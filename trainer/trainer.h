@@ -37,6 +37,8 @@
 #include "proto/config.pb.h"
 #include "scheduler/lr_schedule.h"
 #include "scheduler/pipeline_schedule.h"
+#include "trainer/host_readback.h"
+#include "trainer/optimizer.h"
 #include "trainer/training_data.h"
 
 namespace vlm {
@@ -56,6 +58,10 @@ struct StepStats {
   double grad_norm = 0;  // before clipping
   double learning_rate = 0;
   bool skipped = false;              // loss or gradient norm not finite: no update
+  // Whether the five fields above were read back: every step on the CPU, on
+  // a GPU at logged steps only (Note [A step's outcome, a step late]).
+  bool has_values = false;
+  int64_t skipped_steps = 0;         // so far, as known now (on a GPU, possibly not this step yet)
   double seconds = 0;                // wall time of the whole step
   double data_seconds = 0;           // of which building batches
   double forward_seconds = 0;        // forward passes and losses
@@ -126,6 +132,7 @@ class Trainer {
   size_t exchange(size_t first, Millis timeout, StepStats& stats);
   void reduce_tied_gradients(Millis timeout);
   void optimizer_step(StepStats& stats, Millis timeout);
+  void settle();
 
   TrainConfig config_;
   Topology topology_;
@@ -141,7 +148,7 @@ class Trainer {
   std::vector<std::vector<std::string>> owned_by_stage_;  // every stage's owned names, for whole_model()
   // Never call optimizer_->zero_grad(): it sets gradients to None (the default
   // in LibTorch 2.x), detaching them from the reducer's buckets; use reducer_->zero_grad().
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<AdamW> optimizer_;
   Backend& data_parallel_;
   Backend& pipeline_;
   std::vector<std::unique_ptr<TiedGroup>> tied_;
@@ -164,6 +171,16 @@ class Trainer {
   int live_micro_batches_ = 0;  // forwarded, not yet backwarded
   int64_t peak_activation_bytes_ = 0;
   torch::Tensor losses_;  // [contrastive, caption]: this stage's share of the step, float64
+  // The last optimizer step's agreed [contrastive, caption, norm², applied],
+  // on its way to the host, and which step that is (-1: none in flight).
+  HostReadback outcome_{device_, 4};
+  int64_t outcome_step_ = -1;
+  struct Outcome {
+    int64_t step = -1;
+    double contrastive = 0, caption = 0, loss = 0, grad_norm = 0;
+    bool applied = true;
+  };
+  Outcome last_;  // the last step settled
   CheckpointSaver checkpoints_;  // last: destroyed first, after the save in progress
 };
 
