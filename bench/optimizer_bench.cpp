@@ -16,8 +16,8 @@
 #include "model/parameters.h"
 #include "model/vlm.h"
 #include "proto/config_loader.h"
-#include "trainer/optimizer.h"
 #include "trainer/setup.h"
+#include "trainer/torch_adamw.h"
 #include "trainer/training_data.h"
 
 #include "bench/bench_main.h"
@@ -28,19 +28,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// The same parameter groups as the trainer's optimizer.
-torch::optim::AdamW torch_adamw(const std::vector<UniqueParameter>& parameters, const OptimConfig& c) {
-  auto options = [&](double wd) {
-    return torch::optim::AdamWOptions(c.lr()).betas({c.beta1(), c.beta2()}).eps(c.eps()).weight_decay(wd);
-  };
-  std::vector<torch::Tensor> decayed, not_decayed;
-  for (const UniqueParameter& p : parameters) (decays(p) ? decayed : not_decayed).push_back(p.tensor);
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(options(c.weight_decay())));
-  groups.emplace_back(not_decayed, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
-  return torch::optim::AdamW(std::move(groups), options(c.weight_decay()));
-}
 
 int bench(int argc, char** argv) {
   auto flags = parse_bench_flags(argc, argv,
@@ -61,7 +48,7 @@ int bench(int argc, char** argv) {
     count += g.numel();
   }
   AdamW ours(ours_parameters, config.optim());
-  torch::optim::AdamW theirs = torch_adamw(torch_parameters, config.optim());
+  const auto theirs = torch_adamw(torch_parameters, config.optim());
   const torch::Tensor apply = torch::scalar_tensor(true), scale = torch::scalar_tensor(0.5f);
   const double lr = config.optim().lr();
   double best_ours = 1e30, best_host = 1e30, best_torch = 1e30;
@@ -73,7 +60,7 @@ int bench(int argc, char** argv) {
     for (int s = 0; s < steps; ++s) ours.step_on_host(lr, true, 1.0), ours.count_applied();
     best_host = std::min(best_host, seconds_since(t) / steps);
     t = Clock::now();
-    for (int s = 0; s < steps; ++s) theirs.step();
+    for (int s = 0; s < steps; ++s) theirs->step();
     best_torch = std::min(best_torch, seconds_since(t) / steps);
   }
   double max_difference = 0;  // the gradients were halved for ours (clipping): only a sanity bound

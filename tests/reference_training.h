@@ -14,8 +14,8 @@
 #include "model/parameters.h"
 #include "model/vlm.h"
 #include "proto/config.pb.h"
-#include "trainer/optimizer.h"
 #include "trainer/setup.h"
+#include "trainer/torch_adamw.h"
 #include "trainer/training_data.h"
 
 namespace vlm {
@@ -26,17 +26,7 @@ class ReferenceTraining {
       : config_(config), data_(data), sampler_(sampler_for(config, data, 1, 0)), schedule_(lr_schedule_for(config)) {
     torch::manual_seed(static_cast<uint64_t>(config.loop().seed()));
     model_ = VlmModel(model_spec_for(config, data));
-    // torch's own AdamW, the same parameter groups as the trainer's (trainer/optimizer.h).
-    const OptimConfig& c = config.optim();
-    auto options = [&](double weight_decay) {
-      return torch::optim::AdamWOptions(c.lr()).betas({c.beta1(), c.beta2()}).eps(c.eps()).weight_decay(weight_decay);
-    };
-    std::vector<torch::Tensor> decayed, not_decayed;
-    for (const UniqueParameter& p : unique_parameters(*model_)) (decays(p) ? decayed : not_decayed).push_back(p.tensor);
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(options(c.weight_decay())));
-    groups.emplace_back(not_decayed, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
-    optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), options(c.weight_decay()));
+    optimizer_ = torch_adamw(unique_parameters(*model_), config.optim());
   }
 
   // One optimizer step on the whole global batch; returns its loss.

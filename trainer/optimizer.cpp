@@ -3,6 +3,17 @@
 #include <cmath>
 
 namespace vlm {
+namespace {
+
+// Adam's bias corrections for update number `t` (1 for the first).
+struct BiasCorrection {
+  BiasCorrection(const OptimConfig& c, int64_t t)
+      : first(1 - std::pow(c.beta1(), static_cast<double>(t))),
+        sqrt_second(std::sqrt(1 - std::pow(c.beta2(), static_cast<double>(t)))) {}
+  double first, sqrt_second;
+};
+
+}  // namespace
 
 bool decays(const UniqueParameter& p) { return p.tensor.dim() >= 2 && p.name.find("_pos") == std::string::npos; }
 
@@ -25,17 +36,15 @@ void AdamW::step_on_host(double lr, bool apply, double grad_scale) {
   if (!apply) return;
   torch::NoGradGuard no_grad;
   const double beta1 = config_.beta1(), beta2 = config_.beta2();
-  const auto t = static_cast<double>(applied_ + 1);
-  const double bias_correction1 = 1 - std::pow(beta1, t);
-  const double sqrt_bias_correction2 = std::sqrt(1 - std::pow(beta2, t));
+  const BiasCorrection bias(config_, applied_ + 1);
   for (Slot& s : slots_) {
     torch::Tensor g = s.parameter.grad();
     if (grad_scale != 1) g.mul_(grad_scale);
     if (s.weight_decay != 0) s.parameter.mul_(1 - lr * s.weight_decay);
     s.exp_avg.mul_(beta1).add_(g, 1 - beta1);
     s.exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2);
-    const torch::Tensor denom = (s.exp_avg_sq.sqrt() / sqrt_bias_correction2).add_(config_.eps());
-    s.parameter.addcdiv_(s.exp_avg, denom, -lr / bias_correction1);
+    const torch::Tensor denom = (s.exp_avg_sq.sqrt() / bias.sqrt_second).add_(config_.eps());
+    s.parameter.addcdiv_(s.exp_avg, denom, -lr / bias.first);
   }
 }
 
@@ -45,22 +54,20 @@ void AdamW::step_on_device(double lr, const torch::Tensor& apply, const torch::T
   if (slots_.empty()) return;
   torch::NoGradGuard no_grad;
   const double beta1 = config_.beta1(), beta2 = config_.beta2();
-  const auto t = static_cast<double>(applied_ + 1);
-  const double bias_correction1 = 1 - std::pow(beta1, t);
-  const double sqrt_bias_correction2 = std::sqrt(1 - std::pow(beta2, t));
+  const BiasCorrection bias(config_, applied_ + 1);
   const torch::Tensor on = apply.to(slots_.front().parameter.options());  // 1 or 0
   const torch::Tensor off = 1 - on;
   // Non-finite gradients meet a zero factor: 0 * NaN is NaN, so they are zeroed.
   const torch::Tensor gradient_factor = grad_scale.defined() ? grad_scale * on : on;
   const torch::Tensor keep1 = on * beta1 + off;  // beta1, or exactly 1 to skip
   const torch::Tensor keep2 = on * beta2 + off;
-  const torch::Tensor step_size = on * (-lr / bias_correction1);
+  const torch::Tensor step_size = on * (-lr / bias.first);
   for (Slot& s : slots_) {
     const torch::Tensor g = s.parameter.grad().mul(gradient_factor).nan_to_num_(0.0, 0.0, 0.0);
     if (s.weight_decay != 0) s.parameter.mul_(1 - on * (lr * s.weight_decay));
     s.exp_avg.mul_(keep1).add_(g, 1 - beta1);
     s.exp_avg_sq.mul_(keep2).addcmul_(g, g, 1 - beta2);
-    const torch::Tensor denom = (s.exp_avg_sq.sqrt() / sqrt_bias_correction2).add_(config_.eps());
+    const torch::Tensor denom = (s.exp_avg_sq.sqrt() / bias.sqrt_second).add_(config_.eps());
     s.parameter.addcdiv_(s.exp_avg * step_size, denom);
   }
 }

@@ -5,7 +5,7 @@
 // tensors, so skipping a step with a non-finite loss or gradient costs no host
 // sync on a GPU. On the CPU, where reading them is free, it reads them and
 // does exactly torch::optim::AdamW's arithmetic (1.13 and 2.x); the masked
-// form costs 1.6x the time there (bench/RESULTS.md).
+// form costs 1.6-1.7x the time there (bench/RESULTS.md).
 
 #include <torch/torch.h>
 
