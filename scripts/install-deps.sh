@@ -13,6 +13,8 @@ PACKAGES=(
   prometheus-cpp-dev
   libgtest-dev
   zlib1g-dev
+  libjpeg62-turbo-dev libpng-dev       # image decoding for WebDataset shards
+  libsentencepiece-dev                 # the subword tokenizer trained from captions
   dataset-fashion-mnist
   curl                                 # tests scrape the Prometheus endpoints
   jq                                   # vlm-launch reads flight records and writes targets; tests check JSON

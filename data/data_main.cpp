@@ -1,0 +1,143 @@
+// vlm-data: datasets into WebDataset shards, and a look inside shards.
+//   vlm-data convert fashion-mnist --out DIR [--split train|test] [--task single|pair|mixed] [--samples N] ...
+//   vlm-data convert folder FOLDER --out DIR
+//   vlm-data convert coco CAPTIONS.json IMAGES_DIR --out DIR
+//   vlm-data inspect [--show N] [--no-decode] SHARDS...
+
+#include <cstdio>
+#include <algorithm>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "data/brace.h"
+#include "data/convert.h"
+#include "data/inspect.h"
+
+namespace vlm {
+namespace {
+
+const char* const kUsage =
+    "usage:\n"
+    "  vlm-data convert fashion-mnist --out DIR [--split train|test] [--task single|pair|mixed]\n"
+    "                                 [--samples N] [--seed S] [--fashion-mnist-dir DIR]\n"
+    "  vlm-data convert folder FOLDER --out DIR     (FOLDER holds NAME.jpg|jpeg|png + NAME.txt)\n"
+    "  vlm-data convert coco CAPTIONS.json IMAGES_DIR --out DIR\n"
+    "  vlm-data inspect [--show N] [--no-decode] SHARDS...   (brace patterns: 'd/train-{00000..00005}.tar')\n"
+    "convert options: --prefix NAME (shards are DIR/NAME-NNNNN.tar; default: the split for fashion-mnist,\n"
+    "                 else 'data'), --shard-samples N (samples per shard, default 10000)\n"
+    "inspect exits with status 1 when anything is damaged.\n";
+
+// `--name value` options and the positional arguments, in order.
+struct Arguments {
+  std::map<std::string, std::string> options;
+  std::vector<std::string> positional;
+
+  std::string take(const std::string& name, const std::string& fallback) {
+    auto it = options.find(name);
+    if (it == options.end()) return fallback;
+    std::string value = it->second;
+    options.erase(it);
+    return value;
+  }
+  int64_t take_int(const std::string& name, int64_t fallback) {
+    const std::string text = take(name, std::to_string(fallback));
+    size_t used = 0;
+    int64_t value = 0;
+    try {
+      value = std::stoll(text, &used);
+    } catch (const std::exception&) {
+    }
+    if (used != text.size() || used == 0) throw std::invalid_argument("--" + name + " needs an integer, not '" + text + "'");
+    return value;
+  }
+  void expect_no_more_options() const {
+    if (!options.empty()) throw std::invalid_argument("unknown option --" + options.begin()->first);
+  }
+};
+
+Arguments parse(int argc, char** argv, int first, const std::vector<std::string>& flags) {
+  Arguments args;
+  for (int i = first; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--", 0) != 0) {
+      args.positional.push_back(a);
+      continue;
+    }
+    const std::string name = a.substr(2);
+    if (std::find(flags.begin(), flags.end(), name) != flags.end()) {
+      args.options[name] = "1";
+    } else if (i + 1 < argc) {
+      args.options[name] = argv[++i];
+    } else {
+      throw std::invalid_argument("option " + a + " needs a value");
+    }
+  }
+  return args;
+}
+
+int convert(int argc, char** argv) {
+  const std::string source = argc > 2 ? argv[2] : "";
+  if (source != "fashion-mnist" && source != "folder" && source != "coco") {
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  Arguments args = parse(argc, argv, 3, {});
+  ConvertOptions options;
+  options.out_dir = args.take("out", "");
+  if (options.out_dir.empty()) throw std::invalid_argument("convert needs --out DIR, the folder for the shards");
+  options.samples_per_shard = args.take_int("shard-samples", options.samples_per_shard);
+  std::string pattern;
+  if (source == "fashion-mnist") {
+    FashionSource fashion;
+    fashion.split = args.take("split", fashion.split);
+    options.prefix = args.take("prefix", fashion.split);
+    fashion.task = args.take("task", fashion.task);
+    fashion.samples = args.take_int("samples", 0);
+    fashion.seed = args.take_int("seed", fashion.seed);
+    fashion.dir = args.take("fashion-mnist-dir", "/usr/share/datasets/fashion-mnist");
+    args.expect_no_more_options();
+    if (!args.positional.empty()) throw std::invalid_argument("convert fashion-mnist takes no positional argument");
+    pattern = convert_fashion_mnist(fashion, options);
+  } else if (source == "folder" && args.positional.size() == 1) {
+    options.prefix = args.take("prefix", options.prefix);
+    args.expect_no_more_options();
+    pattern = convert_folder(args.positional[0], options);
+  } else if (source == "coco" && args.positional.size() == 2) {
+    options.prefix = args.take("prefix", options.prefix);
+    args.expect_no_more_options();
+    pattern = convert_coco(args.positional[0], args.positional[1], options);
+  } else {
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  std::printf("shards: %s\n", pattern.c_str());
+  return 0;
+}
+
+int inspect(int argc, char** argv) {
+  Arguments args = parse(argc, argv, 2, {"no-decode"});
+  InspectOptions options;
+  options.show = args.take_int("show", options.show);
+  options.decode = args.take("no-decode", "") != "1";
+  args.expect_no_more_options();
+  if (args.positional.empty()) throw std::invalid_argument("inspect needs the shards (paths or brace patterns)");
+  return inspect_shards(expand_shard_patterns(args.positional), options) > 0 ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace vlm
+
+int main(int argc, char** argv) {
+  const std::string command = argc > 1 ? argv[1] : "";
+  try {
+    if (command == "convert") return vlm::convert(argc, argv);
+    if (command == "inspect") return vlm::inspect(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vlm-data %s: error: %s\n", command.c_str(), e.what());
+    return 1;
+  }
+  std::fprintf(stderr, "%s", vlm::kUsage);
+  return 2;
+}

@@ -1,0 +1,62 @@
+#pragma once
+// A set of WebDataset shards, indexed: every sample's members located by
+// shard and offset, so that any sample can be read alone (no shard is ever
+// read whole) and the global sample order can be a permutation of indices.
+//
+// A sample is the consecutive members sharing a key (the member name up to
+// the first '.' of its last path component): `<key>.jpg|jpeg|png`,
+// `<key>.txt`, and optionally `<key>.json`. What cannot be a sample is
+// recorded as Damage, never fatal here: an unreadable shard, a damaged or
+// truncated archive, a key without image or without caption.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/tar.h"
+
+namespace vlm {
+
+struct ShardSample {
+  int32_t shard = 0;  // index into ShardSet::paths
+  std::string key;
+  TarMember image, caption;
+  TarMember json;  // size 0 when absent
+};
+
+struct Damage {
+  std::string shard, key;  // key empty when it concerns the archive itself
+  std::string what;
+};
+
+struct ShardSet {
+  std::vector<std::string> paths;
+  std::vector<ShardSample> samples;  // in shard order, then archive order
+  std::vector<Damage> damage;
+  uint64_t bytes = 0;  // of all shards
+};
+
+// Indexes `paths` in order (brace patterns already expanded).
+ShardSet index_shards(const std::vector<std::string>& paths);
+
+// The WebDataset key and extension of a member name ("a/b/000017.seg.png" ->
+// {"a/b/000017", "seg.png"}).
+std::pair<std::string, std::string> split_key(const std::string& member_name);
+
+// Open archives of a ShardSet, one per shard, opened on first use; reads are
+// positioned, so threads may share it.
+class ShardReader {
+ public:
+  explicit ShardReader(const ShardSet& set);
+  ~ShardReader();
+  std::string read(int32_t shard, const TarMember& member);
+
+ private:
+  const ShardSet& set_;
+  std::vector<std::unique_ptr<TarFile>> files_;
+  struct Lock;
+  std::unique_ptr<Lock> lock_;
+};
+
+}  // namespace vlm
