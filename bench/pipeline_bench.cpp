@@ -51,7 +51,9 @@ int bench(int argc, char** argv) {
           config_path, {"parallel.pipeline_stages=" + std::to_string(p), std::string("parallel.schedule=") + schedule,
                         "loop.micro_batches=" + std::to_string(m),
                         "loop.global_batch_size=" + std::to_string(kMicroBatchSamples * m),
-                        "loop.steps=" + std::to_string(kWarmupSteps + kTimedSteps)});
+                        "loop.steps=" + std::to_string(kWarmupSteps + kTimedSteps),
+                        // Batches built in the step: prefetching threads' allocations would blur the heap measurement.
+                        "data.loader_threads=0"});
       const auto data = load_training_data(config.data());
       Trainer trainer(config, topology, groups, *data);
       for (int i = 0; i < kWarmupSteps; ++i) trainer.train_step();

@@ -18,7 +18,7 @@ double ffn(double t, double d, double f) { return matmul(t, d, f) + matmul(t, f,
 FlopCount flops_per_sample(const ModelSpec& s) {
   const double d = s.d_model, f = s.ffn_dim(), n = s.image_tokens(), t = s.max_tokens;
   FlopCount c;
-  c.vision = matmul(n, s.patch_size * s.patch_size, d) +
+  c.vision = matmul(n, s.patch_values(), d) +
              s.vision_layers * (self_attention(n, d) + ffn(n, d, f)) + matmul(1, d, s.embed_dim);
   const double image_kv_computations = s.reuse_image_kv ? s.cross_kv_groups() : s.multimodal_layers;
   c.text = s.text_layers() * (self_attention(t, d) + ffn(t, d, f)) +

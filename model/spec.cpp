@@ -4,7 +4,7 @@
 
 namespace vlm {
 
-ModelSpec model_spec(const ModelConfig& c, int64_t image_height, int64_t image_width,
+ModelSpec model_spec(const ModelConfig& c, int64_t image_height, int64_t image_width, int64_t image_channels,
                      int64_t vocab_size) {
   ModelSpec s;
   s.d_model = c.d_model();
@@ -13,6 +13,7 @@ ModelSpec model_spec(const ModelConfig& c, int64_t image_height, int64_t image_w
   s.embed_dim = c.embed_dim();
   s.image_height = image_height;
   s.image_width = image_width;
+  s.image_channels = image_channels;
   s.patch_size = c.vision().patch_size();
   s.vision_layers = c.vision().layers();
   s.vision_self_attn_share = c.vision().self_attn_share_group();

@@ -14,6 +14,7 @@ struct ModelSpec {
   int64_t embed_dim = 64;        // contrastive embedding width
   int64_t image_height = 28;     // pixels
   int64_t image_width = 28;
+  int64_t image_channels = 1;    // 1 grey, 3 RGB
   int64_t patch_size = 7;
   int64_t vision_layers = 2;
   int64_t vision_self_attn_share = 1;  // 1 = none, 0 = all layers share one set
@@ -30,6 +31,7 @@ struct ModelSpec {
   int64_t head_dim() const { return d_model / heads; }
   int64_t ffn_dim() const { return d_model * ffn_mult; }
   int64_t image_tokens() const { return (image_height / patch_size) * (image_width / patch_size); }
+  int64_t patch_values() const { return image_channels * patch_size * patch_size; }
   int64_t text_layers() const { return unimodal_layers + multimodal_layers; }
   int64_t vision_attn_groups() const { return share_groups(vision_layers, vision_self_attn_share); }
   int64_t text_attn_groups() const { return share_groups(text_layers(), text_self_attn_share); }
@@ -42,8 +44,8 @@ struct ModelSpec {
   static int64_t share_group_of(int64_t layer, int64_t size) { return size == 0 ? 0 : layer / size; }
 };
 
-// The spec for `config` on images of the given size with the given vocabulary.
-ModelSpec model_spec(const ModelConfig& config, int64_t image_height, int64_t image_width,
+// The spec for `config` on images of the given size and channels with the given vocabulary.
+ModelSpec model_spec(const ModelConfig& config, int64_t image_height, int64_t image_width, int64_t image_channels,
                      int64_t vocab_size);
 
 }  // namespace vlm

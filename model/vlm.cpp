@@ -16,7 +16,7 @@ VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
   CHECK_EQ(spec.image_width % spec.patch_size, 0);
 
   // Vision tower. Blocks of one sharing group receive the same projection module.
-  patch_embed_ = register_module("patch_embed", torch::nn::Linear(spec.patch_size * spec.patch_size, d));
+  patch_embed_ = register_module("patch_embed", torch::nn::Linear(spec.patch_values(), d));
   vision_pos_ = register_parameter("vision_pos", torch::zeros({1, spec.image_tokens(), d}));
   auto vision_list = register_module("vision_blocks", torch::nn::ModuleList());
   std::vector<SelfAttentionProjections> vision_attn;
@@ -86,8 +86,9 @@ torch::Tensor VlmModelImpl::encode_image(const torch::Tensor& images) {
 }
 
 torch::Tensor patchify(const torch::Tensor& images, int64_t p) {
-  const int64_t b = images.size(0), rows = images.size(2) / p, cols = images.size(3) / p;
-  return images.reshape({b, rows, p, cols, p}).permute({0, 1, 3, 2, 4}).reshape({b, rows * cols, p * p});
+  const int64_t b = images.size(0), c = images.size(1), rows = images.size(2) / p, cols = images.size(3) / p;
+  // A patch's values in (channel, row, column) order: for one channel, the old (row, column) order.
+  return images.reshape({b, c, rows, p, cols, p}).permute({0, 2, 4, 1, 3, 5}).reshape({b, rows * cols, c * p * p});
 }
 
 torch::Tensor unit_embedding(torch::nn::Linear& projection, const torch::Tensor& rows) {
@@ -102,9 +103,10 @@ torch::Tensor last_token(const torch::Tensor& hidden, const torch::Tensor& lengt
 
 torch::Tensor embed_patches(torch::nn::Linear& patch_embed, const torch::Tensor& positions, const torch::Tensor& images,
                             const ModelSpec& spec) {
-  TORCH_CHECK(images.size(2) == spec.image_height && images.size(3) == spec.image_width, "images are ",
-              images.size(2), "x", images.size(3), " but the model was built for ", spec.image_height, "x",
-              spec.image_width);
+  TORCH_CHECK(images.size(1) == spec.image_channels && images.size(2) == spec.image_height &&
+                  images.size(3) == spec.image_width,
+              "images are ", images.size(1), "x", images.size(2), "x", images.size(3), " (channels x height x width) but "
+              "the model was built for ", spec.image_channels, "x", spec.image_height, "x", spec.image_width);
   return patch_embed->forward(patchify(images, spec.patch_size)) + positions;
 }
 

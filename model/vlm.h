@@ -24,7 +24,7 @@ struct DecodeState {
 
 class VlmStageImpl;
 
-// [B, 1, H, W] -> [B, (H/p)(W/p), p*p], rows of patches left to right.
+// [B, C, H, W] -> [B, (H/p)(W/p), C*p*p], rows of patches left to right.
 torch::Tensor patchify(const torch::Tensor& images, int64_t patch_size);
 // Patches embedded, plus positions: the vision blocks' input [B, N, D].
 torch::Tensor embed_patches(torch::nn::Linear& patch_embed, const torch::Tensor& positions, const torch::Tensor& images,

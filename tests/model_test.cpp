@@ -160,7 +160,7 @@ TEST(Model, TrainingForwardMatchesTheInferencePieces) {
 
 // Closed form of the unique parameter count (see model/vlm.cpp for the layout).
 int64_t expected_parameters(const ModelSpec& s) {
-  const int64_t d = s.d_model, f = s.ffn_dim(), e = s.embed_dim, v = s.vocab_size, p2 = s.patch_size * s.patch_size;
+  const int64_t d = s.d_model, f = s.ffn_dim(), e = s.embed_dim, v = s.vocab_size, p2 = s.patch_values();
   const int64_t attention = 4 * d * d + d;  // W_q, W_k, W_v (no biases), W_o with its bias
   const int64_t block_rest = 2 * d + 2 * d + (d * f + f) + (f * d + d);  // two norms + FFN
   const int64_t cross_rest = 2 * d + 2 * (d * d + d);                   // norm + W_q, W_o

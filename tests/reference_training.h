@@ -39,12 +39,10 @@ class ReferenceTraining {
     double loss = 0;
     for (int64_t micro = 0; micro < micro_batches; ++micro) {
       const std::vector<int64_t> indices = sampler_.indices(step_, micro);
-      std::vector<Sample> samples;
-      for (int64_t index : indices) samples.push_back(data_.train_task->sample(index));
-      const Batch batch = make_batch(*data_.train_task, data_.tokenizer, samples, model_->spec().max_tokens);
+      const int64_t max_tokens = model_->spec().max_tokens;
+      const Batch batch = data_.train_set->batch(indices, step_ / sampler_.steps_per_epoch(), max_tokens, false);
       LossReduction reduction;
-      reduction.caption_targets_per_rank =
-          static_cast<double>(caption_targets(*data_.train_task, data_.tokenizer, indices));
+      reduction.caption_targets_per_rank = static_cast<double>(data_.train_set->caption_targets(indices, max_tokens));
       const StageOutput out = model_->forward({batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad}, reduction);
       const torch::Tensor micro_loss = out.weighted_loss(model_->spec()) / static_cast<double>(micro_batches);
       micro_loss.backward();

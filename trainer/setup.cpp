@@ -6,11 +6,12 @@
 namespace vlm {
 
 ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data) {
-  return model_spec(config.model(), kFashionSide, data.train_task->image_width(), data.tokenizer.vocab_size());
+  const ImageFormat& f = data.train_set->format();
+  return model_spec(config.model(), f.height, f.width, f.channels, data.tokenizer.vocab_size());
 }
 
 DistributedSampler sampler_for(const TrainConfig& config, const TrainingData& data, int dp_size, int dp_rank) {
-  return DistributedSampler(data.train_task->size(), config.loop().global_batch_size(), dp_size, dp_rank,
+  return DistributedSampler(data.train_set->size(), config.loop().global_batch_size(), dp_size, dp_rank,
                             static_cast<uint64_t>(config.data().seed()), config.loop().micro_batches());
 }
 
@@ -58,10 +59,14 @@ ReducerOptions reducer_options(const CommConfig& config, Millis timeout) {
   return options;
 }
 
-int64_t caption_targets(const Task& task, const WordTokenizer& tokenizer, const std::vector<int64_t>& indices) {
-  int64_t targets = 0;
-  for (int64_t index : indices) targets += static_cast<int64_t>(tokenizer.encode(task.sample(index).caption).size()) - 1;
-  return targets;
+LoaderOptions loader_options(const TrainConfig& config, const torch::Device& device) {
+  LoaderOptions options;
+  options.threads = config.data().loader_threads();
+  options.depth = config.data().prefetch_batches();
+  options.micro_batches = config.loop().micro_batches();
+  options.max_tokens = config.model().text().max_tokens();
+  options.pinned = device.is_cuda();
+  return options;
 }
 
 }  // namespace vlm

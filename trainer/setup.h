@@ -7,6 +7,7 @@
 #include "comm/backend.h"
 #include "comm/device.h"
 #include "comm/gradient_reducer.h"
+#include "data/loader.h"
 #include "data/sampler.h"
 #include "model/spec.h"
 #include "proto/config.pb.h"
@@ -32,7 +33,7 @@ BackendOptions backend_options(const TrainConfig& config, const torch::Device& d
 ReducerOptions reducer_options(const CommConfig& config, Millis timeout);
 Millis seconds_to_millis(double seconds);
 
-// Caption targets (tokens after <bos>, through <eos>) of the given samples.
-int64_t caption_targets(const Task& task, const WordTokenizer& tokenizer, const std::vector<int64_t>& indices);
+// The loader settings (data.loader_threads, data.prefetch_batches, ...).
+LoaderOptions loader_options(const TrainConfig& config, const torch::Device& device);
 
 }  // namespace vlm

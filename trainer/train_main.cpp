@@ -67,7 +67,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   const auto checkpoint_lock = prepare_checkpoint_folder(config, topology, resume);
   const auto metrics = start_metrics(config, topology);
   const auto step_log = topology.is_root() ? std::make_unique<StepLog>(run_directory(config)) : nullptr;
-  const auto data = load_training_data(config.data());
+  const auto data = load_training_data(config.data(), config.eval().enabled());
 
   Trainer trainer(config, topology, groups, *data);
   if (!resume.empty()) {

@@ -109,8 +109,8 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
       bf16_(config.device().precision() == DeviceConfig::BF16),
       data_parallel_(groups.data_parallel()),
       pipeline_(groups.pipeline()),
-      sampler_(sampler_for(config, data, topology.data_parallel, topology.dp_rank())),
-      global_sampler_(sampler_for(config, data, 1, 0)),
+      loader_(std::make_unique<Loader>(*data.train_set, sampler_for(config, data, topology.data_parallel, topology.dp_rank()),
+                                       sampler_for(config, data, 1, 0), loader_options(config, device_))),
       schedule_(lr_schedule_for(config)),
       init_timeout_(seconds_to_millis(config.comm().init_timeout_seconds())),
       timeout_(seconds_to_millis(config.comm().timeout_seconds())),
@@ -264,15 +264,11 @@ std::vector<std::string> Trainer::tied_parameter_names() const {
 
 void Trainer::load(int micro) {
   MicroBatch& mb = in_flight_[micro];
-  std::vector<Sample> samples;
-  for (int64_t index : sampler_.indices(step_, micro)) samples.push_back(data_.train_task->sample(index));
-  const Batch batch = to_device(
-      make_batch(*data_.train_task, data_.tokenizer, samples, stage_->spec().max_tokens, device_.is_cuda()), device_);
+  const LoadedBatch loaded = loader_->get(step_, micro);
+  const Batch batch = to_device(loaded.batch, device_);
   mb.inputs = {batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad};
   // Every rank knows the whole global micro-batch: no communication needed for its token count.
-  mb.reduction.caption_targets_per_rank =
-      static_cast<double>(caption_targets(*data_.train_task, data_.tokenizer, global_sampler_.indices(step_, micro))) /
-      topology_.data_parallel;
+  mb.reduction.caption_targets_per_rank = static_cast<double>(loaded.global_caption_targets) / topology_.data_parallel;
   if (data_parallel_.size() > 1) {
     const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
     mb.reduction.gather = [this, timeout](const torch::Tensor& rows) { return gather_with_grad(rows, data_parallel_, timeout); };

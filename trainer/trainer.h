@@ -32,7 +32,7 @@
 #include "comm/gradient_reducer.h"
 #include "comm/process_groups.h"
 #include "comm/topology.h"
-#include "data/sampler.h"
+#include "data/loader.h"
 #include "model/pipeline_stage.h"
 #include "proto/config.pb.h"
 #include "scheduler/lr_schedule.h"
@@ -153,8 +153,7 @@ class Trainer {
   Backend& pipeline_;
   std::vector<std::unique_ptr<TiedGroup>> tied_;
   std::unique_ptr<GradientReducer> reducer_;
-  DistributedSampler sampler_;
-  DistributedSampler global_sampler_;  // the whole global batch, for loss normalisation
+  std::unique_ptr<Loader> loader_;  // this rank's share of each micro-batch, built ahead
   WarmupCosine schedule_;
   std::vector<Action> actions_;
   std::vector<std::vector<int64_t>> in_shapes_, out_shapes_;  // carry fields received / sent

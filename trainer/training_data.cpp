@@ -1,6 +1,52 @@
 #include "trainer/training_data.h"
 
+#include "data/brace.h"
+#include "data/idx.h"
+#include "data/shard_train_set.h"
+
 namespace vlm {
+namespace {
+
+// data.pixel_mean/pixel_std over `defaults`: one value or one per channel.
+std::vector<float> per_channel(const google::protobuf::RepeatedField<float>& given, std::vector<float> defaults,
+                               int channels, const char* field) {
+  if (given.empty()) return defaults;
+  if (given.size() != 1 && given.size() != channels) {
+    throw DataError(std::string("data.") + field + " has " + std::to_string(given.size()) + " values; give one, or " +
+                    std::to_string(channels) + " (one per channel)");
+  }
+  for (float v : given) {
+    if (std::string(field) == "pixel_std" && !(v > 0)) throw DataError("data.pixel_std values must be positive");
+  }
+  return {given.begin(), given.end()};
+}
+
+ImageFormat shard_format(const DataConfig& config) {
+  if (config.image_height() == 0 || config.image_width() == 0) {
+    throw DataError("data.image_height and data.image_width must be set when training on data.train_shards "
+                    "(shard images are resized and cropped to them), e.g. 64 and 64");
+  }
+  const int channels = config.image_channels() == 0 ? 3 : config.image_channels();
+  if (channels == 2) throw DataError("data.image_channels must be 1 (grey) or 3 (RGB), not 2");
+  ImageFormat f = photo_format(config.image_height(), config.image_width(), channels);
+  f.mean = per_channel(config.pixel_mean(), f.mean, channels, "pixel_mean");
+  f.std = per_channel(config.pixel_std(), f.std, channels, "pixel_std");
+  return f;
+}
+
+void check_task_image_settings(const DataConfig& config, const ImageFormat& canvas) {
+  const bool height_ok = config.image_height() == 0 || config.image_height() == canvas.height;
+  const bool width_ok = config.image_width() == 0 || config.image_width() == canvas.width;
+  const bool channels_ok = config.image_channels() == 0 || config.image_channels() == 1;
+  if (!height_ok || !width_ok || !channels_ok || !config.pixel_mean().empty() || !config.pixel_std().empty()) {
+    throw DataError("data.image_height/image_width/image_channels/pixel_mean/pixel_std apply to data.train_shards; "
+                    "the Fashion-MNIST task draws on its own 1 x " + std::to_string(canvas.height) + " x " +
+                    std::to_string(canvas.width) + " canvas. Remove them, or convert the task to shards "
+                    "(vlm-data convert fashion-mnist) and train on those");
+  }
+}
+
+}  // namespace
 
 TaskKind task_kind(DataConfig::Task task) {
   switch (task) {
@@ -11,13 +57,37 @@ TaskKind task_kind(DataConfig::Task task) {
   return TaskKind::kMixed;
 }
 
-std::unique_ptr<TrainingData> load_training_data(const DataConfig& config) {
+std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, bool with_evaluation) {
   auto data = std::make_unique<TrainingData>();
-  data->train = load_fashion_mnist(config.fashion_mnist_dir(), Split::kTrain);
-  data->test = load_fashion_mnist(config.fashion_mnist_dir(), Split::kTest);
   data->kind = task_kind(config.task());
-  data->train_task = std::make_unique<Task>(data->kind, data->train, config.train_samples(),
-                                            static_cast<uint64_t>(config.seed()));
+  if (config.train_shards().empty()) {
+    data->train = load_fashion_mnist(config.fashion_mnist_dir(), Split::kTrain);
+    data->train_task = std::make_unique<Task>(data->kind, data->train, config.train_samples(),
+                                              static_cast<uint64_t>(config.seed()));
+    data->train_set = std::make_unique<TaskTrainSet>(*data->train_task, data->tokenizer);
+    check_task_image_settings(config, data->train_set->format());
+  } else {
+    ShardTrainOptions options;
+    options.format = shard_format(config);
+    options.augment = {config.augment(), config.crop_min_scale()};
+    options.max_damaged_fraction = config.max_damaged_fraction();
+    options.seed = static_cast<uint64_t>(config.seed());
+    data->train_set = std::make_unique<ShardTrainSet>(
+        expand_shard_patterns({config.train_shards().begin(), config.train_shards().end()}), data->tokenizer,
+        options);
+  }
+  if (with_evaluation) {
+    // Evaluation draws the task's held-out canvas: the model must read it.
+    const ImageFormat& f = data->train_set->format();
+    const int64_t canvas_width = data->kind == TaskKind::kSingle ? kFashionSide : 2 * kFashionSide;
+    if (f.channels != 1 || f.height != kFashionSide || f.width != canvas_width) {
+      throw DataError("eval.enabled: evaluation runs on the Fashion-MNIST test split as 1 x 28 x " +
+                      std::to_string(canvas_width) + " images (data.task), but this model reads " +
+                      std::to_string(f.channels) + " x " + std::to_string(f.height) + " x " + std::to_string(f.width) +
+                      " (data.image_*). Set eval.enabled: false; validation on held-out shards is not implemented yet");
+    }
+    data->test = load_fashion_mnist(config.fashion_mnist_dir(), Split::kTest);
+  }
   return data;
 }
 

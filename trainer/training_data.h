@@ -1,25 +1,31 @@
 #pragma once
-// Everything the loop and the evaluation read: both splits, the tokenizer and
-// the configured task over the train split.
+// Everything the loop and the evaluation read: the samples trained on (the
+// Fashion-MNIST task or WebDataset shards), the tokenizer, and the held-out
+// Fashion-MNIST test split evaluation uses.
 
 #include <memory>
 
 #include "data/fashion_mnist.h"
 #include "data/task.h"
 #include "data/tokenizer.h"
+#include "data/train_set.h"
 #include "proto/config.pb.h"
 
 namespace vlm {
 
 struct TrainingData {
-  FashionMnist train;
-  FashionMnist test;  // held out: used by evaluation only
+  FashionMnist train;  // the task's items (empty when training on shards)
+  FashionMnist test;   // held out: used by evaluation only (empty without it)
   WordTokenizer tokenizer{caption_words()};
   TaskKind kind = TaskKind::kMixed;
-  std::unique_ptr<Task> train_task;  // refers to `train`: TrainingData does not move
+  std::unique_ptr<Task> train_task;     // over `train`, or null: TrainingData does not move
+  std::unique_ptr<TrainSet> train_set;  // what the loader reads: the task, or the shards
 };
 
-std::unique_ptr<TrainingData> load_training_data(const DataConfig& config);
+// Reads the task's split or indexes the shards, and checks the image settings
+// (errors name the data.* field). `with_evaluation`: also the test split,
+// and a check that evaluation can read it with this model's image format.
+std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, bool with_evaluation = true);
 
 TaskKind task_kind(DataConfig::Task task);
 

@@ -1,0 +1,18 @@
+#include "data/train_set.h"
+
+namespace vlm {
+
+Batch TaskTrainSet::batch(const std::vector<int64_t>& indices, int64_t, int64_t max_tokens, bool pinned) const {
+  std::vector<Sample> samples;
+  samples.reserve(indices.size());
+  for (int64_t index : indices) samples.push_back(task_.sample(index));
+  return make_batch(task_, tokenizer_, samples, max_tokens, pinned);
+}
+
+int64_t TaskTrainSet::caption_targets(const std::vector<int64_t>& indices, int64_t) const {
+  int64_t targets = 0;
+  for (int64_t index : indices) targets += static_cast<int64_t>(tokenizer_.encode(task_.sample(index).caption).size()) - 1;
+  return targets;
+}
+
+}  // namespace vlm

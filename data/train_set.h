@@ -1,0 +1,45 @@
+#pragma once
+// The samples a run trains on, by index: the Fashion-MNIST task (TaskTrainSet)
+// or WebDataset shards (data/shard_train_set.h). The sampler decides which
+// indices form each batch; a TrainSet only makes them into model inputs.
+// Implementations are safe to call from several loader threads at once.
+
+#include <cstdint>
+#include <vector>
+
+#include "data/batch.h"
+#include "data/preprocess.h"
+#include "data/task.h"
+#include "data/tokenizer.h"
+
+namespace vlm {
+
+class TrainSet {
+ public:
+  virtual ~TrainSet() = default;
+  virtual int64_t size() const = 0;
+  virtual const ImageFormat& format() const = 0;
+  // Model inputs of samples `indices`; augmentation (if any) draws from `epoch`.
+  virtual Batch batch(const std::vector<int64_t>& indices, int64_t epoch, int64_t max_tokens, bool pinned) const = 0;
+  // Caption targets (tokens after <bos>, through <eos>) of `indices`: the
+  // caption loss's normaliser, which every rank computes for the global batch.
+  virtual int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const = 0;
+};
+
+// The synthesised Fashion-MNIST task (data/task.h) on its 28-pixel canvas.
+class TaskTrainSet : public TrainSet {
+ public:
+  TaskTrainSet(const Task& task, const WordTokenizer& tokenizer)
+      : task_(task), tokenizer_(tokenizer), format_(fashion_format(kFashionSide, task.image_width())) {}
+  int64_t size() const override { return task_.size(); }
+  const ImageFormat& format() const override { return format_; }
+  Batch batch(const std::vector<int64_t>& indices, int64_t epoch, int64_t max_tokens, bool pinned) const override;
+  int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const override;
+
+ private:
+  const Task& task_;
+  const WordTokenizer& tokenizer_;
+  ImageFormat format_;
+};
+
+}  // namespace vlm
