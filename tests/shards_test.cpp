@@ -11,6 +11,7 @@
 
 #include "data/brace.h"
 #include "data/image.h"
+#include "data/preprocess.h"
 #include "data/shards.h"
 #include "data/tar.h"
 
@@ -267,6 +268,53 @@ TEST(Images, ResizeKeepsFlatColourAndAveragesWhenShrinking) {
   const Image part = crop(gradient(10, 10, 1), 2, 3, 4, 5);
   EXPECT_EQ(part.pixels[0], gradient(10, 10, 1).pixels[2 * 10 + 3]);
   EXPECT_THROW(crop(flat, 8, 0, 4, 4), ImageError);
+}
+
+TEST(Preprocess, FitsTheShorterSideCropsTheCentreAndNormalises) {
+  // 20 x 40, left half black, right half white; the target 10 x 10 is its centre.
+  Image image{20, 40, 3, std::vector<uint8_t>(20 * 40 * 3)};
+  for (int y = 0; y < 20; ++y) {
+    for (int x = 20; x < 40; ++x) image.pixels[(y * 40 + x) * 3 + 1] = 255;  // green channel only
+  }
+  ImageFormat format{10, 10, 3, {0.5f}, {0.25f}};
+  std::vector<float> out(3 * 10 * 10);
+  preprocess(image, format, {}, 0, true, out.data());
+  EXPECT_FLOAT_EQ(out[0], -2.0f);                // red plane, black: (0 - 0.5) / 0.25
+  EXPECT_FLOAT_EQ(out[100 + 0], -2.0f);          // green plane, left edge of the centre: still black
+  EXPECT_FLOAT_EQ(out[100 + 9], 2.0f);           // green plane, right edge: white
+  // Grey at the configured size is copied as is: (v/255 - mean)/std exactly.
+  Image grey{2, 2, 1, {0, 51, 102, 255}};
+  std::vector<float> g(4);
+  preprocess(grey, fashion_format(2, 2), {}, 0, true, g.data());
+  EXPECT_EQ(g[1], (51 / 255.0f - 0.2860f) / 0.3530f);
+}
+
+TEST(Preprocess, AugmentationIsSeededAndNeverFlipsASide) {
+  Image image = gradient(48, 48, 3);
+  ImageFormat format{16, 16, 3, {0.5f}, {0.5f}};
+  const Augmentation on{true, 0.3f};
+  std::vector<float> a(3 * 16 * 16), b(a.size()), c(a.size());
+  preprocess(image, format, on, 42, true, a.data());
+  preprocess(image, format, on, 42, true, b.data());
+  EXPECT_EQ(a, b);
+  int differ = 0;
+  for (uint64_t seed = 1; seed < 9; ++seed) {
+    preprocess(image, format, on, seed, true, c.data());
+    differ += c != a;
+  }
+  EXPECT_GE(differ, 7);
+  EXPECT_FALSE(flip_keeps_caption("a sneaker left of a coat"));
+  EXPECT_FALSE(flip_keeps_caption("the dog on the Right."));
+  EXPECT_TRUE(flip_keeps_caption("a photo of a leftover sandwich"));
+  // A left-right gradient is never mirrored when the caption forbids it.
+  Image ramp{8, 8, 1, std::vector<uint8_t>(64)};
+  for (int i = 0; i < 64; ++i) ramp.pixels[i] = static_cast<uint8_t>((i % 8) * 30);
+  const ImageFormat same{8, 8, 1, {0.0f}, {1.0f}};
+  std::vector<float> r(64);
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    preprocess(ramp, same, {true, 1.0f}, seed, false, r.data());  // min_scale 1: the whole image
+    EXPECT_LT(r[0], r[7]) << "seed " << seed;
+  }
 }
 
 }  // namespace
