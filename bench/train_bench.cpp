@@ -75,7 +75,7 @@ RunResult run(const TrainConfig& config, const Topology& topology, const Process
     VlmModel model = trainer.whole_model();
     const auto& s = model->spec();
     r.image_kv_bytes = image_kv_bytes(
-        model->start_decoding(torch::zeros({1, 1, s.image_height, s.image_width}, groups.device())).image_kv);
+        model->start_decoding(torch::zeros({1, s.image_channels, s.image_height, s.image_width}, groups.device())).image_kv);
   }
   for (int i = 0; i < warmup; ++i) r.finite &= std::isfinite(trainer.train_step().loss);
   finish(groups.device());

@@ -39,7 +39,7 @@ struct Inputs {
 
 Inputs random_inputs(const ModelSpec& s, int64_t batch, uint64_t seed) {
   torch::manual_seed(seed);
-  Inputs in{torch::randn({batch, 1, s.image_height, s.image_width}),
+  Inputs in{torch::randn({batch, s.image_channels, s.image_height, s.image_width}),
             torch::randint(4, s.vocab_size, {batch, s.max_tokens}, torch::kLong),
             torch::randint(3, s.max_tokens + 1, {batch}, torch::kLong)};
   in.tokens.select(1, 0).fill_(1);
@@ -238,6 +238,27 @@ TEST(Flops, CountFollowsTheDocumentedFormula) {
   // Sharing the cross K/V saves (layers - groups) image K/V projections; self-attention sharing saves no FLOPs.
   EXPECT_DOUBLE_EQ(c.text - flops_per_sample(shared).text, (3 - 1) * 2 * n * d * 2 * d);
   EXPECT_DOUBLE_EQ(c.vision, flops_per_sample(shared).vision);
+}
+
+// RGB images: a patch holds every channel's values, channel by channel, and
+// a one-channel image patchifies as before (row by row within the patch).
+TEST(Model, ReadsRgbImages) {
+  const torch::Tensor rgb = torch::arange(3 * 4 * 4, torch::kFloat).reshape({1, 3, 4, 4});
+  const torch::Tensor patches = patchify(rgb, 2);
+  ASSERT_EQ(patches.sizes(), (std::vector<int64_t>{1, 4, 12}));
+  // Patch 1 (top right): channel 0 rows 0-1, columns 2-3, then channel 1, then channel 2.
+  EXPECT_TRUE(torch::equal(patches[0][1].slice(0, 0, 4), torch::tensor({2.f, 3.f, 6.f, 7.f})));
+  EXPECT_TRUE(torch::equal(patches[0][1].slice(0, 4, 8), torch::tensor({18.f, 19.f, 22.f, 23.f})));
+  const torch::Tensor grey = rgb.slice(1, 0, 1);
+  EXPECT_TRUE(torch::equal(patchify(grey, 2), grey.reshape({1, 2, 2, 2, 2}).permute({0, 1, 3, 2, 4}).reshape({1, 4, 4})));
+
+  ModelSpec s = tiny_spec(0, 2, 0);
+  s.image_channels = 3;
+  VlmModel model(s);
+  const Inputs in = random_inputs(s, 4, 5);
+  const StageOutput out = model->forward({in.images, in.tokens, in.lengths, 0}, {});
+  EXPECT_TRUE(torch::isfinite(out.weighted_loss(s)).item<bool>());
+  EXPECT_THROW(model->forward({in.images.slice(1, 0, 1), in.tokens, in.lengths, 0}, {}), c10::Error);
 }
 
 }  // namespace
