@@ -105,12 +105,12 @@ Manifest decode_manifest(const std::string& bytes, const std::string& path) {
       throw CheckpointError(path + ": format version " + std::to_string(version) + " is newer than this vlmtrain reads (" +
                             std::to_string(kCheckpointFormatVersion) + "). HINT: use a newer vlmtrain");
     }
-    if (version != static_cast<uint64_t>(kCheckpointFormatVersion)) {
+    if (version < 3) {  // the header came with version 3
       throw CheckpointError(path + ": not a valid manifest (format version " + std::to_string(version) +
                             " in a version-3 header)");
     }
     if (!manifest.ParseFromArray(bytes.data() + kManifestHeader, static_cast<int>(length)) ||
-        manifest.format_version() != kCheckpointFormatVersion) {
+        manifest.format_version() != static_cast<int>(version)) {
       throw CheckpointError(path + ": not a valid manifest (its checksum matches, its contents do not parse)");
     }
     return manifest;

@@ -20,7 +20,7 @@ namespace vlm {
 
 // 3: the manifest and `latest` carry their own CRC-32C; a lineage id.
 // 2: CRC-32C tensor checksums (still read).
-constexpr int kCheckpointFormatVersion = 3;
+constexpr int kCheckpointFormatVersion = 4;
 constexpr int kOldestReadableFormatVersion = 2;
 
 class CheckpointError : public std::runtime_error {

@@ -10,6 +10,25 @@
 
 namespace vlm {
 
+void check_same_data(const CheckpointReader& reader, const DataIdentity& now) {
+  if (!reader.manifest().has_data()) return;
+  const DataIdentity& then = reader.manifest().data();
+  const std::string where = reader.directory();
+  if (then.tokenizer_crc32c() != now.tokenizer_crc32c() || then.vocab_size() != now.vocab_size()) {
+    throw CheckpointError(where + ": the tokenizer differs from the one the checkpoint was trained with (checksum " +
+                          std::to_string(then.tokenizer_crc32c()) + ", " + std::to_string(then.vocab_size()) +
+                          " tokens; now " + std::to_string(now.tokenizer_crc32c()) + ", " +
+                          std::to_string(now.vocab_size()) + " tokens; 0 = the built-in word vocabulary). HINT: "
+                          "resume with the data.tokenizer_model the run was trained with");
+  }
+  if (then.samples() != now.samples()) {
+    throw CheckpointError(where + ": the checkpoint's run trained on " + std::to_string(then.samples()) +
+                          " samples, the data now has " + std::to_string(now.samples()) +
+                          ": its sample order would not continue. HINT: resume with the same data.train_shards "
+                          "(or data.train_samples), restoring any shard that is missing");
+  }
+}
+
 int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
                            const std::vector<UniqueParameter>& parameters, std::vector<AdamState>* optimizer) {
   const Manifest& m = reader.manifest();

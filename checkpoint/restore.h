@@ -21,4 +21,9 @@ namespace vlm {
 int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
                            const std::vector<UniqueParameter>& parameters, std::vector<AdamState>* optimizer);
 
+// A CheckpointError unless `now` is the data the checkpoint's run read (its
+// sample count and tokenizer): resuming on other data would not continue
+// the run. Checkpoints before format 4 record no data and pass.
+void check_same_data(const CheckpointReader& reader, const DataIdentity& now);
+
 }  // namespace vlm

@@ -116,6 +116,7 @@ Manifest merged_manifest(const CheckpointSnapshot& snap, const std::vector<std::
     cursor->set_consumed_samples(snap.consumed_samples);
   }
   *manifest.mutable_kv_cache() = snap.kv_cache;
+  *manifest.mutable_data() = snap.data;
   return manifest;
 }
 

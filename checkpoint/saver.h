@@ -36,6 +36,7 @@ struct CheckpointSnapshot {
   TrainConfig config;
   Topology topology;
   KvCacheLayout kv_cache;
+  DataIdentity data;
   torch::Tensor rng_state;
   std::vector<Parameter> parameters;  // empty on ranks that do not write tensors
   std::vector<AdamState> optimizer;  // tensors: live, or copies (AsyncCheckpointer)

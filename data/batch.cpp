@@ -13,7 +13,7 @@ constexpr float kStd = 0.3530f;
 
 }  // namespace
 
-Batch make_batch(const Task& task, const WordTokenizer& tokenizer, const std::vector<Sample>& samples,
+Batch make_batch(const Task& task, const Tokenizer& tokenizer, const std::vector<Sample>& samples,
                  int64_t max_tokens, bool pinned) {
   const int64_t b = static_cast<int64_t>(samples.size()), side = kFashionSide, width = task.image_width();
   const auto host = torch::TensorOptions().pinned_memory(pinned);

@@ -21,7 +21,7 @@ struct Batch {
 // A caption longer than max_tokens is a DataError naming model.text.max_tokens.
 // `pinned`: in page-locked memory, so that a copy to a GPU can be asynchronous
 // (only with a CUDA LibTorch).
-Batch make_batch(const Task& task, const WordTokenizer& tokenizer, const std::vector<Sample>& samples,
+Batch make_batch(const Task& task, const Tokenizer& tokenizer, const std::vector<Sample>& samples,
                  int64_t max_tokens, bool pinned = false);
 
 // The batch on `device`: for a GPU, copies that do not block the host (from

@@ -3,6 +3,7 @@
 //   vlm-data convert folder FOLDER --out DIR
 //   vlm-data convert coco CAPTIONS.json IMAGES_DIR --out DIR
 //   vlm-data inspect [--show N] [--no-decode] SHARDS...
+//   vlm-data train-tokenizer --out FILE.model [--vocab N] [--model-type unigram|bpe] SHARDS...
 
 #include <cstdio>
 #include <algorithm>
@@ -14,6 +15,8 @@
 #include "data/brace.h"
 #include "data/convert.h"
 #include "data/inspect.h"
+#include "data/sentencepiece_tokenizer.h"
+#include "data/shards.h"
 
 namespace vlm {
 namespace {
@@ -25,6 +28,9 @@ const char* const kUsage =
     "  vlm-data convert folder FOLDER --out DIR     (FOLDER holds NAME.jpg|jpeg|png + NAME.txt)\n"
     "  vlm-data convert coco CAPTIONS.json IMAGES_DIR --out DIR\n"
     "  vlm-data inspect [--show N] [--no-decode] SHARDS...   (brace patterns: 'd/train-{00000..00005}.tar')\n"
+    "  vlm-data train-tokenizer --out FILE.model [--vocab N] [--model-type unigram|bpe] SHARDS...\n"
+    "                                 (a SentencePiece model of the shards' captions, for data.tokenizer_model;\n"
+    "                                 --vocab default 8000, fewer when the captions hold fewer pieces)\n"
     "convert options: --prefix NAME (shards are DIR/NAME-NNNNN.tar; default: the split for fashion-mnist,\n"
     "                 else 'data'), --shard-samples N (samples per shard, default 10000)\n"
     "inspect exits with status 1 when anything is damaged.\n";
@@ -126,6 +132,44 @@ int inspect(int argc, char** argv) {
   return inspect_shards(expand_shard_patterns(args.positional), options) > 0 ? 1 : 0;
 }
 
+int train_tokenizer_command(int argc, char** argv) {
+  Arguments args = parse(argc, argv, 2, {});
+  const std::string out = args.take("out", "");
+  TokenizerTraining options;
+  options.vocab_size = static_cast<int>(args.take_int("vocab", options.vocab_size));
+  options.model_type = args.take("model-type", options.model_type);
+  args.expect_no_more_options();
+  if (out.empty()) throw std::invalid_argument("train-tokenizer needs --out FILE.model");
+  if (args.positional.empty()) throw std::invalid_argument("train-tokenizer needs the shards (paths or brace patterns)");
+  if (options.vocab_size < 8) throw std::invalid_argument("--vocab must be at least 8 (4 special tokens and some pieces)");
+  if (options.model_type != "unigram" && options.model_type != "bpe") {
+    throw std::invalid_argument("--model-type must be unigram or bpe, not '" + options.model_type + "'");
+  }
+  const ShardSet set = index_shards(expand_shard_patterns(args.positional));
+  ShardReader reader(set);
+  std::vector<std::string> captions;
+  captions.reserve(set.samples.size());
+  for (const ShardSample& s : set.samples) {
+    try {
+      captions.push_back(reader.read(s.shard, s.caption));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "vlm-data: %s key %s: %s: skipped\n", set.paths[s.shard].c_str(), s.key.c_str(), e.what());
+    }
+    if (captions.size() % 100000 == 0) std::fprintf(stderr, "vlm-data: read %zu captions\n", captions.size());
+  }
+  std::fprintf(stderr, "vlm-data: training a %s tokenizer of up to %d pieces on %zu captions (%zu damaged items)\n",
+               options.model_type.c_str(), options.vocab_size, captions.size(), set.damage.size());
+  const int vocab = train_tokenizer(captions, options, out);
+  const SentencePieceTokenizer tokenizer(out);
+  std::printf("tokenizer: %s, %d pieces\n", out.c_str(), vocab);
+  if (!captions.empty()) {
+    const std::vector<int64_t> ids = tokenizer.encode(captions.front());
+    std::printf("  \"%s\" -> %zu tokens -> \"%s\"\n", captions.front().c_str(), ids.size(),
+                tokenizer.decode(ids.data(), static_cast<int64_t>(ids.size())).c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace vlm
 
@@ -134,6 +178,7 @@ int main(int argc, char** argv) {
   try {
     if (command == "convert") return vlm::convert(argc, argv);
     if (command == "inspect") return vlm::inspect(argc, argv);
+    if (command == "train-tokenizer") return vlm::train_tokenizer_command(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vlm-data %s: error: %s\n", command.c_str(), e.what());
     return 1;

@@ -11,7 +11,7 @@
 
 namespace vlm {
 
-std::vector<int64_t> encode_truncated(const WordTokenizer& tokenizer, const std::string& caption, int64_t max_tokens) {
+std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::string& caption, int64_t max_tokens) {
   std::vector<int64_t> ids = tokenizer.encode(caption);
   if (static_cast<int64_t>(ids.size()) > max_tokens) {
     ids.resize(static_cast<size_t>(max_tokens));
@@ -20,7 +20,7 @@ std::vector<int64_t> encode_truncated(const WordTokenizer& tokenizer, const std:
   return ids;
 }
 
-ShardTrainSet::ShardTrainSet(const std::vector<std::string>& paths, const WordTokenizer& tokenizer,
+ShardTrainSet::ShardTrainSet(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
                              ShardTrainOptions options)
     : tokenizer_(tokenizer), options_(std::move(options)), set_(index_shards(paths)) {
   reader_ = std::make_unique<ShardReader>(set_);

@@ -35,7 +35,7 @@ struct ShardTrainOptions {
 class ShardTrainSet : public TrainSet {
  public:
   // Indexes `paths`; a DataError if none holds a usable sample or too many are damaged.
-  ShardTrainSet(const std::vector<std::string>& paths, const WordTokenizer& tokenizer, ShardTrainOptions options);
+  ShardTrainSet(const std::vector<std::string>& paths, const Tokenizer& tokenizer, ShardTrainOptions options);
 
   int64_t size() const override { return static_cast<int64_t>(set_.samples.size()); }
   const ImageFormat& format() const override { return options_.format; }
@@ -53,7 +53,7 @@ class ShardTrainSet : public TrainSet {
   void record_damage(int64_t index, const std::string& what) const;
   void record_damage(const Damage& damage) const;
 
-  const WordTokenizer& tokenizer_;
+  const Tokenizer& tokenizer_;
   ShardTrainOptions options_;
   ShardSet set_;
   std::unique_ptr<ShardReader> reader_;
@@ -67,6 +67,6 @@ class ShardTrainSet : public TrainSet {
 
 // `caption` as token ids, cut to `max_tokens` with <eos> kept last (real
 // captions may be longer than the model's context).
-std::vector<int64_t> encode_truncated(const WordTokenizer& tokenizer, const std::string& caption, int64_t max_tokens);
+std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::string& caption, int64_t max_tokens);
 
 }  // namespace vlm

@@ -29,7 +29,7 @@ class TrainSet {
 // The synthesised Fashion-MNIST task (data/task.h) on its 28-pixel canvas.
 class TaskTrainSet : public TrainSet {
  public:
-  TaskTrainSet(const Task& task, const WordTokenizer& tokenizer)
+  TaskTrainSet(const Task& task, const Tokenizer& tokenizer)
       : task_(task), tokenizer_(tokenizer), format_(fashion_format(kFashionSide, task.image_width())) {}
   int64_t size() const override { return task_.size(); }
   const ImageFormat& format() const override { return format_; }
@@ -38,7 +38,7 @@ class TaskTrainSet : public TrainSet {
 
  private:
   const Task& task_;
-  const WordTokenizer& tokenizer_;
+  const Tokenizer& tokenizer_;
   ImageFormat format_;
 };
 

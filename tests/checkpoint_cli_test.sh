@@ -79,12 +79,17 @@ mpirun --oversubscribe -np 2 "$train" --config "$config" --set parallel.pipeline
 grep -q "resumed from $root/pp/step-00000006 at step 6" "$root/pp1.log" || fail "did not resume the pipeline checkpoint"
 pass "pipeline checkpoints"
 
-echo "== format 2 (the committed fixture) resumes and continues in format 3"
+echo "== formats 2 and 3 (the committed fixtures) resume and continue in format 4"
 "$train" --config "$fixture/config.pbtxt" --set checkpoint.dir="$root/v2" --set loop.steps=4 \
   --resume "$fixture/ckpt/latest" > "$root/v2.log" 2>&1 || fail "resuming the format-2 fixture"$'\n'"$(tail -5 "$root/v2.log")"
 grep -q "resumed from $fixture/ckpt/step-00000002 at step 2" "$root/v2.log" || fail "did not resume the fixture at step 2"
-"$ckpt" inspect "$root/v2" | grep -q "format 3, step 4" || fail "the continued run did not write format 3"
-pass "format 2 loads"
+"$ckpt" inspect "$root/v2" | grep -q "format 4, step 4" || fail "the continued run did not write format 4"
+v3=${fixture%-v2}-v3
+"$train" --config "$v3/config.pbtxt" --set checkpoint.dir="$root/v3" --set loop.steps=4 \
+  --resume "$v3/ckpt/latest" > "$root/v3.log" 2>&1 || fail "resuming the format-3 fixture"$'\n'"$(tail -5 "$root/v3.log")"
+grep -q "resumed from $v3/ckpt/step-00000002 at step 2" "$root/v3.log" || fail "did not resume the format-3 fixture"
+"$ckpt" inspect "$root/v3" | grep -q "format 4, step 4" || fail "the continued format-3 run did not write format 4"
+pass "formats 2 and 3 load"
 
 echo "== preemption: SIGUSR1 to mpirun, and SIGTERM to one rank alone"
 mpirun --oversubscribe -np 2 "$train" --config "$config" --set checkpoint.dir="$root/p" --set loop.steps=100000 \

@@ -148,6 +148,48 @@ TEST(CheckpointFormat, Version2FixtureStillLoads) {
   }
 }
 
+// Format 3 (before the data identity): loads, and passes the data check.
+TEST(CheckpointFormat, Version3FixtureStillLoads) {
+  const std::string fixture = std::string(VLM_SOURCE_DIR) + "/tests/fixtures/checkpoint-v3";
+  const CheckpointReader reader(resolve_checkpoint(fixture + "/ckpt", "latest"));
+  EXPECT_EQ(reader.manifest().format_version(), 3);
+  EXPECT_FALSE(reader.manifest().has_data());
+  EXPECT_GT(reader.verify_all(), 0);
+  const TrainConfig config = load_config(fixture + "/config.pbtxt");
+  const auto data = load_training_data(config.data());
+  EXPECT_NO_THROW(check_same_data(reader, data_identity(*data)));
+  torch::manual_seed(99);
+  VlmModel model(model_spec_for(config, *data));
+  std::vector<AdamState> adam = AdamW(unique_parameters(*model), config.optim()).state();
+  EXPECT_EQ(restore_checkpoint(reader, config, 0, unique_parameters(*model), &adam), 2);
+  EXPECT_EQ(adam.front().step, 2);
+}
+
+// Format 4 records the data: a resume on other data is refused, naming why.
+TEST(CheckpointFormat, OtherDataIsRefusedOnResume) {
+  Manifest m = fixture_manifest();
+  m.set_format_version(kCheckpointFormatVersion);
+  m.mutable_data()->set_samples(256);
+  m.mutable_data()->set_vocab_size(39);
+  Scratch scratch("data_identity");
+  const std::string step = scratch.path() + "/step-00000002";
+  fs::copy(kFixtureStep, step);
+  write_bytes(step + "/manifest.pb", encode_manifest(m));
+  const CheckpointReader reader(step);
+  DataIdentity now = m.data();
+  EXPECT_NO_THROW(check_same_data(reader, now));
+  now.set_samples(300);
+  try {
+    check_same_data(reader, now);
+    ADD_FAILURE() << "other samples accepted";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("trained on 256 samples, the data now has 300"), std::string::npos) << e.what();
+  }
+  now = m.data();
+  now.set_tokenizer_crc32c(12345);
+  EXPECT_THROW(check_same_data(reader, now), CheckpointError);
+}
+
 TEST(DurableFile, AFailedWriteLeavesNeitherTheFileNorItsTemporary) {
   Scratch scratch("durable");
   const std::string path = scratch.path() + "/file";

@@ -81,6 +81,19 @@ rgb=(--set "data.train_shards=$root/folder/data-{00000..00002}.tar" --set "data.
 "${mpi[@]}" -np 2 "$train" --config "$config" "${rgb[@]}" > "$root/rgb.log" 2>&1 || fail "RGB run: $(tail -3 "$root/rgb.log")"
 grep -q "data: 747 samples in 4 shards" "$root/rgb.log" && grep -q "^step 8/8 loss [0-9]" "$root/rgb.log" ||
   fail "RGB run: $(grep -E 'data:|step' "$root/rgb.log" | tail -3)"
+# A subword tokenizer trained from the captions; a resume with another is refused.
+"$data" train-tokenizer --out "$root/tok.model" --vocab 48 "$root/folder/data-{00000..00002}.tar" > "$root/tok.log" 2>&1 ||
+  fail "train-tokenizer: $(tail -3 "$root/tok.log")"
+grep -qE "tokenizer: $root/tok.model, [0-9]+ pieces" "$root/tok.log" &&
+  grep -q '"a red square on the left of a green picture" -> ' "$root/tok.log" || fail "train-tokenizer: $(cat "$root/tok.log")"
+"$data" train-tokenizer --out "$root/tok2.model" --vocab 32 "$root/coco/coco-00000.tar" > /dev/null 2>&1 || fail "tok2"
+"${mpi[@]}" -np 2 "$train" --config "$config" "${rgb[@]}" --set data.tokenizer_model="$root/tok.model" \
+  --set checkpoint.dir="$root/tokck" > "$root/tok_run.log" 2>&1 || fail "run with the tokenizer: $(tail -3 "$root/tok_run.log")"
+grep -q "^step 8/8 loss [0-9]" "$root/tok_run.log" || fail "no step 8 with the trained tokenizer"
+"$train" --config "$config" "${rgb[@]}" --set data.tokenizer_model="$root/tok2.model" --set loop.steps=10 \
+  --set checkpoint.dir="$root/tokck" --resume latest > "$root/tok_resume.log" 2>&1 && fail "resumed with another tokenizer"
+grep -q "the tokenizer differs from the one the checkpoint was trained with" "$root/tok_resume.log" ||
+  fail "no clear error for another tokenizer: $(tail -3 "$root/tok_resume.log")"
 "$train" --config "$config" "${rgb[@]}" --set eval.enabled=true > "$root/rgb_eval.log" 2>&1 &&
   fail "evaluation of an RGB model on the grey test split was accepted"
 grep -q "eval.enabled: evaluation runs on the Fashion-MNIST test split" "$root/rgb_eval.log" || fail "no clear eval error"

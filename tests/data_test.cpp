@@ -1,15 +1,18 @@
 // Fashion-MNIST reading, tasks, tokenizer, batches and the distributed sampler.
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "data/batch.h"
 #include "data/fashion_mnist.h"
 #include "data/idx.h"
 #include "data/sampler.h"
+#include "data/sentencepiece_tokenizer.h"
 #include "data/task.h"
 #include "data/tokenizer.h"
 
@@ -92,6 +95,45 @@ TEST(Tokenizer, RoundTripAndUnknownWords) {
   EXPECT_EQ(tok.decode(ids.data(), static_cast<int64_t>(ids.size())), "an ankle boot left of a coat");
   EXPECT_EQ(tok.encode("a zebra")[2], WordTokenizer::kUnk);
   EXPECT_EQ(WordTokenizer(caption_words()).encode("a coat"), tok.encode("a coat"));  // deterministic ids
+}
+
+// A SentencePiece model trained from the task's captions: the special ids
+// every tokenizer shares, no <unk> for words it has seen, text back on decode.
+TEST(SentencePiece, TrainsFromCaptionsAndRoundTrips) {
+  std::vector<std::string> captions;
+  for (int64_t a = 0; a < kFashionClasses; ++a) {
+    for (int t = 0; t < kSingleTemplates; ++t) captions.push_back(single_caption(a, t));
+    for (int64_t b = 0; b < kFashionClasses; ++b) captions.push_back(pair_caption(a, b));
+  }
+  const std::string path = (std::filesystem::temp_directory_path() / ("vlm_sp_" + std::to_string(::getpid()) + ".model")).string();
+  const int vocab = train_tokenizer(captions, {60, "unigram"}, path);
+  EXPECT_GT(vocab, 20);
+  EXPECT_LE(vocab, 60);
+  const SentencePieceTokenizer tok(path);
+  EXPECT_EQ(tok.vocab_size(), vocab);
+  const std::vector<int64_t> ids = tok.encode("an ankle boot left of a coat");
+  EXPECT_EQ(ids.front(), Tokenizer::kBos);
+  EXPECT_EQ(ids.back(), Tokenizer::kEos);
+  for (size_t i = 1; i + 1 < ids.size(); ++i) EXPECT_GT(ids[i], Tokenizer::kUnk) << i;
+  EXPECT_EQ(tok.decode(ids.data(), static_cast<int64_t>(ids.size())), "an ankle boot left of a coat");
+  std::vector<int64_t> padded = ids;
+  padded.push_back(Tokenizer::kPad);
+  EXPECT_EQ(tok.decode(padded.data(), static_cast<int64_t>(padded.size())), "an ankle boot left of a coat");
+  EXPECT_FALSE(std::filesystem::exists(path + ".partial"));
+  std::filesystem::remove(path);
+}
+
+TEST(SentencePiece, BadModelFilesAreNamed) {
+  try {
+    SentencePieceTokenizer tok("/nonexistent/tok.model");
+    ADD_FAILURE() << "a missing model loaded";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("data.tokenizer_model /nonexistent/tok.model"), std::string::npos) << e.what();
+  }
+  const std::string garbage = (std::filesystem::temp_directory_path() / "vlm_sp_garbage.model").string();
+  std::ofstream(garbage) << "not a model";
+  EXPECT_THROW(SentencePieceTokenizer tok(garbage), DataError);
+  std::filesystem::remove(garbage);
 }
 
 TEST(Task, PairCaptionsAreTheHundredOrderedClassPairs) {

@@ -13,7 +13,7 @@ namespace {
 // Evaluation runs where the model is, in float32.
 Batch batch_for(VlmModel& model, const Task& task, const TrainingData& data, const std::vector<Sample>& samples) {
   const torch::Device device = model->parameters().front().device();
-  return to_device(make_batch(task, data.tokenizer, samples, model->spec().max_tokens, device.is_cuda()), device);
+  return to_device(make_batch(task, *data.tokenizer, samples, model->spec().max_tokens, device.is_cuda()), device);
 }
 
 // Unit-norm text embeddings of `captions`, [C, E].
@@ -104,7 +104,7 @@ double caption_exact_match(VlmModel& model, const TrainingData& data, int64_t sa
     const Batch batch = batch_for(model, test, data, batch_samples);
     const torch::Tensor captions = greedy_caption(model, batch.images, ids).cpu().contiguous();
     for (int64_t i = 0; i < end - start; ++i) {
-      const std::string text = data.tokenizer.decode(captions[i].data_ptr<int64_t>(), captions.size(1));
+      const std::string text = data.tokenizer->decode(captions[i].data_ptr<int64_t>(), captions.size(1));
       const auto valid = test.valid_captions(batch_samples[i]);
       correct += std::find(valid.begin(), valid.end(), text) != valid.end();
     }

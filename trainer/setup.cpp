@@ -7,7 +7,7 @@ namespace vlm {
 
 ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data) {
   const ImageFormat& f = data.train_set->format();
-  return model_spec(config.model(), f.height, f.width, f.channels, data.tokenizer.vocab_size());
+  return model_spec(config.model(), f.height, f.width, f.channels, data.tokenizer->vocab_size());
 }
 
 DistributedSampler sampler_for(const TrainConfig& config, const TrainingData& data, int dp_size, int dp_rank) {

@@ -187,6 +187,7 @@ CheckpointSnapshot Trainer::snapshot() const {
                                           optimizer_->state());
   snap.kv_cache = kv_cache_layout(stage_->spec());
   snap.lineage_id = lineage_id_;
+  snap.data = data_identity(data_);
   snap.shard = stage_index_;
   snap.stage_starts.assign(starts_.begin(), starts_.end() - 1);
   return snap;
@@ -200,6 +201,7 @@ void Trainer::save_checkpoint(const std::string& root, int keep, bool async) {
 void Trainer::load_checkpoint(const std::string& step_directory) {
   checkpoints_.wait();  // a save in progress may still be copying the tensors
   const CheckpointReader reader(step_directory);
+  check_same_data(reader, data_identity(data_));
   std::vector<AdamState> state = optimizer_->state();
   step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, &state);
   if (!state.empty()) optimizer_->set_applied_steps(state.front().step);

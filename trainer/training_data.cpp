@@ -1,6 +1,11 @@
 #include "trainer/training_data.h"
 
+#include <fstream>
+#include <sstream>
+
+#include "checkpoint/crc32c.h"
 #include "data/brace.h"
+#include "data/sentencepiece_tokenizer.h"
 #include "data/idx.h"
 #include "data/shard_train_set.h"
 
@@ -60,11 +65,20 @@ TaskKind task_kind(DataConfig::Task task) {
 std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, bool with_evaluation) {
   auto data = std::make_unique<TrainingData>();
   data->kind = task_kind(config.task());
+  if (config.tokenizer_model().empty()) {
+    data->tokenizer = std::make_unique<WordTokenizer>(caption_words());
+  } else {
+    data->tokenizer = std::make_unique<SentencePieceTokenizer>(config.tokenizer_model());
+    std::ifstream in(config.tokenizer_model(), std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    data->tokenizer_crc32c = crc32c(bytes.str().data(), bytes.str().size());
+  }
   if (config.train_shards().empty()) {
     data->train = load_fashion_mnist(config.fashion_mnist_dir(), Split::kTrain);
     data->train_task = std::make_unique<Task>(data->kind, data->train, config.train_samples(),
                                               static_cast<uint64_t>(config.seed()));
-    data->train_set = std::make_unique<TaskTrainSet>(*data->train_task, data->tokenizer);
+    data->train_set = std::make_unique<TaskTrainSet>(*data->train_task, *data->tokenizer);
     check_task_image_settings(config, data->train_set->format());
   } else {
     ShardTrainOptions options;
@@ -73,7 +87,7 @@ std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, bool 
     options.max_damaged_fraction = config.max_damaged_fraction();
     options.seed = static_cast<uint64_t>(config.seed());
     data->train_set = std::make_unique<ShardTrainSet>(
-        expand_shard_patterns({config.train_shards().begin(), config.train_shards().end()}), data->tokenizer,
+        expand_shard_patterns({config.train_shards().begin(), config.train_shards().end()}), *data->tokenizer,
         options);
   }
   if (with_evaluation) {
@@ -89,6 +103,14 @@ std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, bool 
     data->test = load_fashion_mnist(config.fashion_mnist_dir(), Split::kTest);
   }
   return data;
+}
+
+DataIdentity data_identity(const TrainingData& data) {
+  DataIdentity id;
+  id.set_samples(data.train_set->size());
+  id.set_tokenizer_crc32c(data.tokenizer_crc32c);
+  id.set_vocab_size(data.tokenizer->vocab_size());
+  return id;
 }
 
 }  // namespace vlm
