@@ -19,6 +19,7 @@ WANTED=(
   libcurl4-openssl-dev   # prometheus-cpp's CMake config asks for CURL (push); vlmtrain never links it
   libgtest-dev           # tests/ (vlm_gpu_tests)
   zlib1g-dev             # headers only: the runtime libz.so.1 is the machine's own
+  libjpeg62-turbo-dev libpng-dev   # image decoding (data/); libsentencepiece is optional and not carried
 )
 
 # Never downloaded and never followed. Kept short by pruning high in the tree.
