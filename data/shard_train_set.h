@@ -43,7 +43,7 @@ class ShardTrainSet : public TrainSet {
   int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const override;
 
   // Damaged samples found so far (while indexing, and since while decoding).
-  int64_t damaged() const { return damaged_.load(); }
+  int64_t damaged() const override { return damaged_.load(); }
   const ShardSet& shards() const { return set_; }
 
  private:

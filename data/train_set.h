@@ -24,6 +24,8 @@ class TrainSet {
   // Caption targets (tokens after <bos>, through <eos>) of `indices`: the
   // caption loss's normaliser, which every rank computes for the global batch.
   virtual int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const = 0;
+  // Damaged samples found so far, skipped (Note [Damaged samples]).
+  virtual int64_t damaged() const { return 0; }
 };
 
 // The synthesised Fashion-MNIST task (data/task.h) on its 28-pixel canvas.

@@ -65,9 +65,11 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   stats.model_flops = 1e9;
   stats.reduction.exposed_seconds = 0.25;
   stats.checkpoint_wait_seconds = 0.125;
+  stats.damaged_samples = 2;
   metrics.record_step(stats);
   stats.skipped = true;
   stats.skipped_steps = 1;
+  stats.damaged_samples = 3;  // a running total: the counter follows it
   stats.loss = std::nan("");
   metrics.record_step(stats);
   metrics.record_buckets({1048576, 4096});
@@ -86,6 +88,7 @@ TEST(Metrics, EndpointServesLabelledSeries) {
   EXPECT_TRUE(has("vlm_model_flops_total{" + rank_labels + "} 2000000000")) << reply;
   EXPECT_TRUE(has("vlm_busy_seconds_total{" + rank_labels + "} 0.25")) << reply;
   EXPECT_TRUE(has("vlm_data_wait_seconds_total{" + rank_labels + "} 0.125")) << reply;
+  EXPECT_TRUE(has("vlm_data_damaged_samples_total{" + rank_labels + "} 3")) << reply;
   EXPECT_TRUE(has("vlm_step_seconds_count{" + rank_labels + "} 2")) << reply;
   EXPECT_TRUE(has("vlm_train_step{" + rank_labels + "} 42"));
   EXPECT_TRUE(has("vlm_last_step_timestamp_seconds{"));

@@ -78,6 +78,7 @@ TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology
                        .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120});
   busy_seconds_ = &counter("vlm_busy_seconds_total", "Forward and backward compute on this rank, without waiting (straggler detection)").Add({});
   data_wait_seconds_ = &counter("vlm_data_wait_seconds_total", "Time the step waited for its batches").Add({});
+  damaged_samples_ = &counter("vlm_data_damaged_samples_total", "Damaged samples found and skipped (docs/data.md)").Add({});
   optimizer_seconds_ = &counter("vlm_optimizer_seconds_total", "Agreeing on the norm and losses, clipping, the AdamW update").Add({});
   last_step_timestamp_ = &gauge("vlm_last_step_timestamp_seconds", "Unix time at which the last step finished").Add({});
   resident_bytes_ = &gauge("process_resident_memory_bytes", "Resident memory of this rank's process").Add({});
@@ -111,6 +112,7 @@ void TrainMetrics::record_step(const StepStats& s) {
   step_seconds_->Observe(s.seconds);
   busy_seconds_->Increment(s.busy_seconds);
   data_wait_seconds_->Increment(s.data_seconds);
+  damaged_samples_->Increment(static_cast<double>(s.damaged_samples) - damaged_samples_->Value());
   optimizer_seconds_->Increment(s.optimizer_seconds);
   comm_exposed_seconds_->Increment(s.reduction.exposed_seconds);
   checkpoint_stall_seconds_->Increment(s.checkpoint_wait_seconds);

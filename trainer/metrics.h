@@ -61,6 +61,7 @@ class TrainMetrics {
   prometheus::Histogram* step_seconds_;
   prometheus::Counter* busy_seconds_;
   prometheus::Counter* data_wait_seconds_;
+  prometheus::Counter* damaged_samples_;
   prometheus::Counter* optimizer_seconds_;
   prometheus::Gauge* last_step_timestamp_;
   prometheus::Gauge* resident_bytes_;

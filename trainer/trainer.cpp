@@ -535,6 +535,7 @@ StepStats Trainer::train_step() {
     stats.skipped = !last_.applied;
   }
   stats.skipped_steps = skipped_steps_;
+  stats.damaged_samples = data_.train_set->damaged();
   stats.seconds = seconds_since(start);
   stats.busy_seconds = busy;
   if (stages_ == 1) stats.pipeline_seconds = 0;

@@ -62,6 +62,7 @@ struct StepStats {
   // a GPU at logged steps only (Note [A step's outcome, a step late]).
   bool has_values = false;
   int64_t skipped_steps = 0;         // so far, as known now (on a GPU, possibly not this step yet)
+  int64_t damaged_samples = 0;       // found in the data so far, by this rank, and skipped (docs/data.md)
   double seconds = 0;                // wall time of the whole step
   double data_seconds = 0;           // of which building batches
   double forward_seconds = 0;        // forward passes and losses
