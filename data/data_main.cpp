@@ -154,6 +154,7 @@ int train_tokenizer_command(int argc, char** argv) {
       captions.push_back(reader.read(s.shard, s.caption));
     } catch (const std::exception& e) {
       std::fprintf(stderr, "vlm-data: %s key %s: %s: skipped\n", set.paths[s.shard].c_str(), s.key.c_str(), e.what());
+      continue;
     }
     if (captions.size() % 100000 == 0) std::fprintf(stderr, "vlm-data: read %zu captions\n", captions.size());
   }

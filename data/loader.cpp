@@ -1,7 +1,5 @@
 #include "data/loader.h"
 
-#include <chrono>
-
 namespace vlm {
 
 Loader::Loader(const TrainSet& set, DistributedSampler mine, DistributedSampler global, LoaderOptions options)
@@ -52,7 +50,6 @@ void Loader::work() {
 }
 
 LoadedBatch Loader::get(int64_t step, int micro) {
-  const auto start = std::chrono::steady_clock::now();
   const int64_t sequence = step * options_.micro_batches + micro;
   Result result;
   {
@@ -77,7 +74,6 @@ LoadedBatch Loader::get(int64_t step, int micro) {
       changed_.notify_all();
     }
   }
-  wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (result.error) std::rethrow_exception(result.error);
   return std::move(result.batch);
 }

@@ -45,9 +45,6 @@ class Loader {
   // Waits for (step, micro) and hands it over; rethrows what building it threw.
   LoadedBatch get(int64_t step, int micro);
 
-  // Time get() spent waiting (or building, without threads), seconds.
-  double wait_seconds() const { return wait_seconds_; }
-
  private:
   struct Job {
     std::vector<int64_t> mine, global;
@@ -72,7 +69,6 @@ class Loader {
   };
   std::map<int64_t, Result> ready_;
   std::vector<std::thread> workers_;
-  double wait_seconds_ = 0;
 };
 
 }  // namespace vlm

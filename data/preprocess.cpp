@@ -5,18 +5,12 @@
 #include <cmath>
 #include <sstream>
 
+#include "data/mix_seed.h"
+
 namespace vlm {
 namespace {
 
-// SplitMix64 (as data/task.h's mix_seed): the same numbers on every platform.
-uint64_t mix(uint64_t seed, uint64_t index) {
-  uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (index + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-double uniform(uint64_t seed, uint64_t index) { return (mix(seed, index) >> 11) * 0x1.0p-53; }
+double uniform(uint64_t seed, uint64_t index) { return (mix_seed(seed, index) >> 11) * 0x1.0p-53; }
 
 // The shorter side scaled to the target, the rest centre-cropped.
 Image fit_and_centre(const Image& image, int height, int width) {
@@ -70,7 +64,7 @@ void preprocess(const Image& image, const ImageFormat& format, const Augmentatio
                 bool may_flip, float* out) {
   const Image fitted = augment.enabled ? random_resized_crop(image, format.height, format.width, augment.min_scale, seed)
                                        : fit_and_centre(image, format.height, format.width);
-  const bool flip = augment.enabled && may_flip && (mix(seed, 1000) & 1);
+  const bool flip = augment.enabled && may_flip && (mix_seed(seed, 1000) & 1);
   const int h = format.height, w = format.width, c = format.channels;
   for (int ch = 0; ch < c; ++ch) {
     const float mean = format.mean[format.mean.size() == 1 ? 0 : ch];

@@ -75,7 +75,8 @@ std::string ShardTrainSet::load(int64_t index, int64_t epoch, float* image) cons
         const Image decoded = decode_image(reader_->read(s.shard, s.image), decode);
         const uint64_t seed = mix_seed(options_.seed ^ (0x2545f4914f6cdd1dULL * static_cast<uint64_t>(epoch + 1)),
                                        static_cast<uint64_t>(i));
-        preprocess(decoded, f, options_.augment, seed, flip_keeps_caption(caption), image);
+        const bool may_flip = options_.augment.enabled && flip_keeps_caption(caption);
+        preprocess(decoded, f, options_.augment, seed, may_flip, image);
       }
       return caption;
     } catch (const ImageError& e) {

@@ -44,7 +44,6 @@ class ShardTrainSet : public TrainSet {
 
   // Damaged samples found so far (while indexing, and since while decoding).
   int64_t damaged() const override { return damaged_.load(); }
-  const ShardSet& shards() const { return set_; }
 
  private:
   // The caption of `index`, or of the next usable sample; `image` (when not

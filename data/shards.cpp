@@ -1,7 +1,5 @@
 #include "data/shards.h"
 
-#include <mutex>
-
 namespace vlm {
 namespace {
 
@@ -65,19 +63,10 @@ ShardSet index_shards(const std::vector<std::string>& paths) {
   return set;
 }
 
-struct ShardReader::Lock {
-  std::mutex mutex;
-};
-
-ShardReader::ShardReader(const ShardSet& set)
-    : set_(set), files_(set.paths.size()), lock_(std::make_unique<Lock>()) {}
-
-ShardReader::~ShardReader() = default;
-
 std::string ShardReader::read(int32_t shard, const TarMember& member) {
   TarFile* file;
   {
-    std::lock_guard<std::mutex> hold(lock_->mutex);
+    std::lock_guard<std::mutex> hold(mutex_);
     auto& slot = files_.at(static_cast<size_t>(shard));
     if (!slot) slot = std::make_unique<TarFile>(set_.paths[shard]);
     file = slot.get();

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -48,15 +49,13 @@ std::pair<std::string, std::string> split_key(const std::string& member_name);
 // positioned, so threads may share it.
 class ShardReader {
  public:
-  explicit ShardReader(const ShardSet& set);
-  ~ShardReader();
+  explicit ShardReader(const ShardSet& set) : set_(set), files_(set.paths.size()) {}
   std::string read(int32_t shard, const TarMember& member);
 
  private:
   const ShardSet& set_;
   std::vector<std::unique_ptr<TarFile>> files_;
-  struct Lock;
-  std::unique_ptr<Lock> lock_;
+  std::mutex mutex_;  // guards opening files_; reads need no lock
 };
 
 }  // namespace vlm

@@ -15,13 +15,6 @@ std::string with_article(int64_t label) {
 
 }  // namespace
 
-uint64_t mix_seed(uint64_t seed, uint64_t index) {
-  uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (index + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 std::string single_caption(int64_t label, int t) {
   return std::string(kTemplates[t]) + " " + with_article(label);
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "data/fashion_mnist.h"
+#include "data/mix_seed.h"
 
 namespace vlm {
 
@@ -51,7 +52,5 @@ class Task {
   uint64_t seed_;
 };
 
-// SplitMix64: a counter-based random number, the same on every platform.
-uint64_t mix_seed(uint64_t seed, uint64_t index);
 
 }  // namespace vlm
