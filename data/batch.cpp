@@ -54,4 +54,26 @@ Batch to_device(const Batch& batch, const torch::Device& device) {
           batch.lengths.to(device, non_blocking)};
 }
 
+std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::string& caption, int64_t max_tokens) {
+  std::vector<int64_t> ids = tokenizer.encode(caption);
+  if (static_cast<int64_t>(ids.size()) > max_tokens) {
+    ids.resize(static_cast<size_t>(max_tokens));
+    ids.back() = WordTokenizer::kEos;
+  }
+  return ids;
+}
+
+std::pair<torch::Tensor, torch::Tensor> tokenize(const Tokenizer& tokenizer, const std::vector<std::string>& texts,
+                                                 int64_t max_tokens) {
+  const int64_t n = static_cast<int64_t>(texts.size());
+  torch::Tensor tokens = torch::full({n, max_tokens}, Tokenizer::kPad, torch::kLong);
+  torch::Tensor lengths = torch::empty({n}, torch::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    const std::vector<int64_t> ids = encode_truncated(tokenizer, texts[static_cast<size_t>(i)], max_tokens);
+    std::copy(ids.begin(), ids.end(), tokens[i].data_ptr<int64_t>());
+    lengths[i] = static_cast<int64_t>(ids.size());
+  }
+  return {tokens, lengths};
+}
+
 }  // namespace vlm

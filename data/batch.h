@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "data/task.h"
@@ -23,6 +25,15 @@ struct Batch {
 // (only with a CUDA LibTorch).
 Batch make_batch(const Task& task, const Tokenizer& tokenizer, const std::vector<Sample>& samples,
                  int64_t max_tokens, bool pinned = false);
+
+// `caption` as token ids, cut to `max_tokens` with <eos> kept last (real
+// captions may be longer than the model's context).
+std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::string& caption, int64_t max_tokens);
+
+// Token rows [N, max_tokens] (<pad> after <eos>) and lengths [N] of `texts`,
+// each cut as encode_truncated cuts it.
+std::pair<torch::Tensor, torch::Tensor> tokenize(const Tokenizer& tokenizer, const std::vector<std::string>& texts,
+                                                 int64_t max_tokens);
 
 // The batch on `device`: for a GPU, copies that do not block the host (from
 // pinned memory); on the CPU, the batch itself.

@@ -70,6 +70,7 @@ std::string convert_fashion_mnist(const FashionSource& source, const ConvertOpti
   ShardSink sink(options.out_dir, options.prefix, options.samples_per_shard, task.size());
   const int64_t side = kFashionSide, width = task.image_width();
   const uint8_t* pixels = items.images.data_ptr<uint8_t>();
+  const auto* labels = items.labels.data_ptr<int64_t>();
   Image canvas{static_cast<int>(side), static_cast<int>(width), 1, {}};
   for (int64_t i = 0; i < task.size(); ++i) {
     const Sample s = task.sample(i);
@@ -83,7 +84,10 @@ std::string convert_fashion_mnist(const FashionSource& source, const ConvertOpti
     }
     char key[24];
     std::snprintf(key, sizeof key, "%09lld", static_cast<long long>(i));
-    sink.add(key, encode_png(canvas), "png", s.caption);
+    // A single item names its class, for zero-shot validation (data/sample_metadata.proto).
+    const std::string json =
+        s.right < 0 ? std::string("{\"class\": \"") + kFashionClassNames[labels[s.left]] + "\"}\n" : "";
+    sink.add(key, encode_png(canvas), "png", s.caption, json);
   }
   return sink.finish();
 }

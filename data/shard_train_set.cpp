@@ -7,18 +7,12 @@
 #include <cmath>
 #include <cstring>
 
+#include <google/protobuf/util/json_util.h>
+
 #include "data/idx.h"
+#include "data/sample_metadata.pb.h"
 
 namespace vlm {
-
-std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::string& caption, int64_t max_tokens) {
-  std::vector<int64_t> ids = tokenizer.encode(caption);
-  if (static_cast<int64_t>(ids.size()) > max_tokens) {
-    ids.resize(static_cast<size_t>(max_tokens));
-    ids.back() = WordTokenizer::kEos;
-  }
-  return ids;
-}
 
 ShardTrainSet::ShardTrainSet(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
                              ShardTrainOptions options)
@@ -26,11 +20,11 @@ ShardTrainSet::ShardTrainSet(const std::vector<std::string>& paths, const Tokeni
   reader_ = std::make_unique<ShardReader>(set_);
   const int64_t total = static_cast<int64_t>(set_.samples.size() + set_.damage.size());
   damage_budget_ = static_cast<int64_t>(std::floor(options_.max_damaged_fraction * static_cast<double>(total)));
-  LOG(INFO) << "data: " << set_.samples.size() << " samples in " << set_.paths.size() << " shards ("
+  LOG(INFO) << options_.field << ": " << set_.samples.size() << " samples in " << set_.paths.size() << " shards ("
             << set_.bytes / 1e6 << " MB), " << set_.damage.size() << " damaged";
   for (const Damage& d : set_.damage) record_damage(d);
   if (set_.samples.empty()) {
-    throw DataError("data.train_shards: no usable sample in " + std::to_string(paths.size()) + " shards (first: " +
+    throw DataError(options_.field + ": no usable sample in " + std::to_string(paths.size()) + " shards (first: " +
                     (paths.empty() ? std::string("none") : paths.front()) + "); run `vlm-data inspect` on them");
   }
 }
@@ -43,7 +37,7 @@ void ShardTrainSet::record_damage(const Damage& d) const {
   if (++damaged_ <= damage_budget_) return;
   std::string shards;
   for (const auto& [shard, count] : damage_by_shard_) shards += "\n  " + shard + ": " + std::to_string(count);
-  throw DataError("data.train_shards: " + std::to_string(damaged_.load()) + " damaged samples, more than " +
+  throw DataError(options_.field + ": " + std::to_string(damaged_.load()) + " damaged samples, more than " +
                   "data.max_damaged_fraction (" + std::to_string(options_.max_damaged_fraction) + ") of " +
                   std::to_string(set_.samples.size() + set_.damage.size()) + " allows. Damaged samples per shard:" +
                   shards + "\nRun `vlm-data inspect` on these shards, replace them, or raise data.max_damaged_fraction");
@@ -65,8 +59,9 @@ std::string ShardTrainSet::load(int64_t index, int64_t epoch, float* image) cons
   const double margin = options_.augment.enabled ? 1.0 / std::sqrt(options_.augment.min_scale) : 1.0;
   const DecodeOptions decode{f.channels, static_cast<int>(std::ceil(f.height * margin)),
                              static_cast<int>(std::ceil(f.width * margin))};
+  const int64_t first = usable(index);
   for (int64_t k = 0; k < n; ++k) {
-    const int64_t i = (index + k) % n;
+    const int64_t i = (first + k) % n;
     const ShardSample& s = set_.samples[static_cast<size_t>(i)];
     try {
       std::string caption = reader_->read(s.shard, s.caption);
@@ -85,7 +80,7 @@ std::string ShardTrainSet::load(int64_t index, int64_t epoch, float* image) cons
       record_damage(i, e.what());
     }
   }
-  throw DataError("data.train_shards: every sample is damaged");
+  throw DataError(options_.field + ": every sample is damaged");
 }
 
 Batch ShardTrainSet::batch(const std::vector<int64_t>& indices, int64_t epoch, int64_t max_tokens, bool pinned) const {
@@ -106,6 +101,40 @@ Batch ShardTrainSet::batch(const std::vector<int64_t>& indices, int64_t epoch, i
     lengths[i] = static_cast<int64_t>(ids.size());
   }
   return batch;
+}
+
+int64_t ShardTrainSet::usable(int64_t index) const {
+  std::lock_guard<std::mutex> hold(damage_mutex_);
+  const int64_t n = size();
+  for (int64_t k = 0; k < n; ++k) {
+    if (damaged_samples_.count((index + k) % n) == 0) return (index + k) % n;
+  }
+  return index;
+}
+
+std::vector<std::string> ShardTrainSet::class_names(const std::vector<int64_t>& indices) const {
+  std::vector<std::string> names;
+  for (int64_t index : indices) {
+    const ShardSample& s = set_.samples[static_cast<size_t>(usable(index))];
+    SampleMetadata metadata;
+    if (s.json.size > 0) {
+      google::protobuf::util::JsonParseOptions lenient;
+      lenient.ignore_unknown_fields = true;
+      std::string bytes;
+      try {
+        bytes = reader_->read(s.shard, s.json);
+      } catch (const TarError& e) {
+        LOG(WARNING) << "data: " << set_.paths[s.shard] << " key " << s.key << ": " << e.what();
+      }
+      if (!google::protobuf::util::JsonStringToMessage(bytes, &metadata, lenient).ok()) {
+        LOG(WARNING) << "data: " << set_.paths[s.shard] << " key " << s.key << ": " << s.json.name
+                     << " is not a JSON object with a string \"class\"; the sample names no class";
+        metadata.Clear();
+      }
+    }
+    names.push_back(metadata.class_());
+  }
+  return names;
 }
 
 int64_t ShardTrainSet::caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const {

@@ -30,6 +30,7 @@ struct ShardTrainOptions {
   Augmentation augment;
   double max_damaged_fraction = 0.01;
   uint64_t seed = 0;  // of augmentation
+  std::string field = "data.train_shards";  // the config field errors name
 };
 
 class ShardTrainSet : public TrainSet {
@@ -41,6 +42,8 @@ class ShardTrainSet : public TrainSet {
   const ImageFormat& format() const override { return options_.format; }
   Batch batch(const std::vector<int64_t>& indices, int64_t epoch, int64_t max_tokens, bool pinned) const override;
   int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const override;
+  // From each sample's `<key>.json` {"class": ...}; "" without one.
+  std::vector<std::string> class_names(const std::vector<int64_t>& indices) const override;
 
   // Damaged samples found so far (while indexing, and since while decoding).
   int64_t damaged() const override { return damaged_.load(); }
@@ -49,6 +52,8 @@ class ShardTrainSet : public TrainSet {
   // The caption of `index`, or of the next usable sample; `image` (when not
   // null) receives its preprocessed pixels.
   std::string load(int64_t index, int64_t epoch, float* image) const;
+  // `index`, or the next sample not yet found damaged.
+  int64_t usable(int64_t index) const;
   void record_damage(int64_t index, const std::string& what) const;
   void record_damage(const Damage& damage) const;
 
@@ -64,8 +69,5 @@ class ShardTrainSet : public TrainSet {
   int64_t damage_budget_ = 0;                   // damaged samples allowed
 };
 
-// `caption` as token ids, cut to `max_tokens` with <eos> kept last (real
-// captions may be longer than the model's context).
-std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::string& caption, int64_t max_tokens);
 
 }  // namespace vlm

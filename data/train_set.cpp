@@ -15,4 +15,14 @@ int64_t TaskTrainSet::caption_targets(const std::vector<int64_t>& indices, int64
   return targets;
 }
 
+std::vector<std::string> TaskTrainSet::class_names(const std::vector<int64_t>& indices) const {
+  std::vector<std::string> names;
+  const auto* labels = task_.split().labels.data_ptr<int64_t>();
+  for (int64_t index : indices) {
+    const Sample s = task_.sample(index);
+    names.push_back(s.right < 0 ? kFashionClassNames[labels[s.left]] : "");
+  }
+  return names;
+}
+
 }  // namespace vlm

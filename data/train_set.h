@@ -5,6 +5,7 @@
 // Implementations are safe to call from several loader threads at once.
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "data/batch.h"
@@ -24,6 +25,10 @@ class TrainSet {
   // Caption targets (tokens after <bos>, through <eos>) of `indices`: the
   // caption loss's normaliser, which every rank computes for the global batch.
   virtual int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const = 0;
+  // The class each of `indices` names ("" for none): validation's zero-shot
+  // labels. Call after batch() of the same indices, so that a damaged sample
+  // found there is replaced here too.
+  virtual std::vector<std::string> class_names(const std::vector<int64_t>& indices) const = 0;
   // Damaged samples found so far, skipped (Note [Damaged samples]).
   virtual int64_t damaged() const { return 0; }
 };
@@ -37,6 +42,8 @@ class TaskTrainSet : public TrainSet {
   const ImageFormat& format() const override { return format_; }
   Batch batch(const std::vector<int64_t>& indices, int64_t epoch, int64_t max_tokens, bool pinned) const override;
   int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const override;
+  // A single item's class name; "" for a pair.
+  std::vector<std::string> class_names(const std::vector<int64_t>& indices) const override;
 
  private:
   const Task& task_;

@@ -94,6 +94,9 @@ class FailingSet : public TrainSet {
   int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const override {
     return inner_.caption_targets(indices, max_tokens);
   }
+  std::vector<std::string> class_names(const std::vector<int64_t>& indices) const override {
+    return inner_.class_names(indices);
+  }
 
  private:
   const TrainSet& inner_;
