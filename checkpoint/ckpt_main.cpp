@@ -1,7 +1,7 @@
 // vlm-ckpt: look at checkpoints without training.
 //   vlm-ckpt inspect PATH   step, topology, tensors, bytes, shared tensors, KV-cache layout
 //   vlm-ckpt verify PATH    read every tensor and check its CRC-32C; exit 1 on any damage
-//   vlm-ckpt export PATH OUT.vlm   the model alone in one file, for inference
+//   vlm-ckpt export PATH OUT.vlm|OUT.safetensors   the model alone in one file, for inference
 // PATH is a step directory, a checkpoint root or its `latest` file (then the
 // step directory `latest` names), or an exported model file.
 
@@ -10,17 +10,20 @@
 #include <string>
 
 #include "checkpoint/reader.h"
+#include "checkpoint/safetensors.h"
 
 namespace vlm {
 namespace {
 
 const char* const kUsage =
-    "usage: vlm-ckpt inspect|verify PATH    or    vlm-ckpt export PATH OUT.vlm\n"
+    "usage: vlm-ckpt inspect|verify PATH    or    vlm-ckpt export PATH OUT.vlm|OUT.safetensors\n"
     "  PATH  a step directory (ROOT/step-NNNNNNNN), a checkpoint root or ROOT/latest (the step directory latest\n"
     "        names), or an exported .vlm file\n"
     "  inspect  print step, topology, tensors, bytes, shared tensors and the KV-cache layout\n"
     "  verify   read every tensor and check its checksum; exit status 1 on any damage\n"
-    "  export   write the model alone (parameters, config, KV-cache layout) to one file, for inference\n";
+    "  export   write the model alone (parameters, config, KV-cache layout) to one file, for inference:\n"
+    "           OUT.vlm for vlm-train --init-from, vlm-embed and vlm-caption; OUT.safetensors for PyTorch and\n"
+    "           Hugging Face tools (shared tensors once, their other names in the metadata)\n";
 
 std::string step_directory(const std::string& path) { return resolve_checkpoint("", path); }
 
@@ -39,6 +42,16 @@ void inspect(const CheckpointReader& reader) {
               static_cast<long long>(parameters * 4), static_cast<long long>(optimizer_bytes));
   for (const auto& t : m.tensors()) {
     if (t.aliases_size() > 0) std::printf("    shared: %s (+%d layers)\n", t.name().c_str(), t.aliases_size());
+  }
+  if (m.has_validation()) {
+    const ValidationRecord& v = m.validation();
+    std::printf("  validation: %lld samples, contrastive loss %.4f, R@1 image->text %.4f text->image %.4f",
+                static_cast<long long>(v.samples()), v.contrastive_loss(), v.image_to_text_r1(), v.text_to_image_r1());
+    if (v.zero_shot_samples() > 0) {
+      std::printf(", zero-shot accuracy %.4f (%lld samples)", v.zero_shot_accuracy(),
+                  static_cast<long long>(v.zero_shot_samples()));
+    }
+    std::printf("%s\n", v.best() ? ("; best by " + v.best_metric() + " so far").c_str() : "");
   }
   const KvCacheLayout& kv = m.kv_cache();
   std::printf("  KV cache: %lld bytes per token, %lld bytes per image (%lld image tokens)\n",
@@ -66,7 +79,13 @@ int main(int argc, char** argv) {
   }
   try {
     if (command == "export") {
-      vlm::export_model(vlm::step_directory(argv[2]), argv[3]);
+      const std::string out = argv[3];
+      const bool safetensors = out.size() > 12 && out.compare(out.size() - 12, 12, ".safetensors") == 0;
+      if (safetensors) {
+        vlm::export_safetensors(vlm::step_directory(argv[2]), out);
+      } else {
+        vlm::export_model(vlm::step_directory(argv[2]), out);
+      }
       std::printf("exported %s to %s\n", vlm::step_directory(argv[2]).c_str(), argv[3]);
       return 0;
     }

@@ -114,7 +114,11 @@ void prepare_checkpoint_root(const std::string& root, int64_t resume_step, bool 
         ". HINT: --resume latest to continue that run, set checkpoint.dir to a new folder, or --set "
         "checkpoint.overwrite=true to delete them");
   }
-  // `latest` first, so that it never names a deleted checkpoint.
+  // `best` and `latest` first, so that neither ever names a deleted checkpoint.
+  if (step_of_directory_name(read_pointer(root, "best")) > resume_step) {
+    fs::remove(root + "/best");
+    fsync_directory(root);
+  }
   std::string keep_latest;
   for (const auto& [step, path] : step_directories(root)) {
     if (step <= resume_step && fs::exists(path / "manifest.pb")) keep_latest = path.filename().string();

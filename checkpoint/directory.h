@@ -28,8 +28,9 @@ void check_writable(const std::string& root);
 // fresh run (`resume_step` < 0) into a folder holding checkpoints, or a run
 // resumed from step s into a folder holding checkpoints of later steps (they
 // would collide with this run's), is refused with a message naming them; with
-// `overwrite` they are deleted instead, `latest` first (repointed at the
-// newest checkpoint left, or removed), so it never names a missing one.
+// `overwrite` they are deleted instead, `best` and `latest` first (`best`
+// removed if it names one of them, `latest` repointed at the newest
+// checkpoint left, or removed), so neither names a missing one.
 // Unfinished step directories (a save cut short: no manifest) past
 // `resume_step` are deleted in any case.
 void prepare_checkpoint_root(const std::string& root, int64_t resume_step, bool overwrite);

@@ -149,25 +149,26 @@ std::string decode_latest(const std::string& bytes, const std::string& path) {
                                "--resume ROOT/step-NNNNNNNN (a step directory that `vlm-ckpt verify` accepts)");
 }
 
-std::string read_latest(const std::string& root) {
-  const std::string path = (root.empty() ? std::string(".") : root) + "/latest";
+std::string read_pointer(const std::string& root, const std::string& pointer) {
+  const std::string path = (root.empty() ? std::string(".") : root) + "/" + pointer;
   if (!fs::exists(path)) return "";
   return decode_latest(read_file(path, 4096), path);
 }
 
 std::string resolve_checkpoint(const std::string& root, const std::string& which) {
-  if (which == "latest") {
+  if (which == "latest" || which == "best") {
     const std::string folder = root.empty() ? "." : root;
-    const std::string name = read_latest(folder);
+    const std::string name = read_pointer(folder, which);
     if (name.empty()) {
-      throw CheckpointError(folder + "/latest: no checkpoint there. HINT: check checkpoint.dir, or pass a step "
-                                     "directory (ROOT/step-NNNNNNNN)");
+      throw CheckpointError(folder + "/" + which + ": no checkpoint there. HINT: check checkpoint.dir, or pass a step "
+                                     "directory (ROOT/step-NNNNNNNN)" +
+                            (which == "best" ? "; ROOT/best is written by validation (eval.every_steps)" : ""));
     }
     return folder + "/" + name;
   }
   const fs::path path(which);
-  if (path.filename() == "latest" && fs::is_regular_file(path)) {
-    return (path.parent_path() / read_latest(path.parent_path().string())).string();
+  if ((path.filename() == "latest" || path.filename() == "best") && fs::is_regular_file(path)) {
+    return (path.parent_path() / read_pointer(path.parent_path().string(), path.filename().string())).string();
   }
   if (fs::is_directory(path) && fs::exists(path / "latest")) return (path / read_latest(which)).string();
   return which;

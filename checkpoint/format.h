@@ -3,6 +3,7 @@
 //   ROOT/step-NNNNNNNN/shard-RRRRR.bin   raw tensor bytes, one file per writing rank
 //   ROOT/step-NNNNNNNN/manifest.pb       written last, atomically: no manifest, no checkpoint
 //   ROOT/latest                          the newest complete step directory's name, replaced atomically
+//   ROOT/best                            the same for the best validation so far (eval.best_metric)
 //   ROOT/.lock                           held by the job writing into ROOT (checkpoint/directory.h)
 // Every file carries a checksum, so that any single flipped bit is caught
 // before it is used: tensors their CRC-32C in the manifest, the manifest a
@@ -40,16 +41,18 @@ int64_t step_of_directory_name(const std::string& name);
 std::string encode_manifest(const Manifest& manifest, int version = kCheckpointFormatVersion);
 Manifest decode_manifest(const std::string& bytes, const std::string& path);
 
-// `latest`, version 3: "step-NNNNNNNN <CRC-32C of the name, 8 hex digits>\n";
-// version 2: "step-NNNNNNNN\n". Returns the step directory's name.
+// `latest` (and `best`), version 3: "step-NNNNNNNN <CRC-32C of the name, 8
+// hex digits>\n"; version 2: "step-NNNNNNNN\n". Returns the step directory's name.
 std::string encode_latest(const std::string& step_directory_name);
 std::string decode_latest(const std::string& bytes, const std::string& path);
 
-// The step directory ROOT/latest names ("" when ROOT has no `latest`).
-std::string read_latest(const std::string& root);
-// "latest" (read ROOT/latest) or a path -> the step directory. A path that
-// names a `latest` file (ROOT/latest) or a checkpoint root resolves to the
-// step directory it points at.
+// The step directory ROOT/`pointer` names ("" when ROOT has no such file);
+// `pointer` is "latest" or "best".
+std::string read_pointer(const std::string& root, const std::string& pointer);
+inline std::string read_latest(const std::string& root) { return read_pointer(root, "latest"); }
+// "latest" or "best" (read ROOT/latest, ROOT/best) or a path -> the step
+// directory. A path that names a `latest` or `best` file, or a checkpoint
+// root (then its `latest`), resolves to the step directory it points at.
 std::string resolve_checkpoint(const std::string& root, const std::string& which);
 
 }  // namespace vlm

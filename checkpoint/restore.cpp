@@ -10,7 +10,7 @@
 
 namespace vlm {
 
-void check_same_data(const CheckpointReader& reader, const DataIdentity& now) {
+void check_same_tokenizer(const CheckpointReader& reader, const DataIdentity& now) {
   if (!reader.manifest().has_data()) return;
   const DataIdentity& then = reader.manifest().data();
   const std::string where = reader.directory();
@@ -19,7 +19,21 @@ void check_same_data(const CheckpointReader& reader, const DataIdentity& now) {
                           std::to_string(then.tokenizer_crc32c()) + ", " + std::to_string(then.vocab_size()) +
                           " tokens; now " + std::to_string(now.tokenizer_crc32c()) + ", " +
                           std::to_string(now.vocab_size()) + " tokens; 0 = the built-in word vocabulary). HINT: "
-                          "resume with the data.tokenizer_model the run was trained with");
+                          "use the data.tokenizer_model the checkpoint was trained with");
+  }
+}
+
+void check_same_data(const CheckpointReader& reader, const DataIdentity& now) {
+  check_same_tokenizer(reader, now);
+  if (!reader.manifest().has_data()) return;
+  const DataIdentity& then = reader.manifest().data();
+  const std::string where = reader.directory();
+  const bool same_order = (!then.has_seed() || then.seed() == now.seed()) && (!then.has_source() || then.source() == now.source());
+  if (!same_order) {
+    throw CheckpointError(where + ": the checkpoint's run drew its samples with data.seed " + std::to_string(then.seed()) +
+                          " from " + then.source() + "; now data.seed is " + std::to_string(now.seed()) + " from " +
+                          now.source() + ": its sample order would not continue. HINT: resume with the run's data.seed and "
+                          "data.task (or data.train_shards), or start a new run from its weights with --init-from");
   }
   if (then.samples() != now.samples()) {
     throw CheckpointError(where + ": the checkpoint's run trained on " + std::to_string(then.samples()) +
@@ -29,16 +43,16 @@ void check_same_data(const CheckpointReader& reader, const DataIdentity& now) {
   }
 }
 
-int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
-                           const std::vector<UniqueParameter>& parameters, std::vector<AdamState>* optimizer) {
+void restore_parameters(const CheckpointReader& reader, const ModelConfig& model,
+                        const std::vector<UniqueParameter>& parameters, std::vector<AdamState>* optimizer) {
   const Manifest& m = reader.manifest();
   const std::string& where = reader.directory();
   google::protobuf::util::MessageDifferencer differ;
   std::string differences;
   differ.ReportDifferencesToString(&differences);
-  if (!differ.Compare(m.config().model(), config.model())) {
+  if (!differ.Compare(m.config().model(), model)) {
     throw CheckpointError(where + ": the model config differs from the checkpoint's (model.): " + differences +
-                          "HINT: resume with the config the checkpoint was trained with");
+                          "HINT: use the model config the checkpoint was trained with");
   }
   std::map<std::string, const TensorRecord*> records;
   for (const auto& r : m.tensors()) records[r.name()] = &r;
@@ -67,6 +81,13 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
     reads.emplace_back(&adam_record->second->exp_avg_sq(), state->second->exp_avg_sq);
   }
   reader.read_all(reads);
+}
+
+int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,
+                           const std::vector<UniqueParameter>& parameters, std::vector<AdamState>* optimizer) {
+  restore_parameters(reader, config.model(), parameters, optimizer);
+  const Manifest& m = reader.manifest();
+  const std::string& where = reader.directory();
   const int64_t global = config.loop().global_batch_size();
   if (m.consumed_samples() % global != 0) {
     throw CheckpointError(where + ": " + std::to_string(m.consumed_samples()) +

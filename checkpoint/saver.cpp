@@ -117,6 +117,7 @@ Manifest merged_manifest(const CheckpointSnapshot& snap, const std::vector<std::
   }
   *manifest.mutable_kv_cache() = snap.kv_cache;
   *manifest.mutable_data() = snap.data;
+  if (snap.has_validation) *manifest.mutable_validation() = snap.validation;
   return manifest;
 }
 
@@ -204,6 +205,13 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
   // After the agreement: the other ranks do not wait for the deletions, and a
   // failure here is a warning, the save stands.
   if (group.rank() == 0) {
+    if (snap.has_validation && snap.validation.best()) {
+      try {
+        write_file_durably(root + "/best", encode_latest(name));
+      } catch (const std::exception& e) {
+        LOG(WARNING) << "checkpoint " << directory << " is saved, but " << root << "/best could not name it: " << e.what();
+      }
+    }
     const std::string problem = prune_checkpoints(root, keep, name, snap.lineage_id);
     LOG_IF(WARNING, !problem.empty()) << "checkpoint " << directory
                                       << " is saved, but older ones could not be deleted: " << problem;

@@ -37,6 +37,8 @@ struct CheckpointSnapshot {
   Topology topology;
   KvCacheLayout kv_cache;
   DataIdentity data;
+  ValidationRecord validation;        // of this step, when validation ran (has_validation)
+  bool has_validation = false;
   torch::Tensor rng_state;
   std::vector<Parameter> parameters;  // empty on ranks that do not write tensors
   std::vector<AdamState> optimizer;  // tensors: live, or copies (AsyncCheckpointer)
@@ -53,7 +55,8 @@ CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const 
                                  const std::vector<UniqueParameter>& to_write, const std::vector<AdamState>& optimizer);
 
 // Collective over `group` (every rank of the job): shards, agreement that all
-// were written, manifest by rank 0, latest, pruning. A failure on any rank
+// were written, manifest by rank 0, latest, best (when the snapshot's
+// validation is the best so far), pruning. A failure on any rank
 // (`failed_before`: one that happened before writing, such as an asynchronous
 // copy) throws on every rank; a failed pruning is only logged. The ranks wait
 // for the slowest shard at most `timeout`, then the job ends with a report.

@@ -98,11 +98,12 @@ std::optional<uint64_t> lineage_of(const fs::path& step_directory) {
 std::string prune_checkpoints(const std::string& root, int keep, const std::string& just_written, uint64_t lineage_id) {
   try {
     const int64_t newest = step_of_directory_name(just_written);
-    std::string protected_name;
+    std::string latest, best;
     try {
-      protected_name = read_latest(root);
+      latest = read_latest(root);
+      best = read_pointer(root, "best");
     } catch (const std::exception& e) {
-      return e.what();  // cannot tell what latest names: delete nothing
+      return e.what();  // cannot tell what latest or best names: delete nothing
     }
     std::vector<std::pair<int64_t, fs::path>> ours;  // complete, of this lineage, older than just_written
     std::vector<fs::path> unfinished;
@@ -112,7 +113,7 @@ std::string prune_checkpoints(const std::string& root, int keep, const std::stri
       const std::string name = path.filename().string();
       const int64_t step = step_of_directory_name(name);
       std::error_code unreadable;  // an entry that cannot be examined is left alone
-      if (step < 0 || step >= newest || name == protected_name || !fs::is_directory(path, unreadable)) continue;
+      if (step < 0 || step >= newest || name == latest || name == best || !fs::is_directory(path, unreadable)) continue;
       const bool complete = fs::exists(path / "manifest.pb", unreadable);
       if (unreadable) continue;
       if (!complete) {

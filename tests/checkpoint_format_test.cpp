@@ -3,9 +3,12 @@
 // committed fixture) still load; durable writes leave nothing behind when they
 // fail; the folder rules (one job, no mixed runs) and pruning by lineage.
 
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -15,6 +18,7 @@
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/restore.h"
+#include "checkpoint/safetensors.h"
 #include "checkpoint/writer.h"
 #include "model/parameters.h"
 #include "model/vlm.h"
@@ -157,7 +161,7 @@ TEST(CheckpointFormat, Version3FixtureStillLoads) {
   EXPECT_GT(reader.verify_all(), 0);
   const TrainConfig config = load_config(fixture + "/config.pbtxt");
   const auto data = load_training_data(config.data());
-  EXPECT_NO_THROW(check_same_data(reader, data_identity(*data)));
+  EXPECT_NO_THROW(check_same_data(reader, data_identity(*data, config.data())));
   torch::manual_seed(99);
   VlmModel model(model_spec_for(config, *data));
   std::vector<AdamState> adam = AdamW(unique_parameters(*model), config.optim()).state();
@@ -188,6 +192,23 @@ TEST(CheckpointFormat, OtherDataIsRefusedOnResume) {
   now = m.data();
   now.set_tokenizer_crc32c(12345);
   EXPECT_THROW(check_same_data(reader, now), CheckpointError);
+  // The same count drawn with another seed or from another task: another order.
+  m.mutable_data()->set_seed(1);
+  m.mutable_data()->set_source("MIXED");
+  write_bytes(step + "/manifest.pb", encode_manifest(m));
+  const CheckpointReader recorded(step);
+  now = m.data();
+  EXPECT_NO_THROW(check_same_data(recorded, now));
+  for (const auto& [seed, source] : std::vector<std::pair<int64_t, std::string>>{{2, "MIXED"}, {1, "PAIR"}}) {
+    now.set_seed(seed);
+    now.set_source(source);
+    try {
+      check_same_data(recorded, now);
+      ADD_FAILURE() << "seed " << seed << " from " << source << " accepted";
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find("drew its samples with data.seed 1 from MIXED"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(DurableFile, AFailedWriteLeavesNeitherTheFileNorItsTemporary) {
@@ -317,6 +338,61 @@ TEST(CheckpointFormat, LatestResolvesFromTheFileItself) {
   EXPECT_EQ(resolve_checkpoint("", scratch.path()), step);
   EXPECT_EQ(resolve_checkpoint(scratch.path(), "latest"), step);
   EXPECT_EQ(resolve_checkpoint("", step), step);
+}
+
+// ROOT/best: resolved like latest, never pruned, and removed with the
+// checkpoint it names when a run overwrites it.
+TEST(CheckpointFormat, BestIsResolvedKeptAndRemovedWithItsCheckpoint) {
+  Scratch scratch("best");
+  const std::string& root = scratch.path();
+  for (int64_t step : {1, 2, 3}) fake_checkpoint(root, step, 2);
+  write_file_durably(root + "/best", encode_latest("step-00000001"));
+  write_file_durably(root + "/latest", encode_latest("step-00000003"));
+  EXPECT_EQ(resolve_checkpoint(root, "best"), root + "/step-00000001");
+  EXPECT_EQ(resolve_checkpoint("", root + "/best"), root + "/step-00000001");
+  EXPECT_EQ(prune_checkpoints(root, /*keep=*/1, "step-00000003", 2), "");
+  EXPECT_TRUE(fs::exists(root + "/step-00000001")) << "named by best";
+  EXPECT_FALSE(fs::exists(root + "/step-00000002"));
+  prepare_checkpoint_root(root, 3, /*overwrite=*/true);  // resuming the newest: best stays
+  EXPECT_EQ(read_pointer(root, "best"), "step-00000001");
+  write_file_durably(root + "/best", encode_latest("step-00000003"));
+  prepare_checkpoint_root(root, 1, /*overwrite=*/true);  // step 3 goes, and best with it
+  EXPECT_FALSE(fs::exists(root + "/best"));
+  EXPECT_EQ(read_latest(root), "step-00000001");
+  EXPECT_THROW(resolve_checkpoint(root, "best"), CheckpointError);
+}
+
+// safetensors (checkpoint/safetensors.h): the header read as JSON by
+// protobuf's parser, and every tensor's bytes equal to the checkpoint's.
+TEST(Safetensors, HoldsEveryTensorOfTheCheckpointBitForBit) {
+  Scratch scratch("safetensors");
+  const std::string fixture = std::string(VLM_SOURCE_DIR) + "/tests/fixtures/checkpoint-v3";
+  const CheckpointReader reader(resolve_checkpoint(fixture + "/ckpt", "latest"));
+  const std::string out = scratch.path() + "/model.safetensors";
+  export_safetensors(reader.directory(), out);
+  const std::string bytes = read_bytes(out);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
+  ASSERT_EQ(n % 8, 0u);
+  google::protobuf::Struct header;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(bytes.substr(8, n), &header).ok());
+  const auto& fields = header.fields();
+  EXPECT_EQ(fields.at("__metadata__").struct_value().fields().at("format").string_value(), "pt");
+  int64_t covered = 0;
+  for (const TensorRecord& r : reader.manifest().tensors()) {
+    ASSERT_TRUE(fields.count(r.name())) << r.name();
+    const auto& entry = fields.at(r.name()).struct_value().fields();
+    EXPECT_EQ(entry.at("dtype").string_value(), "F32");
+    const auto& offsets = entry.at("data_offsets").list_value().values();
+    const auto begin = static_cast<size_t>(offsets[0].number_value()), end = static_cast<size_t>(offsets[1].number_value());
+    torch::Tensor stored = torch::empty(std::vector<int64_t>(r.shape().begin(), r.shape().end()));
+    reader.read(r, stored);
+    ASSERT_EQ(end - begin, stored.nbytes()) << r.name();
+    EXPECT_EQ(std::memcmp(bytes.data() + 8 + n + begin, stored.data_ptr(), stored.nbytes()), 0) << r.name();
+    covered += static_cast<int64_t>(end - begin);
+  }
+  EXPECT_EQ(fields.size(), static_cast<size_t>(reader.manifest().tensors_size()) + 1);  // and __metadata__
+  EXPECT_EQ(static_cast<int64_t>(bytes.size() - 8 - n), covered) << "nothing but the tensors after the header";
 }
 
 }  // namespace
