@@ -102,7 +102,9 @@ struct WaitResult {
 
 WaitResult train_on_shards(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups, int warmup,
                            int steps) {
-  const auto data = load_training_data(config.data(), false);
+  EvalConfig no_eval;
+  no_eval.set_enabled(false);
+  const auto data = load_training_data(config.data(), no_eval);
   Trainer trainer(config, topology, groups, *data);
   for (int i = 0; i < warmup; ++i) trainer.train_step();
   WaitResult r;

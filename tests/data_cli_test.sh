@@ -26,7 +26,7 @@ run_eval=("${task[@]}" --set eval.enabled=true --set eval.caption_samples=0 --se
 "${mpi[@]}" -np 2 "$train" --config "$config" "${run_eval[@]}" > "$root/idx.log" 2>&1 || fail "IDX run: $(tail -3 "$root/idx.log")"
 "${mpi[@]}" -np 2 "$train" --config "$config" "${run_eval[@]}" "${shards[@]}" > "$root/shards.log" 2>&1 ||
   fail "shard run: $(tail -3 "$root/shards.log")"
-accuracy() { sed -nE 's/.*zero-shot accuracy +([0-9.]+).*/\1/p' "$1"; }
+accuracy() { sed -nE 's/^  zero-shot accuracy +([0-9.]+).*/\1/p' "$1"; }  # the test split's, at the end
 a=$(accuracy "$root/idx.log") b=$(accuracy "$root/shards.log")
 [[ -n $a && -n $b ]] || fail "no zero-shot accuracy in the logs"
 awk -v a="$a" -v b="$b" 'BEGIN { exit !(a - b <= 0.01 && b - a <= 0.01) }' || fail "zero-shot accuracy: IDX $a, shards $b"
@@ -79,7 +79,7 @@ grep -q "skipped 2 captions whose image is missing" "$root/coco.log" || fail "co
 rgb=(--set "data.train_shards=$root/folder/data-{00000..00002}.tar" --set "data.train_shards=$root/coco/coco-00000.tar"
      --set data.image_height=28 --set data.image_width=28 --set data.augment=true --set loop.steps=8 --set loop.log_every=4)
 "${mpi[@]}" -np 2 "$train" --config "$config" "${rgb[@]}" > "$root/rgb.log" 2>&1 || fail "RGB run: $(tail -3 "$root/rgb.log")"
-grep -q "data: 747 samples in 4 shards" "$root/rgb.log" && grep -q "^step 8/8 loss [0-9]" "$root/rgb.log" ||
+grep -q "data.train_shards: 747 samples in 4 shards" "$root/rgb.log" && grep -q "^step 8/8 loss [0-9]" "$root/rgb.log" ||
   fail "RGB run: $(grep -E 'data:|step' "$root/rgb.log" | tail -3)"
 # A subword tokenizer trained from the captions; a resume with another is refused.
 "$data" train-tokenizer --out "$root/tok.model" --vocab 48 "$root/folder/data-{00000..00002}.tar" > "$root/tok.log" 2>&1 ||
@@ -95,9 +95,17 @@ grep -q "^step 8/8 loss [0-9]" "$root/tok_run.log" || fail "no step 8 with the t
 grep -q "the tokenizer differs from the one the checkpoint was trained with" "$root/tok_resume.log" ||
   fail "no clear error for another tokenizer: $(tail -3 "$root/tok_resume.log")"
 "$train" --config "$config" "${rgb[@]}" --set eval.enabled=true > "$root/rgb_eval.log" 2>&1 &&
-  fail "evaluation of an RGB model on the grey test split was accepted"
-grep -q "eval.enabled: evaluation runs on the Fashion-MNIST test split" "$root/rgb_eval.log" || fail "no clear eval error"
-pass "folder and COCO conversion, RGB training"
+  fail "an RGB model was validated on the grey test split"
+grep -q "validation needs held-out shards of your data: set eval.shards" "$root/rgb_eval.log" || fail "no clear eval error"
+# Validated on held-out shards of its own kind (here the COCO ones), every 4 steps; no class names, no zero-shot.
+"${mpi[@]}" -np 2 "$train" --config "$config" "${rgb[@]}" --set eval.enabled=true --set eval.every_steps=4 \
+  --set "eval.shards=$root/coco/coco-00000.tar" --set eval.samples=200 > "$root/rgb_val.log" 2>&1 ||
+  fail "RGB run with validation: $(tail -3 "$root/rgb_val.log")"
+for s in 4 8; do
+  grep -qE "validation at step $s: contrastive loss [0-9.]+, R@1 image->text [0-9.]+ text->image [0-9.]+ \(200 held-out samples, chance 0.0050\)$" \
+    "$root/rgb_val.log" || fail "RGB validation at step $s: $(grep validation "$root/rgb_val.log")"
+done
+pass "folder and COCO conversion, RGB training and validation"
 
 echo "== damaged shards: skipped and counted, fatal past data.max_damaged_fraction"
 cp "$root/fm/train-0000"{0,1,2}.tar "$root/"

@@ -54,6 +54,7 @@ curl -sf "$api/-/ready" > /dev/null || fail "Prometheus did not start: $(tail "$
 "$launch" --nproc-per-node 2 --run-dir "$run" -- "$train" --config "$config" --set loop.steps=1000000 \
   --set loop.log_every=1 --set metrics.enabled=true --set metrics.port_base=0 --set metrics.run_name=e2e \
   --set metrics.peak_flops_per_second=1e11 --set checkpoint.dir="$root/ckpt" --set checkpoint.every_steps=50 \
+  --set eval.enabled=true --set eval.every_steps=20 --set eval.samples=200 --set eval.caption_samples=0 \
   > "$root/launch.out" 2>&1 &
 job=$!
 pids+=($job)

@@ -3,7 +3,8 @@
 namespace vlm {
 
 const char* const kTrainUsage =
-    "usage: vlm-train --config FILE.pbtxt [--set field.path=value ...] [--resume auto|latest|DIR]\n"
+    "usage: vlm-train --config FILE.pbtxt [--set field.path=value ...] [--resume auto|latest|best|DIR]\n"
+    "                 [--init-from CHECKPOINT|MODEL.vlm]\n"
     "\n"
     "Trains the vision-language model; run one process per rank under mpirun or srun:\n"
     "  mpirun -np 2 build/trainer/vlm-train --config configs/fashion_mnist.pbtxt --set optim.lr=3e-4\n"
@@ -11,7 +12,12 @@ const char* const kTrainUsage =
     "  --config FILE   experiment config in protobuf text format (fields: proto/config.proto)\n"
     "  --set F=V       override one field, e.g. --set loop.steps=100 --set data.task=PAIR\n"
     "  --resume W      continue from checkpoint.dir/latest (latest), from step directory W, or\n"
-    "                  from latest if checkpoint.dir has one and else start fresh (auto: restarts, requeues)\n"
+    "                  from latest if checkpoint.dir has one and else start fresh (auto: restarts, requeues);\n"
+    "                  best: the checkpoint of the best validation (eval.best_metric)\n"
+    "  --init-from W   a new run (step 0, fresh optimizer and data order) from the weights of checkpoint W\n"
+    "                  (a step directory, a checkpoint root or its latest/best file) or an exported model\n"
+    "                  (vlm-ckpt export); the model config and tokenizer must be W's. A run that resumes\n"
+    "                  (--resume auto finding a checkpoint) ignores it\n"
     "SIGTERM or SIGUSR1 (Slurm preemption) saves a checkpoint at the next step boundary and exits 0.\n"
     "  --help          this text\n";
 
@@ -30,6 +36,8 @@ CommandLine parse_command_line(int argc, char** argv) {
       cli.config_path = value("--config");
     } else if (arg == "--resume" || arg.rfind("--resume=", 0) == 0) {
       cli.resume = value("--resume");
+    } else if (arg == "--init-from" || arg.rfind("--init-from=", 0) == 0) {
+      cli.init_from = value("--init-from");
     } else if (arg == "--set" || arg.rfind("--set=", 0) == 0) {
       cli.overrides.push_back(value("--set"));
     } else {

@@ -1,5 +1,5 @@
 #pragma once
-// vlm-train's command line: --config FILE [--set field.path=value ...] [--help].
+// vlm-train's command line: --config FILE [--set field.path=value ...] [--resume W] [--init-from W] [--help].
 
 #include <stdexcept>
 #include <string>
@@ -16,6 +16,7 @@ struct CommandLine {
   std::string config_path;
   std::vector<std::string> overrides;  // "field.path=value", applied in order
   std::string resume;                  // "" (start fresh), "auto", "latest" or a step directory
+  std::string init_from;               // a fresh start's weights: a checkpoint or an exported model ("" none)
   bool help = false;
 };
 

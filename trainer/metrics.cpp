@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "trainer/trainer.h"
+#include "trainer/validation.h"
 
 namespace vlm {
 namespace {
@@ -93,6 +94,8 @@ TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology
   checkpoint_step_ = &gauge("vlm_checkpoint_step", "Step of the last checkpoint save started").Add({});
   checkpoint_timestamp_ = &gauge("vlm_checkpoint_timestamp_seconds", "Unix time of the last checkpoint save started (0: none yet)").Add({});
   skipped_non_finite_ = &counter("vlm_skipped_steps_total", "Steps skipped without an update, by reason").Add({{"reason", "non_finite"}});
+  validation_ = &gauge("vlm_validation", "Held-out metrics of the last validation (trainer/validation.h), by metric");
+  validation_step_ = &gauge("vlm_validation_step", "Steps done at the last validation (0: none yet)").Add({});
   non_finite_losses_ = &counter("vlm_non_finite_losses_total", "Steps whose loss was NaN or infinite").Add({});
   resident_bytes_->Set(resident_bytes());
 }
@@ -136,6 +139,14 @@ void TrainMetrics::record_checkpoint(int64_t step, double stall_seconds) {
   checkpoint_step_->Set(static_cast<double>(step));
   checkpoint_timestamp_->Set(unix_time());
   checkpoint_stall_seconds_->Increment(stall_seconds);
+}
+
+void TrainMetrics::record_validation(const ValidationResult& r) {
+  validation_step_->Set(static_cast<double>(r.step));
+  validation_->Add({{"metric", "contrastive_loss"}}).Set(r.contrastive_loss);
+  validation_->Add({{"metric", "image_to_text_r1"}}).Set(r.image_to_text_r1);
+  validation_->Add({{"metric", "text_to_image_r1"}}).Set(r.text_to_image_r1);
+  if (r.zero_shot_samples > 0) validation_->Add({{"metric", "zero_shot_accuracy"}}).Set(r.zero_shot_accuracy);
 }
 
 void TrainMetrics::record_buckets(const std::vector<int64_t>& bucket_bytes) {

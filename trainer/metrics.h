@@ -24,6 +24,7 @@
 namespace vlm {
 
 struct StepStats;
+struct ValidationResult;
 
 // The job's restart count, stated by whoever restarts it (a restarted process
 // cannot count itself): VLM_RESTART_COUNT (vlm-launch), else Slurm's
@@ -41,6 +42,7 @@ class TrainMetrics {
   // A checkpoint save started (asynchronous) or done (synchronous), and how
   // long the training loop waited for it.
   void record_checkpoint(int64_t step, double stall_seconds);
+  void record_validation(const ValidationResult& result);
 
   // "host:port" a scraper can use (MetricsServer::scrape_address).
   std::string scrape_address() const { return server_->scrape_address(); }
@@ -77,6 +79,8 @@ class TrainMetrics {
   prometheus::Gauge* checkpoint_timestamp_;
   prometheus::Counter* skipped_non_finite_;
   prometheus::Counter* non_finite_losses_;
+  prometheus::Family<prometheus::Gauge>* validation_;
+  prometheus::Gauge* validation_step_;
   std::map<std::string, OperationTotals> reported_;  // totals already turned into counter increments
 };
 

@@ -24,6 +24,7 @@
 #include "trainer/startup.h"
 #include "trainer/trainer.h"
 #include "trainer/training_loop.h"
+#include "trainer/validation.h"
 
 namespace vlm {
 namespace {
@@ -67,13 +68,22 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   const auto checkpoint_lock = prepare_checkpoint_folder(config, topology, resume);
   const auto metrics = start_metrics(config, topology);
   const auto step_log = topology.is_root() ? std::make_unique<StepLog>(run_directory(config)) : nullptr;
-  const auto data = load_training_data(config.data(), config.eval().enabled());
+  const auto data = load_training_data(config.data(), config.eval());
 
   Trainer trainer(config, topology, groups, *data);
   if (!resume.empty()) {
     const std::string from = resolve_checkpoint(config.checkpoint().dir(), resume);
     trainer.load_checkpoint(from);
-    LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done();
+    LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done()
+                                     << (cli.init_from.empty() ? "" : " (--init-from applies only to a fresh start)");
+  } else if (!cli.init_from.empty()) {
+    const std::string from = resolve_checkpoint("", cli.init_from);
+    trainer.init_from(from);
+    LOG_IF(INFO, topology.is_root()) << "a new run from the weights of " << from;
+  }
+  std::unique_ptr<Validator> validator;
+  if (data->validation_set) {
+    validator = std::make_unique<Validator>(*data->validation_set, *data->tokenizer, config.eval());
   }
   std::string layout;
   for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
@@ -82,9 +92,9 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   LOG_IF(INFO, topology.is_root() && topology.pipeline_stages > 1) << "pipeline stages (blocks):" << layout;
   if (metrics) metrics->record_buckets(trainer.bucket_bytes());
 
-  if (run_training_loop(trainer, config, topology, groups.control(), metrics.get(), step_log.get(),
-                        stop_requested) &&
-      config.eval().enabled()) {
+  if (run_training_loop(trainer, config, topology, groups.control(), validator.get(), metrics.get(),
+                        step_log.get(), stop_requested) &&
+      config.eval().enabled() && reads_fashion_canvas(*data)) {
     VlmModel whole = trainer.whole_model();
     const EvalResult result = evaluate(whole, *data, config.eval(), groups.control(), timeout);
     if (topology.is_root()) {

@@ -187,21 +187,29 @@ CheckpointSnapshot Trainer::snapshot() const {
                                           optimizer_->state());
   snap.kv_cache = kv_cache_layout(stage_->spec());
   snap.lineage_id = lineage_id_;
-  snap.data = data_identity(data_);
+  snap.data = data_identity(data_, config_.data());
   snap.shard = stage_index_;
   snap.stage_starts.assign(starts_.begin(), starts_.end() - 1);
   return snap;
 }
 
-void Trainer::save_checkpoint(const std::string& root, int keep, bool async) {
+void Trainer::save_checkpoint(const std::string& root, int keep, bool async, const ValidationRecord* validation) {
   settle();  // the optimizer's step count includes the last step
-  checkpoints_.save(snapshot(), root, keep, async);
+  CheckpointSnapshot snap = snapshot();
+  if (validation) snap.validation = *validation, snap.has_validation = true;
+  checkpoints_.save(std::move(snap), root, keep, async);
+}
+
+void Trainer::init_from(const std::string& checkpoint) {
+  const CheckpointReader reader(checkpoint);
+  check_same_tokenizer(reader, data_identity(data_, config_.data()));
+  restore_parameters(reader, config_.model(), parameters_, nullptr);
 }
 
 void Trainer::load_checkpoint(const std::string& step_directory) {
   checkpoints_.wait();  // a save in progress may still be copying the tensors
   const CheckpointReader reader(step_directory);
-  check_same_data(reader, data_identity(data_));
+  check_same_data(reader, data_identity(data_, config_.data()));
   std::vector<AdamState> state = optimizer_->state();
   step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, &state);
   if (!state.empty()) optimizer_->set_applied_steps(state.front().step);

@@ -92,12 +92,19 @@ class Trainer {
   // Collective over the world. Asynchronous: returns at once; the tensors are
   // copied on the writer's thread during the next forward and backward, and
   // the next optimizer step waits for the copy.
-  void save_checkpoint(const std::string& root, int keep, bool async = false);
+  // `validation`: this step's, recorded in the manifest (and ROOT/best names
+  // the checkpoint when it is the best so far).
+  void save_checkpoint(const std::string& root, int keep, bool async = false,
+                       const ValidationRecord* validation = nullptr);
   void wait_for_checkpoint() { checkpoints_.wait(); }  // the save in progress is complete (rethrows its failure)
   // Restores parameters, optimizer state, step, data cursor, RNG and lineage
   // from a step directory written by a model with the same config and sharing
   // map (any DP size or partition). Every rank reads it.
   void load_checkpoint(const std::string& step_directory);
+  // A new run from a checkpoint's or an exported model's weights (--init-from):
+  // parameters only; the optimizer, step, data cursor and lineage start fresh.
+  // The model config and the tokenizer must be the checkpoint's.
+  void init_from(const std::string& checkpoint);
 
   // Collective over the pipeline group: the whole model, on every rank (evaluation).
   VlmModel whole_model() const;

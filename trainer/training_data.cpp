@@ -51,7 +51,52 @@ void check_task_image_settings(const DataConfig& config, const ImageFormat& canv
   }
 }
 
+// Validation reads eval.shards as the model reads its training images (no
+// augmentation), or else the task drawn from the test split.
+void load_held_out(const DataConfig& config, const EvalConfig& eval, TrainingData& data) {
+  const ImageFormat& f = data.train_set->format();
+  if (reads_fashion_canvas(data)) data.test = load_fashion_mnist(config.fashion_mnist_dir(), Split::kTest);
+  if (!eval.shards().empty()) {
+    ShardTrainOptions options;
+    options.format = f;
+    options.max_damaged_fraction = config.max_damaged_fraction();
+    options.field = "eval.shards";
+    data.validation_set = std::make_unique<ShardTrainSet>(
+        expand_shard_patterns({eval.shards().begin(), eval.shards().end()}), *data.tokenizer, options);
+  } else if (reads_fashion_canvas(data)) {
+    data.validation_task = std::make_unique<Task>(data.kind, data.test, eval.samples(), static_cast<uint64_t>(eval.seed()));
+    data.validation_set = std::make_unique<TaskTrainSet>(*data.validation_task, *data.tokenizer);
+  } else {
+    throw DataError("eval.enabled: this model reads " + std::to_string(f.channels) + " x " + std::to_string(f.height) +
+                    " x " + std::to_string(f.width) + " images (data.image_*), not the Fashion-MNIST canvas, so "
+                    "validation needs held-out shards of your data: set eval.shards (vlm-data convert writes them "
+                    "from a held-out folder or split), or eval.enabled: false");
+  }
+}
+
 }  // namespace
+
+std::unique_ptr<Tokenizer> make_tokenizer(const DataConfig& config, uint32_t* checksum) {
+  *checksum = 0;
+  if (config.tokenizer_model().empty()) return std::make_unique<WordTokenizer>(caption_words());
+  auto tokenizer = std::make_unique<SentencePieceTokenizer>(config.tokenizer_model());
+  std::ifstream in(config.tokenizer_model(), std::ios::binary);
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  *checksum = crc32c(bytes.str().data(), bytes.str().size());
+  return tokenizer;
+}
+
+ImageFormat image_format(const DataConfig& config) {
+  if (!config.train_shards().empty()) return shard_format(config);
+  return fashion_format(kFashionSide, config.task() == DataConfig::SINGLE ? kFashionSide : 2 * kFashionSide);
+}
+
+bool reads_fashion_canvas(const TrainingData& data) {
+  const ImageFormat& f = data.train_set->format();
+  const int64_t canvas_width = data.kind == TaskKind::kSingle ? kFashionSide : 2 * kFashionSide;
+  return f.channels == 1 && f.height == kFashionSide && f.width == canvas_width;
+}
 
 TaskKind task_kind(DataConfig::Task task) {
   switch (task) {
@@ -62,18 +107,10 @@ TaskKind task_kind(DataConfig::Task task) {
   return TaskKind::kMixed;
 }
 
-std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, bool with_evaluation) {
+std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, const EvalConfig& eval) {
   auto data = std::make_unique<TrainingData>();
   data->kind = task_kind(config.task());
-  if (config.tokenizer_model().empty()) {
-    data->tokenizer = std::make_unique<WordTokenizer>(caption_words());
-  } else {
-    data->tokenizer = std::make_unique<SentencePieceTokenizer>(config.tokenizer_model());
-    std::ifstream in(config.tokenizer_model(), std::ios::binary);
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    data->tokenizer_crc32c = crc32c(bytes.str().data(), bytes.str().size());
-  }
+  data->tokenizer = make_tokenizer(config, &data->tokenizer_crc32c);
   if (config.train_shards().empty()) {
     data->train = load_fashion_mnist(config.fashion_mnist_dir(), Split::kTrain);
     data->train_task = std::make_unique<Task>(data->kind, data->train, config.train_samples(),
@@ -82,7 +119,7 @@ std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, bool 
     check_task_image_settings(config, data->train_set->format());
   } else {
     ShardTrainOptions options;
-    options.format = shard_format(config);
+    options.format = image_format(config);
     options.augment = {config.augment(), config.crop_min_scale()};
     options.max_damaged_fraction = config.max_damaged_fraction();
     options.seed = static_cast<uint64_t>(config.seed());
@@ -90,24 +127,15 @@ std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, bool 
         expand_shard_patterns({config.train_shards().begin(), config.train_shards().end()}), *data->tokenizer,
         options);
   }
-  if (with_evaluation) {
-    // Evaluation draws the task's held-out canvas: the model must read it.
-    const ImageFormat& f = data->train_set->format();
-    const int64_t canvas_width = data->kind == TaskKind::kSingle ? kFashionSide : 2 * kFashionSide;
-    if (f.channels != 1 || f.height != kFashionSide || f.width != canvas_width) {
-      throw DataError("eval.enabled: evaluation runs on the Fashion-MNIST test split as 1 x 28 x " +
-                      std::to_string(canvas_width) + " images (data.task), but this model reads " +
-                      std::to_string(f.channels) + " x " + std::to_string(f.height) + " x " + std::to_string(f.width) +
-                      " (data.image_*). Set eval.enabled: false; validation on held-out shards is not implemented yet");
-    }
-    data->test = load_fashion_mnist(config.fashion_mnist_dir(), Split::kTest);
-  }
+  if (eval.enabled()) load_held_out(config, eval, *data);
   return data;
 }
 
-DataIdentity data_identity(const TrainingData& data) {
+DataIdentity data_identity(const TrainingData& data, const DataConfig& config) {
   DataIdentity id;
   id.set_samples(data.train_set->size());
+  id.set_seed(config.seed());
+  id.set_source(config.train_shards().empty() ? DataConfig::Task_Name(config.task()) : "shards");
   id.set_tokenizer_crc32c(data.tokenizer_crc32c);
   id.set_vocab_size(data.tokenizer->vocab_size());
   return id;
