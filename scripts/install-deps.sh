@@ -18,6 +18,7 @@ PACKAGES=(
   dataset-fashion-mnist
   curl                                 # tests scrape the Prometheus endpoints
   jq                                   # vlm-launch reads flight records and writes targets; tests check JSON
+  python3                              # tests read safetensors and embeddings with an independent reader
   prometheus                           # promtool and a real server for the monitoring tests
   slurm-wlm munge                      # a real Slurm for the job-script tests
   gnuplot-nox                          # vlm-report's pictures

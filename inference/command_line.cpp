@@ -1,0 +1,95 @@
+#include "inference/command_line.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+
+namespace vlm {
+namespace {
+
+class UsageError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+InferenceOptions parse(int argc, char** argv) {
+  InferenceOptions options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--model") {
+      options.model = value();
+    } else if (arg == "--tokenizer") {
+      options.tokenizer = value();
+    } else if (arg == "--out") {
+      options.out = value();
+    } else if (arg == "--batch") {
+      const std::string v = value();
+      try {
+        options.batch = std::stoll(v);
+      } catch (const std::exception&) {
+        options.batch = 0;
+      }
+      if (options.batch < 1) throw UsageError("--batch must be a positive number, not '" + v + "'");
+    } else if (!arg.empty() && arg[0] == '-') {
+      throw UsageError("unknown option '" + arg + "'");
+    } else if (options.folder.empty()) {
+      options.folder = arg;
+    } else {
+      throw UsageError("one FOLDER only ('" + options.folder + "', then '" + arg + "')");
+    }
+  }
+  if (options.model.empty()) throw UsageError("--model is required");
+  if (options.folder.empty()) throw UsageError("FOLDER is required");
+  return options;
+}
+
+}  // namespace
+
+int inference_main(int argc, char** argv, const char* usage, const std::function<int(const InferenceOptions&)>& run) {
+  const std::string name = std::filesystem::path(argv[0]).filename().string();
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::printf("%s", usage);
+      return 0;
+    }
+  }
+  InferenceOptions options;
+  try {
+    options = parse(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s\n%s", name.c_str(), e.what(), usage);
+    return 2;
+  }
+  try {
+    return run(options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());
+    if (!options.out.empty()) std::remove((options.out + ".tmp").c_str());
+    return 1;
+  }
+}
+
+void progress(const char* tool, size_t done, size_t total, const char* what) {
+  using Clock = std::chrono::steady_clock;
+  static Clock::time_point last = Clock::now();
+  if (done < total && Clock::now() - last < std::chrono::seconds(1)) return;
+  last = Clock::now();
+  std::fprintf(stderr, "%s: %zu/%zu %s\n", tool, done, total, what);
+}
+
+void finish_output(std::FILE* out, const std::string& path) {
+  if (path.empty()) {
+    std::fflush(out);
+    return;
+  }
+  const bool failed = std::ferror(out) != 0;
+  if (std::fclose(out) != 0 || failed) throw std::runtime_error(path + ".tmp: write failed (disk full?)");
+  std::filesystem::rename(path + ".tmp", path);
+}
+
+}  // namespace vlm

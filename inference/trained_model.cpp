@@ -1,0 +1,87 @@
+#include "inference/trained_model.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "checkpoint/reader.h"
+#include "checkpoint/restore.h"
+#include "data/idx.h"
+#include "data/image.h"
+#include "model/parameters.h"
+#include "model/spec.h"
+#include "trainer/training_data.h"
+
+namespace fs = std::filesystem;
+
+namespace vlm {
+
+TrainedModel load_trained_model(const std::string& checkpoint, const std::string& tokenizer_model) {
+  const CheckpointReader reader(resolve_checkpoint("", checkpoint));
+  TrainedModel out;
+  out.config = reader.manifest().config();
+  DataConfig data = out.config.data();
+  if (!tokenizer_model.empty()) data.set_tokenizer_model(tokenizer_model);
+  if (!data.tokenizer_model().empty() && !fs::exists(data.tokenizer_model())) {
+    throw DataError(checkpoint + " was trained with the tokenizer " + data.tokenizer_model() +
+                    ", which is not there. HINT: --tokenizer PATH (the same file, wherever it is now)");
+  }
+  uint32_t checksum = 0;
+  out.tokenizer = make_tokenizer(data, &checksum);
+  DataIdentity now;
+  now.set_tokenizer_crc32c(checksum);
+  now.set_vocab_size(out.tokenizer->vocab_size());
+  check_same_tokenizer(reader, now);
+  out.format = image_format(data);
+  const ModelSpec spec = model_spec(out.config.model(), out.format.height, out.format.width, out.format.channels,
+                                    out.tokenizer->vocab_size());
+  out.model = VlmModel(spec);
+  restore_parameters(reader, out.config.model(), unique_parameters(*out.model), nullptr);
+  out.model->eval();
+  return out;
+}
+
+std::vector<std::string> files_in(const std::string& folder, const std::vector<std::string>& extensions) {
+  if (!fs::is_directory(folder)) throw std::invalid_argument(folder + ": not a folder");
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    std::string ext = entry.path().extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (entry.is_regular_file() && std::find(extensions.begin(), extensions.end(), ext) != extensions.end()) {
+      files.push_back(entry.path().string());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::invalid_argument(path + ": cannot read");
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  std::string text = bytes.str();
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  return text;
+}
+
+torch::Tensor read_images(const std::vector<std::string>& paths, const ImageFormat& f) {
+  torch::Tensor images = torch::empty({static_cast<int64_t>(paths.size()), f.channels, f.height, f.width});
+  const int64_t size = static_cast<int64_t>(f.channels) * f.height * f.width;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    std::ifstream in(paths[i], std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    try {
+      const Image image = decode_image(bytes.str(), DecodeOptions{f.channels, f.height, f.width});
+      preprocess(image, f, Augmentation{}, 0, false, images.data_ptr<float>() + static_cast<int64_t>(i) * size);
+    } catch (const ImageError& e) {
+      throw ImageError(paths[i] + ": " + e.what());
+    }
+  }
+  return images;
+}
+
+}  // namespace vlm

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Validation during training and using the trained model, as a user meets
+# them: periodic validation on held-out shards with the best checkpoint kept
+# (and still known after a resume), the model exported (safetensors checked
+# by an independent reader), a new run started from its weights, and
+# vlm-embed and vlm-caption over a folder of images and texts, whose
+# zero-shot accuracy must agree with the trainer's validation.
+# usage: model_use_test.sh VLM_DATA VLM_TRAIN VLM_CKPT VLM_EMBED VLM_CAPTION CONFIG
+set -uo pipefail
+data=$1 train=$2 ckpt=$3 embed=$4 caption=$5 config=$6
+source "$(dirname "$0")/script_lib.sh"
+export OMPI_MCA_rmaps_base_oversubscribe=1
+mpi=(mpirun --oversubscribe -np 2)
+python=$(command -v python3) || fail "python3 is needed to read the outputs independently (scripts/install-deps.sh)"
+
+echo "== periodic validation on held-out shards; the best checkpoint is kept besides latest"
+# 300 held-out single items; each sample's <key>.json names its class, for zero-shot accuracy.
+"$data" convert fashion-mnist --out "$root/val" --split test --task single --samples 300 --shard-samples 100 \
+  > "$root/convert.log" 2>&1 || fail "convert the test split: $(tail -3 "$root/convert.log")"
+val=(--set "eval.shards=$root/val/test-{00000..00002}.tar" --set eval.samples=300 --set eval.every_steps=10
+     --set eval.best_metric=ZERO_SHOT_ACCURACY --set eval.caption_samples=0 --set eval.enabled=true)
+run=(--set data.task=SINGLE --set loop.log_every=10 --set checkpoint.dir="$root/ck" --set checkpoint.keep=1)
+"${mpi[@]}" "$train" --config "$config" "${run[@]}" "${val[@]}" --set loop.steps=40 > "$root/train.log" 2>&1 ||
+  fail "training with validation: $(tail -3 "$root/train.log")"
+zero_shot_at() { sed -nE "s/^.*validation at step $2: .*zero-shot accuracy ([0-9.]+) \(300 samples, 10 classes\).*/\1/p" "$1"; }
+best_step=0 best=-1
+for s in 10 20 30 40; do
+  a=$(zero_shot_at "$root/train.log" $s)
+  [[ -n $a ]] || fail "no validation with zero-shot accuracy at step $s: $(grep validation "$root/train.log" | head -3)"
+  if awk -v a="$a" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=$a best_step=$s; fi
+done
+grep -qE "validation at step 10: contrastive loss [0-9.]+, R@1 image->text [0-9.]+ text->image [0-9.]+ \(300 held-out" \
+  "$root/train.log" || fail "validation line: $(grep -m1 validation "$root/train.log")"
+best_dir=$(printf 'step-%08d' $best_step)
+[[ $(cut -d' ' -f1 "$root/ck/best") == "$best_dir" ]] || fail "best names $(cat "$root/ck/best"), the best validation was $best_dir"
+"$ckpt" inspect "$root/ck/best" > "$root/inspect.log" || fail "inspect best"
+grep -q "validation: 300 samples, .*zero-shot accuracy $best .*best by ZERO_SHOT_ACCURACY" "$root/inspect.log" ||
+  fail "inspect of best: $(grep validation "$root/inspect.log")"
+echo "zero-shot accuracy at steps 10..40: $(for s in 10 20 30 40; do printf '%s ' "$(zero_shot_at "$root/train.log" $s)"; done)-> best $best_dir"
+# Resumed with a learning rate that wrecks the model (0.2, 100x): best must still name the
+# step before (the resumed run knows the best so far), and keep=1 must not delete it.
+"${mpi[@]}" "$train" --config "$config" "${run[@]}" "${val[@]}" --set loop.steps=50 --set optim.lr=0.2 \
+  --set optim.warmup_steps=0 --resume latest > "$root/wreck.log" 2>&1 || fail "resume: $(tail -3 "$root/wreck.log")"
+wrecked=$(zero_shot_at "$root/wreck.log" 50)
+awk -v a="$wrecked" -v b="$best" 'BEGIN { exit !(a < b) }' || fail "lr=0.2 did not make step 50 worse ($wrecked >= $best)"
+[[ $(cut -d' ' -f1 "$root/ck/best") == "$best_dir" && -f $root/ck/$best_dir/manifest.pb ]] ||
+  fail "after the resume, best is $(cat "$root/ck/best"), $best_dir exists: $([[ -d $root/ck/$best_dir ]] && echo yes || echo no)"
+[[ $(cut -d' ' -f1 "$root/ck/latest") == step-00000050 ]] || fail "latest is $(cat "$root/ck/latest")"
+echo "after a resume at lr=0.2: zero-shot $wrecked at step 50; best still $best_dir; checkpoints: $(ls "$root/ck" | grep step- | tr '\n' ' ')"
+pass "validation and the best checkpoint"
+
+echo "== export: .vlm and safetensors (read by an independent reader)"
+"$ckpt" export "$root/ck/best" "$root/model.vlm" > /dev/null || fail "export .vlm"
+"$ckpt" export "$root/ck/best" "$root/model.safetensors" > /dev/null || fail "export safetensors"
+# The safetensors specification, read with Python's standard library only.
+"$python" - "$root/model.safetensors" "$root/inspect.log" <<'EOF' || fail "safetensors check failed"
+import json, struct, sys, re
+data = open(sys.argv[1], "rb").read()
+(n,) = struct.unpack("<Q", data[:8])
+assert n % 8 == 0, "header not padded to 8 bytes"
+header = json.loads(data[8:8 + n])
+meta = header.pop("__metadata__")
+assert meta["format"] == "pt" and "model {" in meta["vlmtrain.config"], meta.keys()
+body = len(data) - 8 - n
+spans = sorted(tuple(t["data_offsets"]) for t in header.values())
+assert spans[0][0] == 0 and spans[-1][1] == body, "tensors do not cover the data"
+assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), "gaps or overlaps between tensors"
+count = 0
+for name, t in header.items():
+    assert t["dtype"] == "F32", name
+    elements = 1
+    for d in t["shape"]:
+        elements *= d
+    assert t["data_offsets"][1] - t["data_offsets"][0] == 4 * elements, name
+    count += elements
+aliases = json.loads(meta["vlmtrain.aliases"])
+assert all(name in header for name in aliases), "an alias of a tensor not in the file"
+# The parameter count vlm-ckpt inspect states for the checkpoint.
+stated = int(re.search(r"(\d+) parameters", open(sys.argv[2]).read()).group(1))
+assert count == stated, (count, stated)
+start = 8 + n + header["logit_scale"]["data_offsets"][0]
+(scale,) = struct.unpack("<f", data[start:start + 4])
+print(f"safetensors: {len(header)} tensors, {count} parameters, {len(aliases)} shared; logit_scale {scale:.6f}")
+EOF
+pass "export"
+
+echo "== --init-from: a new run from the exported weights"
+# With lr 0 the weights stay as they were: its validation must equal the best one's.
+init=(--set checkpoint.dir="$root/ft" --set optim.lr=0 --set loop.steps=1 --set eval.every_steps=0)
+"${mpi[@]}" "$train" --config "$config" "${run[@]}" "${val[@]}" "${init[@]}" --init-from "$root/model.vlm" \
+  > "$root/init.log" 2>&1 || fail "--init-from: $(tail -3 "$root/init.log")"
+grep -q "a new run from the weights of $root/model.vlm" "$root/init.log" || fail "no line saying where the weights came from"
+[[ $(zero_shot_at "$root/init.log" 1) == "$best" ]] || fail "validation after --init-from: $(zero_shot_at "$root/init.log" 1), the best: $best"
+[[ $(cut -d' ' -f1 "$root/ft/latest") == step-00000001 ]] || fail "the new run's first checkpoint is not step 1"
+"$train" --config "$config" "${run[@]}" "${init[@]}" --set checkpoint.dir="$root/ft2" --set model.d_model=48 \
+  --init-from "$root/ck/best" > "$root/init_bad.log" 2>&1 && fail "--init-from accepted another model config"
+grep -q "the model config differs from the checkpoint's (model.)" "$root/init_bad.log" ||
+  fail "no clear error for another model: $(tail -2 "$root/init_bad.log")"
+pass "--init-from"
+
+echo "== vlm-embed and vlm-caption over a folder of images and texts"
+mkdir -p "$root/imgs" "$root/truth"
+for t in "$root"/val/test-0000{0..2}.tar; do tar -xf "$t" -C "$root/truth" || fail "GNU tar cannot read $t"; done
+cp "$root"/truth/*.png "$root/imgs/"
+# One prompt per class, as validation builds them (eval.zero_shot_prompt "a photo of {a} {}").
+"$python" - "$root/truth" "$root/imgs" <<'EOF' || fail "could not write the prompts"
+import glob, json, os, sys
+classes = sorted({json.load(open(f))["class"] for f in glob.glob(os.path.join(sys.argv[1], "*.json"))})
+for i, c in enumerate(classes):
+    open(os.path.join(sys.argv[2], f"prompt_{i}.txt"), "w").write(f"a photo of {'an' if c[0] in 'aeiou' else 'a'} {c}\n")
+EOF
+"$embed" --model "$root/model.vlm" --out "$root/emb.jsonl" "$root/imgs" > "$root/embed.log" 2>&1 ||
+  fail "vlm-embed: $(tail -3 "$root/embed.log")"
+grep -q "vlm-embed: 300 images and 10 texts embedded (32 dimensions)" "$root/embed.log" || fail "vlm-embed: $(tail -2 "$root/embed.log")"
+accuracy=$("$python" - "$root/emb.jsonl" "$root/truth" <<'EOF'
+import json, os, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+for r in rows:
+    assert abs(sum(x * x for x in r["embedding"]) - 1) < 1e-4, "not a unit vector: " + r["file"]
+texts = [r for r in rows if r["kind"] == "text"]
+classes = sorted(json.load(open(os.path.join(sys.argv[2], f)))["class"] for f in os.listdir(sys.argv[2]) if f.endswith(".json"))
+names = sorted(set(classes))
+hits = total = 0
+for r in rows:
+    if r["kind"] != "image":
+        continue
+    key = os.path.basename(r["file"])[:-4]
+    truth = json.load(open(os.path.join(sys.argv[2], key + ".json")))["class"]
+    scores = [sum(a * b for a, b in zip(r["embedding"], t["embedding"])) for t in texts]
+    best = max(range(len(texts)), key=lambda i: scores[i])
+    predicted = names[int(os.path.basename(texts[best]["file"])[7:-4])]
+    hits += predicted == truth
+    total += 1
+print(f"{hits / total:.4f}")
+EOF
+) || fail "could not score the embeddings"
+# Another batching than validation's: allow two of 300 argmaxes to flip.
+awk -v a="$accuracy" -v b="$best" 'BEGIN { d = a - b; exit !(d <= 2.0 / 300 + 1e-9 && -d <= 2.0 / 300 + 1e-9) }' ||
+  fail "zero-shot accuracy from vlm-embed $accuracy, from validation $best"
+echo "zero-shot accuracy of the best checkpoint: validation $best, vlm-embed + Python $accuracy"
+"$caption" --model "$root/ck/best" --out "$root/captions.tsv" "$root/imgs" > "$root/caption.log" 2>&1 ||
+  fail "vlm-caption: $(tail -3 "$root/caption.log")"
+[[ $(wc -l < "$root/captions.tsv") == 300 ]] || fail "vlm-caption wrote $(wc -l < "$root/captions.tsv") lines for 300 images"
+matches=0
+while IFS=$'\t' read -r file text; do
+  [[ -n $text ]] || fail "an empty caption for $file"
+  [[ $text == "$(cat "$root/truth/$(basename "${file%.png}").txt")" ]] && matches=$((matches + 1))
+done < "$root/captions.tsv"
+echo "vlm-caption (best): 300 captions, $matches exactly the reference; e.g. $(head -1 "$root/captions.tsv" | cut -f2)"
+"$embed" --model "$root/model.vlm" "$root/nowhere" > "$root/bad.log" 2>&1
+[[ $? == 1 ]] && grep -q "vlm-embed: error: $root/nowhere: not a folder" "$root/bad.log" || fail "missing folder: $(cat "$root/bad.log")"
+"$caption" "$root/imgs" > "$root/bad.log" 2>&1
+[[ $? == 2 ]] && grep -q "\-\-model is required" "$root/bad.log" || fail "missing --model: $(cat "$root/bad.log")"
+pass "vlm-embed and vlm-caption"
+
+echo "model use tests: $passed passed, 0 failed"
