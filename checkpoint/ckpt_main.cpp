@@ -5,6 +5,8 @@
 // PATH is a step directory, a checkpoint root or its `latest` file (then the
 // step directory `latest` names), or an exported model file.
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -80,7 +82,9 @@ int main(int argc, char** argv) {
   try {
     if (command == "export") {
       const std::string out = argv[3];
-      const bool safetensors = out.size() > 12 && out.compare(out.size() - 12, 12, ".safetensors") == 0;
+      std::string suffix = out.size() > 12 ? out.substr(out.size() - 12) : "";
+      std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](unsigned char c) { return std::tolower(c); });
+      const bool safetensors = suffix == ".safetensors";
       if (safetensors) {
         vlm::export_safetensors(vlm::step_directory(argv[2]), out);
       } else {

@@ -115,7 +115,13 @@ void prepare_checkpoint_root(const std::string& root, int64_t resume_step, bool 
         "checkpoint.overwrite=true to delete them");
   }
   // `best` and `latest` first, so that neither ever names a deleted checkpoint.
-  if (step_of_directory_name(read_pointer(root, "best")) > resume_step) {
+  int64_t best_step = -1;
+  try {
+    best_step = step_of_directory_name(read_pointer(root, "best"));
+  } catch (const CheckpointError&) {
+    best_step = resume_step + 1;  // damaged: it goes too
+  }
+  if (best_step > resume_step) {
     fs::remove(root + "/best");
     fsync_directory(root);
   }

@@ -19,7 +19,8 @@ void check_same_tokenizer(const CheckpointReader& reader, const DataIdentity& no
                           std::to_string(then.tokenizer_crc32c()) + ", " + std::to_string(then.vocab_size()) +
                           " tokens; now " + std::to_string(now.tokenizer_crc32c()) + ", " +
                           std::to_string(now.vocab_size()) + " tokens; 0 = the built-in word vocabulary). HINT: "
-                          "use the data.tokenizer_model the checkpoint was trained with");
+                          "use the tokenizer the checkpoint was trained with (data.tokenizer_model; for vlm-embed and "
+                          "vlm-caption, --tokenizer)");
   }
 }
 

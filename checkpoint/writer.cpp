@@ -98,12 +98,16 @@ std::optional<uint64_t> lineage_of(const fs::path& step_directory) {
 std::string prune_checkpoints(const std::string& root, int keep, const std::string& just_written, uint64_t lineage_id) {
   try {
     const int64_t newest = step_of_directory_name(just_written);
-    std::string latest, best;
+    std::string latest, best, problems;
     try {
       latest = read_latest(root);
+    } catch (const std::exception& e) {
+      return e.what();  // cannot tell what latest names: delete nothing
+    }
+    try {
       best = read_pointer(root, "best");
     } catch (const std::exception& e) {
-      return e.what();  // cannot tell what latest or best names: delete nothing
+      problems = e.what();  // best only guides what is kept: prune as if there were none
     }
     std::vector<std::pair<int64_t, fs::path>> ours;  // complete, of this lineage, older than just_written
     std::vector<fs::path> unfinished;
@@ -127,7 +131,6 @@ std::string prune_checkpoints(const std::string& root, int keep, const std::stri
     const size_t keep_older = static_cast<size_t>(std::max(keep - 1, 0));  // just_written is one of `keep`
     std::vector<fs::path> doomed = unfinished;
     for (size_t i = 0; i + keep_older < ours.size(); ++i) doomed.push_back(ours[i].second);
-    std::string problems;
     for (const fs::path& dir : doomed) {
       fs::remove_all(dir, error);
       if (error) problems += (problems.empty() ? "" : "; ") + dir.string() + ": " + error.message();

@@ -44,7 +44,8 @@ void commit_checkpoint(const std::string& root, const std::string& step_director
 // After `just_written` (a step directory name) was committed: deletes the
 // checkpoints of its lineage (Manifest.lineage_id) beyond the newest `keep`,
 // and unfinished step directories older than it. It never deletes
-// `just_written`, what `latest` or `best` names, anything newer, or another lineage's
+// `just_written`, what `latest` or `best` names (an unreadable `best` is
+// reported and protects nothing), anything newer, or another lineage's
 // checkpoints. Never throws: returns what it could not delete or read ("" if
 // nothing); a failure here is a warning, the save itself succeeded.
 std::string prune_checkpoints(const std::string& root, int keep, const std::string& just_written, uint64_t lineage_id);

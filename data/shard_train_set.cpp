@@ -59,7 +59,9 @@ std::string ShardTrainSet::load(int64_t index, int64_t epoch, float* image) cons
   const double margin = options_.augment.enabled ? 1.0 / std::sqrt(options_.augment.min_scale) : 1.0;
   const DecodeOptions decode{f.channels, static_cast<int>(std::ceil(f.height * margin)),
                              static_cast<int>(std::ceil(f.width * margin))};
-  const int64_t first = usable(index);
+  // Captions alone (the loss normaliser every rank computes) never depend on
+  // what this rank happened to find damaged, so that all ranks agree.
+  const int64_t first = image != nullptr ? usable(index) : index;
   for (int64_t k = 0; k < n; ++k) {
     const int64_t i = (first + k) % n;
     const ShardSample& s = set_.samples[static_cast<size_t>(i)];

@@ -24,6 +24,9 @@ TrainedModel load_trained_model(const std::string& checkpoint, const std::string
   out.config = reader.manifest().config();
   DataConfig data = out.config.data();
   if (!tokenizer_model.empty()) data.set_tokenizer_model(tokenizer_model);
+  if (!tokenizer_model.empty() && !fs::exists(tokenizer_model)) {
+    throw DataError("--tokenizer " + tokenizer_model + ": no such file");
+  }
   if (!data.tokenizer_model().empty() && !fs::exists(data.tokenizer_model())) {
     throw DataError(checkpoint + " was trained with the tokenizer " + data.tokenizer_model() +
                     ", which is not there. HINT: --tokenizer PATH (the same file, wherever it is now)");
@@ -75,7 +78,15 @@ torch::Tensor read_images(const std::vector<std::string>& paths, const ImageForm
     std::ostringstream bytes;
     bytes << in.rdbuf();
     try {
-      const Image image = decode_image(bytes.str(), DecodeOptions{f.channels, f.height, f.width});
+      Image image = decode_image(bytes.str(), DecodeOptions{f.channels, f.height, f.width});
+      if (image.height == f.height && image.width * 2 == f.width && f.channels == 1) {
+        // One item on a two-item canvas (the Fashion-MNIST tasks): the left slot, as the tasks draw it.
+        Image canvas{image.height, f.width, 1, std::vector<uint8_t>(static_cast<size_t>(f.height * f.width), 0)};
+        for (int y = 0; y < image.height; ++y) {
+          std::copy_n(image.pixels.begin() + y * image.width, image.width, canvas.pixels.begin() + y * f.width);
+        }
+        image = std::move(canvas);
+      }
       preprocess(image, f, Augmentation{}, 0, false, images.data_ptr<float>() + static_cast<int64_t>(i) * size);
     } catch (const ImageError& e) {
       throw ImageError(paths[i] + ": " + e.what());

@@ -33,7 +33,9 @@ TrainedModel load_trained_model(const std::string& checkpoint, const std::string
 std::vector<std::string> files_in(const std::string& folder, const std::vector<std::string>& extensions);
 
 // Images decoded, resized, centre-cropped and normalised as the model was
-// trained to read them: [B, C, H, W]. An unreadable image is an error naming it.
+// trained to read them: [B, C, H, W]. A grey image half as wide as the model's
+// images goes in the left half of a black canvas, as the Fashion-MNIST tasks
+// draw a single item. An unreadable image is an error naming it.
 torch::Tensor read_images(const std::vector<std::string>& paths, const ImageFormat& format);
 
 // A file's text without trailing white space.

@@ -360,6 +360,13 @@ TEST(CheckpointFormat, BestIsResolvedKeptAndRemovedWithItsCheckpoint) {
   EXPECT_FALSE(fs::exists(root + "/best"));
   EXPECT_EQ(read_latest(root), "step-00000001");
   EXPECT_THROW(resolve_checkpoint(root, "best"), CheckpointError);
+  // A damaged best protects nothing, and pruning goes on, saying so.
+  fake_checkpoint(root, 4, 2);
+  fake_checkpoint(root, 5, 2);
+  write_file_durably(root + "/latest", encode_latest("step-00000005"));
+  write_bytes(root + "/best", "garbage");
+  EXPECT_NE(prune_checkpoints(root, /*keep=*/1, "step-00000005", 2), "");
+  EXPECT_FALSE(fs::exists(root + "/step-00000004"));
 }
 
 // safetensors (checkpoint/safetensors.h): the header read as JSON by

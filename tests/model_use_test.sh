@@ -96,6 +96,11 @@ grep -q "a new run from the weights of $root/model.vlm" "$root/init.log" || fail
   --init-from "$root/ck/best" > "$root/init_bad.log" 2>&1 && fail "--init-from accepted another model config"
 grep -q "the model config differs from the checkpoint's (model.)" "$root/init_bad.log" ||
   fail "no clear error for another model: $(tail -2 "$root/init_bad.log")"
+# Weights inside the checkpoint.dir that checkpoint.overwrite would empty: refused, and nothing is lost.
+"$train" --config "$config" "${run[@]}" "${init[@]}" --set checkpoint.dir="$root/ck" --set checkpoint.overwrite=true \
+  --init-from "$root/ck/best" > "$root/init_self.log" 2>&1 && fail "--init-from inside an overwritten checkpoint.dir"
+grep -q "is inside checkpoint.dir $root/ck, which checkpoint.overwrite=true empties before training" "$root/init_self.log" &&
+  [[ -f $root/ck/$best_dir/manifest.pb ]] || fail "init from an overwritten folder: $(tail -2 "$root/init_self.log")"
 pass "--init-from"
 
 echo "== vlm-embed and vlm-caption over a folder of images and texts"

@@ -5,6 +5,7 @@
 // reference's result.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
 #include <numeric>
 
@@ -94,13 +95,33 @@ TEST(Validation, TheBestIsLowestLossOrHighestRecallAndSurvivesARestore) {
   EXPECT_TRUE(recall.offer(b));
   EXPECT_FALSE(recall.offer(b)) << "a tie is not better";
   BestTracker resumed(EvalConfig::IMAGE_TO_TEXT_R1);
-  resumed.restore(recall.record(b, true));
+  resumed.restore(recall.record(b, true), 0);
   EXPECT_FALSE(resumed.offer(a));
   BestTracker other(EvalConfig::CONTRASTIVE_LOSS);
-  other.restore(recall.record(b, true));  // recorded for another metric: starts over
+  other.restore(recall.record(b, true), 0);  // recorded for another metric: starts over
   EXPECT_TRUE(other.offer(b));
   BestTracker zero_shot(EvalConfig::ZERO_SHOT_ACCURACY);
   EXPECT_THROW(zero_shot.offer(a), DataError) << "no sample names a class";
+  ValidationResult diverged;
+  diverged.contrastive_loss = std::nan("");
+  BestTracker first(EvalConfig::CONTRASTIVE_LOSS);
+  EXPECT_FALSE(first.offer(diverged)) << "not finite: never the best";
+  EXPECT_TRUE(first.offer(b));
+  BestTracker other_set(EvalConfig::IMAGE_TO_TEXT_R1);
+  other_set.restore(recall.record(b, true), /*samples=*/99);  // recorded over another held-out set
+  EXPECT_TRUE(other_set.offer(a));
+}
+
+// Zero-shot accuracy as eval.best_metric with no class names is refused before training.
+TEST(Validation, ZeroShotAsTheBestMetricNeedsClassNames) {
+  const TrainingData& data = tiny_data();
+  const Task pairs(TaskKind::kPair, data.test, 50, 3);
+  const TaskTrainSet held_out(pairs, *data.tokenizer);
+  EvalConfig config;
+  config.set_best_metric(EvalConfig::ZERO_SHOT_ACCURACY);
+  EXPECT_THROW(Validator(held_out, *data.tokenizer, config), DataError);
+  config.set_best_metric(EvalConfig::IMAGE_TO_TEXT_R1);
+  EXPECT_NO_THROW(Validator(held_out, *data.tokenizer, config));
 }
 
 }  // namespace

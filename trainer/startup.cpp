@@ -40,6 +40,21 @@ std::string resolve_resume(const TrainConfig& config, const std::string& resume)
   return !root.empty() && std::filesystem::exists(std::filesystem::path(root) / "latest") ? "latest" : "";
 }
 
+std::string resolve_init_from(const TrainConfig& config, const std::string& init_from, const std::string& resume) {
+  if (init_from.empty() || !resume.empty()) return "";
+  const std::string path = resolve_checkpoint("", init_from);
+  const std::string& root = config.checkpoint().dir();
+  if (config.checkpoint().overwrite() && !root.empty() && std::filesystem::exists(root) && std::filesystem::exists(path)) {
+    const std::string folder = std::filesystem::canonical(root).string() + "/";
+    if (std::filesystem::canonical(path).string().rfind(folder, 0) == 0) {
+      throw std::invalid_argument("--init-from " + init_from + " is inside checkpoint.dir " + root +
+                                  ", which checkpoint.overwrite=true empties before training. HINT: export it first "
+                                  "(vlm-ckpt export " + init_from + " model.vlm) or write to another checkpoint.dir");
+    }
+  }
+  return path;
+}
+
 void check_same_config(Backend& control, const TrainConfig& config, Millis timeout) {
   const std::string text = resolved_config_text(config);
   char executable[16];

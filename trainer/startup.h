@@ -20,6 +20,12 @@ std::string run_directory(const TrainConfig& config);
 // checkpoint.dir holds a checkpoint, else "" (a fresh start); others as given.
 std::string resolve_resume(const TrainConfig& config, const std::string& resume);
 
+// The --init-from argument made concrete: the step directory or model file
+// to start from, or "" (none, or a resume, which takes precedence). One
+// inside checkpoint.dir is refused when checkpoint.overwrite would delete it
+// before it is read.
+std::string resolve_init_from(const TrainConfig& config, const std::string& init_from, const std::string& resume);
+
 // Collective over `control` (every rank): the ranks' resolved configs and
 // running executables must be the same. A mismatch is a ConfigError on every
 // rank naming the first differing field and the ranks that differ, e.g.

@@ -65,6 +65,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   check_same_config(groups.control(), config, init_timeout);
   const std::string resume = resolve_resume(config, cli.resume);
   LOG_IF(INFO, topology.is_root() && cli.resume == "auto") << "--resume auto: " << (resume.empty() ? "no checkpoint in checkpoint.dir, starting fresh" : "resuming from checkpoint.dir/latest");
+  const std::string init_from = resolve_init_from(config, cli.init_from, resume);
   const auto checkpoint_lock = prepare_checkpoint_folder(config, topology, resume);
   const auto metrics = start_metrics(config, topology);
   const auto step_log = topology.is_root() ? std::make_unique<StepLog>(run_directory(config)) : nullptr;
@@ -76,10 +77,9 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
     trainer.load_checkpoint(from);
     LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done()
                                      << (cli.init_from.empty() ? "" : " (--init-from applies only to a fresh start)");
-  } else if (!cli.init_from.empty()) {
-    const std::string from = resolve_checkpoint("", cli.init_from);
-    trainer.init_from(from);
-    LOG_IF(INFO, topology.is_root()) << "a new run from the weights of " << from;
+  } else if (!init_from.empty()) {
+    trainer.init_from(init_from);
+    LOG_IF(INFO, topology.is_root()) << "a new run from the weights of " << init_from;
   }
   std::unique_ptr<Validator> validator;
   if (data->validation_set) {

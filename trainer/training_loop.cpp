@@ -38,13 +38,18 @@ void save(Trainer& trainer, const TrainConfig& config, const Topology& topology,
   if (metrics) metrics->record_checkpoint(trainer.steps_done(), stall);
 }
 
-// The best validation so far: on a resume, that of the checkpoint ROOT/best names.
-BestTracker best_so_far(const Trainer& trainer, const TrainConfig& config) {
+// The best validation so far: on a resume, that of the checkpoint ROOT/best
+// names. `best` only guides what is kept: a damaged one is a warning.
+BestTracker best_so_far(const Trainer& trainer, const TrainConfig& config, const Validator* validator) {
   BestTracker best(config.eval().best_metric());
   const std::string root = config.checkpoint().dir();
-  if (trainer.steps_done() > 0 && !root.empty() && !read_pointer(root, "best").empty()) {
+  if (validator == nullptr || trainer.steps_done() == 0 || root.empty()) return best;
+  try {
+    if (read_pointer(root, "best").empty()) return best;
     const CheckpointReader reader(resolve_checkpoint(root, "best"));
-    if (reader.manifest().has_validation()) best.restore(reader.manifest().validation());
+    if (reader.manifest().has_validation()) best.restore(reader.manifest().validation(), validator->samples());
+  } catch (const std::exception& e) {
+    LOG(WARNING) << root << "/best cannot be read (" << e.what() << "): the next validation will be the best so far";
   }
   return best;
 }
@@ -61,7 +66,7 @@ bool run_training_loop(Trainer& trainer, const TrainConfig& config, const Topolo
   const int every = config.checkpoint().every_steps();
   const Millis timeout = seconds_to_millis(config.comm().timeout_seconds());
   const int validate_every = config.eval().every_steps();
-  BestTracker best = best_so_far(trainer, config);
+  BestTracker best = best_so_far(trainer, config, validator);
   while (trainer.steps_done() < config.loop().steps()) {
     set_phase("step " + std::to_string(trainer.steps_done() + 1));
     const StepStats stats = trainer.train_step();

@@ -78,6 +78,11 @@ Validator::Validator(const TrainSet& held_out, const Tokenizer& tokenizer, const
   }
   for (auto& [name, id] : ids) id = static_cast<int64_t>(classes_.size()), classes_.push_back(name);
   for (const auto& n : names) class_of_.push_back(n.empty() ? -1 : ids.at(n));
+  if (classes_.empty() && config.best_metric() == EvalConfig::ZERO_SHOT_ACCURACY) {
+    throw DataError("eval.best_metric is ZERO_SHOT_ACCURACY, but none of the first " + std::to_string(samples_) +
+                    " held-out samples names a class (a <key>.json {\"class\": ...} member; the Fashion-MNIST PAIR "
+                    "task has none). HINT: choose another eval.best_metric");
+  }
 }
 
 ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, Millis timeout) {
@@ -160,8 +165,9 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
   return r;
 }
 
-void BestTracker::restore(const ValidationRecord& best) {
-  if (best.best_metric() != EvalConfig::Metric_Name(metric_)) return;  // another metric: start over
+void BestTracker::restore(const ValidationRecord& best, int64_t samples) {
+  // Another metric, or another held-out set: not comparable, start over.
+  if (best.best_metric() != EvalConfig::Metric_Name(metric_) || best.samples() != samples) return;
   ValidationResult r;
   r.contrastive_loss = best.contrastive_loss();
   r.image_to_text_r1 = best.image_to_text_r1();
@@ -174,6 +180,7 @@ void BestTracker::restore(const ValidationRecord& best) {
 
 bool BestTracker::offer(const ValidationResult& result) {
   const double value = result.metric(metric_);
+  if (!std::isfinite(value)) return false;  // a diverged model is never the best
   const bool better = !have_ || (lower_is_better(metric_) ? value < best_ : value > best_);
   if (better) have_ = true, best_ = value;
   return better;

@@ -43,8 +43,10 @@ std::string zero_shot_prompt(const std::string& pattern, const std::string& clas
 
 class Validator {
  public:
-  // `held_out` outlives it. Reads every sample's class name now.
+  // `held_out` outlives it. Reads every sample's class name now; a
+  // DataError when eval.best_metric is zero-shot accuracy and none names one.
   Validator(const TrainSet& held_out, const Tokenizer& tokenizer, const EvalConfig& config);
+  int64_t samples() const { return samples_; }
   // Collective over `group`.
   ValidationResult run(VlmModel& model, int64_t step, Backend& group, Millis timeout);
 
@@ -62,8 +64,10 @@ class Validator {
 class BestTracker {
  public:
   explicit BestTracker(EvalConfig::Metric metric) : metric_(metric) {}
-  void restore(const ValidationRecord& best);
-  // Whether `result` beats every validation before it (and records it if so).
+  // Ignored when recorded for another metric or another number of samples.
+  void restore(const ValidationRecord& best, int64_t samples);
+  // Whether `result` beats every validation before it (and records it if so);
+  // a value that is not finite never does.
   bool offer(const ValidationResult& result);
   ValidationRecord record(const ValidationResult& result, bool best) const;
 
