@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "trainer/fused_adamw.h"
+
 namespace vlm {
 namespace {
 
@@ -35,16 +37,22 @@ void AdamW::step(double lr, const torch::Tensor& apply, const torch::Tensor& gra
 void AdamW::step_on_host(double lr, bool apply, double grad_scale) {
   if (!apply) return;
   torch::NoGradGuard no_grad;
-  const double beta1 = config_.beta1(), beta2 = config_.beta2();
   const BiasCorrection bias(config_, applied_ + 1);
+  AdamWUpdate u;
+  u.grad_scale = static_cast<float>(grad_scale);
+  u.beta1 = static_cast<float>(config_.beta1());
+  u.one_minus_beta1 = static_cast<float>(1 - config_.beta1());
+  u.beta2 = static_cast<float>(config_.beta2());
+  u.one_minus_beta2 = static_cast<float>(1 - config_.beta2());
+  u.sqrt_bias2 = static_cast<float>(bias.sqrt_second);
+  u.eps = static_cast<float>(config_.eps());
+  u.step_size = static_cast<float>(-lr / bias.first);
   for (Slot& s : slots_) {
-    torch::Tensor g = s.parameter.grad();
-    if (grad_scale != 1) g.mul_(grad_scale);
-    if (s.weight_decay != 0) s.parameter.mul_(1 - lr * s.weight_decay);
-    s.exp_avg.mul_(beta1).add_(g, 1 - beta1);
-    s.exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2);
-    const torch::Tensor denom = (s.exp_avg_sq.sqrt() / bias.sqrt_second).add_(config_.eps());
-    s.parameter.addcdiv_(s.exp_avg, denom, -lr / bias.first);
+    TORCH_CHECK(s.parameter.is_contiguous() && s.parameter.scalar_type() == torch::kFloat, s.name, ": not contiguous float32");
+    const torch::Tensor g = s.parameter.grad().contiguous();  // a view into a reducer bucket: no copy
+    u.decay = static_cast<float>(1 - lr * s.weight_decay);
+    fused_adamw(s.parameter.data_ptr<float>(), g.data_ptr<float>(), s.exp_avg.data_ptr<float>(),
+                s.exp_avg_sq.data_ptr<float>(), s.parameter.numel(), u);
   }
 }
 

@@ -4,8 +4,9 @@
 // cancel: step() takes whether to apply it and the clipping factor as device
 // tensors, so skipping a step with a non-finite loss or gradient costs no host
 // sync on a GPU. On the CPU, where reading them is free, it reads them and
-// does exactly torch::optim::AdamW's arithmetic (1.13 and 2.x); the masked
-// form costs 1.6-1.7x the time there (bench/RESULTS.md).
+// runs torch::optim::AdamW's arithmetic fused into one pass per tensor
+// (trainer/fused_adamw.h): within a few ulps of torch's, in a fraction of
+// its time (bench/RESULTS.md); the masked form costs 1.6-1.7x torch's there.
 
 #include <torch/torch.h>
 
