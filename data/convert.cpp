@@ -12,6 +12,7 @@
 
 #include "data/coco.pb.h"
 #include "data/fashion_mnist.h"
+#include "data/files.h"
 #include "data/image.h"
 #include "data/shard_sink.h"
 #include "data/task.h"
@@ -21,34 +22,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path.string() + ": cannot open");
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
-}
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
 bool is_image_file(const fs::path& p) {
-  const std::string ext = lower(p.extension().string());
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+  const std::string ext = p.extension().string();
+  return !ext.empty() && is_image_extension(lower_case(ext.substr(1)));
 }
 
 // A name made a key: WebDataset splits member names at the first '.'.
 std::string key_of(std::string name) {
   std::replace(name.begin(), name.end(), '.', '_');
   return name;
-}
-
-std::string trimmed(const std::string& s) {
-  const size_t begin = s.find_first_not_of(" \t\r\n");
-  if (begin == std::string::npos) return "";
-  return s.substr(begin, s.find_last_not_of(" \t\r\n") - begin + 1);
 }
 
 void report_skipped(int64_t skipped, const std::string& why) {
@@ -94,14 +76,10 @@ std::string convert_fashion_mnist(const FashionSource& source, const ConvertOpti
 
 std::string convert_folder(const std::string& folder, const ConvertOptions& options) {
   if (!fs::is_directory(folder)) throw std::invalid_argument(folder + ": not a folder of images and captions");
-  std::vector<fs::path> images;
-  for (const auto& entry : fs::directory_iterator(folder)) {
-    if (entry.is_regular_file() && is_image_file(entry.path())) images.push_back(entry.path());
-  }
-  std::sort(images.begin(), images.end());
+  const std::vector<std::string> images = files_in(folder, is_image_extension);
   ShardSink sink(options.out_dir, options.prefix, options.samples_per_shard, static_cast<int64_t>(images.size()));
   int64_t no_caption = 0;
-  for (const auto& image : images) {
+  for (const fs::path image : images) {
     fs::path caption = image;
     caption.replace_extension(".txt");
     if (!fs::exists(caption)) {
@@ -109,7 +87,7 @@ std::string convert_folder(const std::string& folder, const ConvertOptions& opti
       std::fprintf(stderr, "vlm-data: %s has no caption %s: skipped\n", image.c_str(), caption.filename().c_str());
       continue;
     }
-    std::string ext = lower(image.extension().string().substr(1));
+    std::string ext = lower_case(image.extension().string().substr(1));
     sink.add(key_of(image.stem().string()), read_file(image), ext, trimmed(read_file(caption)));
   }
   report_skipped(no_caption, "images without a caption");
@@ -142,7 +120,7 @@ std::string convert_coco(const std::string& captions_json, const std::string& im
       continue;
     }
     const std::string key = key_of(image.stem().string()) + "_" + std::to_string(captions_of[a.image_id()]++);
-    sink.add(key, read_file(image), lower(image.extension().string().substr(1)), trimmed(a.caption()));
+    sink.add(key, read_file(image), lower_case(image.extension().string().substr(1)), trimmed(a.caption()));
   }
   report_skipped(missing, "captions whose image is missing");
   return sink.finish();

@@ -1,11 +1,8 @@
 #include "data/shards.h"
 
+#include "data/files.h"
+
 namespace vlm {
-namespace {
-
-bool is_image_extension(const std::string& ext) { return ext == "jpg" || ext == "jpeg" || ext == "png"; }
-
-}  // namespace
 
 std::pair<std::string, std::string> split_key(const std::string& member_name) {
   const size_t slash = member_name.rfind('/');

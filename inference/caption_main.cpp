@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "data/files.h"
 #include "inference/command_line.h"
 #include "inference/trained_model.h"
 #include "model/caption.h"
@@ -26,22 +27,17 @@ const char* const kUsage =
 int run(const InferenceOptions& options) {
   TrainedModel trained = load_trained_model(options.model, options.tokenizer);
   torch::NoGradGuard no_grad;
-  const std::vector<std::string> images = files_in(options.folder, {".jpg", ".jpeg", ".png"});
+  const std::vector<std::string> images = files_in(options.folder, is_image_extension);
   if (images.empty()) throw std::invalid_argument(options.folder + ": no .jpg, .jpeg or .png files");
-  std::FILE* out = options.out.empty() ? stdout : std::fopen((options.out + ".tmp").c_str(), "w");
-  if (out == nullptr) throw std::invalid_argument(options.out + ".tmp: cannot write");
+  std::FILE* out = open_output(options.out);
   const CaptionTokens ids{Tokenizer::kBos, Tokenizer::kEos, Tokenizer::kPad};
-  for (size_t start = 0; start < images.size(); start += static_cast<size_t>(options.batch)) {
-    const std::vector<std::string> part(images.begin() + static_cast<std::ptrdiff_t>(start),
-                                        images.begin() + static_cast<std::ptrdiff_t>(std::min(images.size(), start + options.batch)));
+  in_batches(images, options.batch, "vlm-caption", "images", [&](const std::vector<std::string>& part) {
     const torch::Tensor captions = greedy_caption(trained.model, read_images(part, trained.format), ids).contiguous();
     for (size_t i = 0; i < part.size(); ++i) {
       const int64_t* row = captions[static_cast<int64_t>(i)].data_ptr<int64_t>();
-      const std::string text = trained.tokenizer->decode(row, captions.size(1));
-      std::fprintf(out, "%s\t%s\n", part[i].c_str(), text.c_str());
+      std::fprintf(out, "%s\t%s\n", part[i].c_str(), trained.tokenizer->decode(row, captions.size(1)).c_str());
     }
-    progress("vlm-caption", start + part.size(), images.size(), "images");
-  }
+  });
   finish_output(out, options.out);
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "inference/command_line.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -74,12 +75,24 @@ int inference_main(int argc, char** argv, const char* usage, const std::function
   }
 }
 
-void progress(const char* tool, size_t done, size_t total, const char* what) {
+void in_batches(const std::vector<std::string>& files, int64_t batch, const char* tool, const char* what,
+                const std::function<void(const std::vector<std::string>&)>& each) {
   using Clock = std::chrono::steady_clock;
-  static Clock::time_point last = Clock::now();
-  if (done < total && Clock::now() - last < std::chrono::seconds(1)) return;
-  last = Clock::now();
-  std::fprintf(stderr, "%s: %zu/%zu %s\n", tool, done, total, what);
+  Clock::time_point last = Clock::now();
+  for (size_t start = 0; start < files.size(); start += static_cast<size_t>(batch)) {
+    const size_t end = std::min(files.size(), start + static_cast<size_t>(batch));
+    each({files.begin() + static_cast<std::ptrdiff_t>(start), files.begin() + static_cast<std::ptrdiff_t>(end)});
+    if (end < files.size() && Clock::now() - last < std::chrono::seconds(1)) continue;
+    last = Clock::now();
+    std::fprintf(stderr, "%s: %zu/%zu %s\n", tool, end, files.size(), what);
+  }
+}
+
+std::FILE* open_output(const std::string& path) {
+  if (path.empty()) return stdout;
+  std::FILE* out = std::fopen((path + ".tmp").c_str(), "w");
+  if (out == nullptr) throw std::invalid_argument(path + ".tmp: cannot write");
+  return out;
 }
 
 void finish_output(std::FILE* out, const std::string& path) {

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace vlm {
 
@@ -20,10 +21,14 @@ struct InferenceOptions {
 // `run`, and turns an exception into "NAME: error: ..." and exit status 1.
 int inference_main(int argc, char** argv, const char* usage, const std::function<int(const InferenceOptions&)>& run);
 
-// "NAME: 1280/10000 images" on standard error, at most once a second and at the end.
-void progress(const char* tool, size_t done, size_t total, const char* what);
+// `files` in slices of at most `batch`, in order, with "NAME: 1280/10000
+// WHAT" on standard error at most once a second and after the last.
+void in_batches(const std::vector<std::string>& files, int64_t batch, const char* tool, const char* what,
+                const std::function<void(const std::vector<std::string>&)>& each);
 
-// Closes `out`; when `path` is set, `out` was PATH.tmp and becomes PATH.
+// Standard output when `path` is empty, else PATH.tmp, which
+// finish_output() closes and renames to PATH: a file appears only complete.
+std::FILE* open_output(const std::string& path);
 void finish_output(std::FILE* out, const std::string& path);
 
 }  // namespace vlm

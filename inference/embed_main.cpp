@@ -4,11 +4,11 @@
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <fstream>
 #include <string>
 
 #include "comm/text.h"
 #include "data/batch.h"
+#include "data/files.h"
 #include "inference/command_line.h"
 #include "inference/trained_model.h"
 
@@ -45,26 +45,19 @@ int run(const InferenceOptions& options) {
   TrainedModel trained = load_trained_model(options.model, options.tokenizer);
   VlmModel& model = trained.model;
   torch::NoGradGuard no_grad;
-  const std::vector<std::string> images = files_in(options.folder, {".jpg", ".jpeg", ".png"});
-  const std::vector<std::string> texts = files_in(options.folder, {".txt"});
+  const std::vector<std::string> images = files_in(options.folder, is_image_extension);
+  const std::vector<std::string> texts = files_in(options.folder, [](const std::string& ext) { return ext == "txt"; });
   if (images.empty() && texts.empty()) throw std::invalid_argument(options.folder + ": no .jpg, .jpeg, .png or .txt files");
-  std::FILE* out = options.out.empty() ? stdout : std::fopen((options.out + ".tmp").c_str(), "w");
-  if (out == nullptr) throw std::invalid_argument(options.out + ".tmp: cannot write");
-  for (size_t start = 0; start < images.size(); start += static_cast<size_t>(options.batch)) {
-    const std::vector<std::string> part(images.begin() + static_cast<std::ptrdiff_t>(start),
-                                        images.begin() + static_cast<std::ptrdiff_t>(std::min(images.size(), start + options.batch)));
+  std::FILE* out = open_output(options.out);
+  in_batches(images, options.batch, "vlm-embed", "images", [&](const std::vector<std::string>& part) {
     write_rows(out, part, "image", model->image_embedding(model->encode_image(read_images(part, trained.format))));
-    progress("vlm-embed", start + part.size(), images.size(), "images");
-  }
-  for (size_t start = 0; start < texts.size(); start += static_cast<size_t>(options.batch)) {
-    const std::vector<std::string> part(texts.begin() + static_cast<std::ptrdiff_t>(start),
-                                        texts.begin() + static_cast<std::ptrdiff_t>(std::min(texts.size(), start + options.batch)));
+  });
+  in_batches(texts, options.batch, "vlm-embed", "texts", [&](const std::vector<std::string>& part) {
     std::vector<std::string> contents;
-    for (const auto& f : part) contents.push_back(read_text(f));
+    for (const auto& f : part) contents.push_back(trimmed(read_file(f)));
     auto [tokens, lengths] = tokenize(*trained.tokenizer, contents, model->spec().max_tokens);
     write_rows(out, part, "text", model->text_embedding(model->encode_text(tokens), lengths));
-    progress("vlm-embed", start + part.size(), texts.size(), "texts");
-  }
+  });
   finish_output(out, options.out);
   std::fprintf(stderr, "vlm-embed: %zu images and %zu texts embedded (%lld dimensions)%s%s\n", images.size(),
                texts.size(), static_cast<long long>(model->spec().embed_dim), options.out.empty() ? "" : " into ",

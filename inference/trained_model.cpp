@@ -1,13 +1,10 @@
 #include "inference/trained_model.h"
 
-#include <algorithm>
-#include <cctype>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "checkpoint/reader.h"
 #include "checkpoint/restore.h"
+#include "data/files.h"
 #include "data/idx.h"
 #include "data/image.h"
 #include "model/parameters.h"
@@ -46,39 +43,12 @@ TrainedModel load_trained_model(const std::string& checkpoint, const std::string
   return out;
 }
 
-std::vector<std::string> files_in(const std::string& folder, const std::vector<std::string>& extensions) {
-  if (!fs::is_directory(folder)) throw std::invalid_argument(folder + ": not a folder");
-  std::vector<std::string> files;
-  for (const auto& entry : fs::directory_iterator(folder)) {
-    std::string ext = entry.path().extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (entry.is_regular_file() && std::find(extensions.begin(), extensions.end(), ext) != extensions.end()) {
-      files.push_back(entry.path().string());
-    }
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::invalid_argument(path + ": cannot read");
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  std::string text = bytes.str();
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
-  return text;
-}
-
 torch::Tensor read_images(const std::vector<std::string>& paths, const ImageFormat& f) {
   torch::Tensor images = torch::empty({static_cast<int64_t>(paths.size()), f.channels, f.height, f.width});
   const int64_t size = static_cast<int64_t>(f.channels) * f.height * f.width;
   for (size_t i = 0; i < paths.size(); ++i) {
-    std::ifstream in(paths[i], std::ios::binary);
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
     try {
-      Image image = decode_image(bytes.str(), DecodeOptions{f.channels, f.height, f.width});
+      Image image = decode_image(read_file(paths[i]), DecodeOptions{f.channels, f.height, f.width});
       if (image.height == f.height && image.width * 2 == f.width && f.channels == 1) {
         // One item on a two-item canvas (the Fashion-MNIST tasks): the left slot, as the tasks draw it.
         Image canvas{image.height, f.width, 1, std::vector<uint8_t>(static_cast<size_t>(f.height * f.width), 0)};

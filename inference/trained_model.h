@@ -2,7 +2,7 @@
 // A trained model, ready for inference: built from the config a checkpoint
 // (or an exported model) records, its weights read and checked, with the
 // tokenizer and the image format it was trained with; and the user's own
-// files, read as the model reads its training data.
+// images, read as the model reads its training data.
 
 #include <memory>
 #include <string>
@@ -28,17 +28,10 @@ struct TrainedModel {
 // its checksum is checked). Errors say which file and how to fix it.
 TrainedModel load_trained_model(const std::string& checkpoint, const std::string& tokenizer_model = "");
 
-// The files of `folder` whose extension (lower-cased) is one of `extensions`,
-// sorted by name; an error when the folder cannot be read.
-std::vector<std::string> files_in(const std::string& folder, const std::vector<std::string>& extensions);
-
 // Images decoded, resized, centre-cropped and normalised as the model was
 // trained to read them: [B, C, H, W]. A grey image half as wide as the model's
 // images goes in the left half of a black canvas, as the Fashion-MNIST tasks
 // draw a single item. An unreadable image is an error naming it.
 torch::Tensor read_images(const std::vector<std::string>& paths, const ImageFormat& format);
-
-// A file's text without trailing white space.
-std::string read_text(const std::string& path);
 
 }  // namespace vlm

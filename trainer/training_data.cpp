@@ -1,10 +1,8 @@
 #include "trainer/training_data.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "checkpoint/crc32c.h"
 #include "data/brace.h"
+#include "data/files.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "data/idx.h"
 #include "data/shard_train_set.h"
@@ -80,10 +78,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const DataConfig& config, uint32_t* ch
   *checksum = 0;
   if (config.tokenizer_model().empty()) return std::make_unique<WordTokenizer>(caption_words());
   auto tokenizer = std::make_unique<SentencePieceTokenizer>(config.tokenizer_model());
-  std::ifstream in(config.tokenizer_model(), std::ios::binary);
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  *checksum = crc32c(bytes.str().data(), bytes.str().size());
+  const std::string bytes = read_file(config.tokenizer_model());
+  *checksum = crc32c(bytes.data(), bytes.size());
   return tokenizer;
 }
 
