@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
+#include <set>
 
 #include "comm/fault_injection.h"
 #include "comm/peer_monitor.h"
@@ -72,12 +72,9 @@ Validator::Validator(const TrainSet& held_out, const Tokenizer& tokenizer, const
   if (samples_ < 2) throw DataError("eval.shards: validation needs at least 2 held-out samples");
   // Before any batch is read, so that every rank sees the same names.
   const std::vector<std::string> names = held_out_.class_names(sample_indices(0, samples_));
-  std::map<std::string, int64_t> ids;
-  for (const auto& n : names) {
-    if (!n.empty()) ids.emplace(n, 0);
-  }
-  for (auto& [name, id] : ids) id = static_cast<int64_t>(classes_.size()), classes_.push_back(name);
-  for (const auto& n : names) class_of_.push_back(n.empty() ? -1 : ids.at(n));
+  std::set<std::string> distinct(names.begin(), names.end());
+  distinct.erase("");  // samples that name no class
+  classes_.assign(distinct.begin(), distinct.end());
   if (classes_.empty() && config.best_metric() == EvalConfig::ZERO_SHOT_ACCURACY) {
     throw DataError("eval.best_metric is ZERO_SHOT_ACCURACY, but none of the first " + std::to_string(samples_) +
                     " held-out samples names a class (a <key>.json {\"class\": ...} member; the Fashion-MNIST PAIR "
@@ -119,11 +116,12 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
       // After batch(): a damaged sample's replacement names its own class.
       const std::vector<std::string> names = held_out_.class_names(indices);
       const torch::Tensor predicted = torch::matmul(image, prompts.t()).argmax(1).cpu();
+      const int64_t* guess = predicted.data_ptr<int64_t>();
       for (int64_t i = 0; i < end - start; ++i) {
         const auto found = std::lower_bound(classes_.begin(), classes_.end(), names[static_cast<size_t>(i)]);
-        if (names[static_cast<size_t>(i)].empty() || found == classes_.end() || *found != names[static_cast<size_t>(i)]) continue;
+        if (found == classes_.end() || *found != names[static_cast<size_t>(i)]) continue;  // names no class ("")
         counts[4] += 1;
-        counts[3] += predicted[i].item<int64_t>() == found - classes_.begin();
+        counts[3] += guess[i] == found - classes_.begin();
       }
     }
     fault_point("evaluation");  // a test stops a rank here

@@ -56,7 +56,6 @@ class Validator {
   EvalConfig config_;
   int64_t samples_;
   std::vector<std::string> classes_;  // distinct class names among the samples, sorted
-  std::vector<int64_t> class_of_;     // each sample's index into classes_, or -1
 };
 
 // Which validation is the best so far by eval.best_metric; restored on resume
