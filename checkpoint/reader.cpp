@@ -102,11 +102,7 @@ void export_model(const std::string& step_directory, const std::string& out_file
   model.clear_ranks();
   model.clear_cursors();
   model.set_format_version(kCheckpointFormatVersion);
-  std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;
-  for (const TensorRecord& r : reader.manifest().tensors()) {
-    reads.emplace_back(&r, torch::empty(std::vector<int64_t>(r.shape().begin(), r.shape().end())));
-  }
-  reader.read_all(reads);  // verified on the way out
+  const auto reads = reader.read_parameters();  // verified on the way out
   uint64_t offset = 0;
   for (TensorRecord& r : *model.mutable_tensors()) {
     r.clear_shard();
@@ -166,6 +162,15 @@ CheckpointReader::CheckpointReader(const std::string& step_directory) : director
 }
 
 void CheckpointReader::read(const TensorRecord& record, torch::Tensor target) const { read_all({{&record, target}}); }
+
+std::vector<std::pair<const TensorRecord*, torch::Tensor>> CheckpointReader::read_parameters() const {
+  std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;
+  for (const TensorRecord& r : manifest_.tensors()) {
+    reads.emplace_back(&r, torch::empty(std::vector<int64_t>(r.shape().begin(), r.shape().end())));
+  }
+  read_all(reads);
+  return reads;
+}
 
 int64_t CheckpointReader::verify_all() const {
   std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;

@@ -32,6 +32,8 @@ class CheckpointReader {
   // read() for many tensors at once: every record checked first, each shard
   // opened once, then read and checksummed in chunks on ATen's threads.
   void read_all(const std::vector<std::pair<const TensorRecord*, torch::Tensor>>& reads) const;
+  // Every parameter tensor of the manifest, in its order, read and checked.
+  std::vector<std::pair<const TensorRecord*, torch::Tensor>> read_parameters() const;
   // Reads and checks every tensor, and that the records cover every shard
   // byte for byte; returns the bytes checked.
   int64_t verify_all() const;

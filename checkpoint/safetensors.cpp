@@ -22,12 +22,7 @@ std::string text_of(const google::protobuf::Message& message) {
 void export_safetensors(const std::string& checkpoint, const std::string& out_file) {
   const CheckpointReader reader(checkpoint);
   const Manifest& m = reader.manifest();
-  std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;
-  for (const TensorRecord& r : m.tensors()) {
-    if (r.dtype() != "float32") throw CheckpointError(checkpoint + ": tensor " + r.name() + " is " + r.dtype() + ", not float32");
-    reads.emplace_back(&r, torch::empty(std::vector<int64_t>(r.shape().begin(), r.shape().end())));
-  }
-  reader.read_all(reads);  // verified on the way out
+  const auto reads = reader.read_parameters();  // verified on the way out (float32, as every record is checked to be)
 
   std::string aliases = "{";
   std::string header = "{";
