@@ -7,9 +7,12 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "comm/host_allocator.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_runtime.h"
 
@@ -30,7 +33,17 @@ inline std::map<std::string, std::string> parse_bench_flags(int argc, char** arg
   return defaults;
 }
 
+// "--set a=1,b=2": the config overrides of a benchmark, as vlm-train's --set takes them one by one.
+inline std::vector<std::string> config_overrides(const std::string& list, std::vector<std::string> overrides = {}) {
+  std::string item;
+  for (std::istringstream in(list); std::getline(in, item, ',');) {
+    if (!item.empty()) overrides.push_back(item);
+  }
+  return overrides;
+}
+
 inline int bench_main(const char* name, int argc, char** argv, const std::function<int(int, char**)>& bench) {
+  keep_freed_memory_for_reuse();  // Note [Host allocator]
   google::InitGoogleLogging(argv[0]);
   MpiRuntime mpi(&argc, &argv);
   try {

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "comm/host_allocator.h"
+
 namespace vlm {
 namespace {
 
@@ -52,6 +54,7 @@ InferenceOptions parse(int argc, char** argv) {
 }  // namespace
 
 int inference_main(int argc, char** argv, const char* usage, const std::function<int(const InferenceOptions&)>& run) {
+  keep_freed_memory_for_reuse();  // Note [Host allocator]
   const std::string name = std::filesystem::path(argv[0]).filename().string();
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {

@@ -9,6 +9,7 @@
 #include "checkpoint/format.h"
 #include "comm/fault_injection.h"
 #include "comm/flight_recorder.h"
+#include "comm/host_allocator.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_runtime.h"
 #include "comm/peer_monitor.h"
@@ -112,6 +113,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
 }  // namespace vlm
 
 int main(int argc, char** argv) {
+  vlm::keep_freed_memory_for_reuse();  // Note [Host allocator]
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   std::signal(SIGTERM, vlm::request_stop);
