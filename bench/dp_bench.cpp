@@ -6,14 +6,18 @@
 // gives the one-process baseline (bench/dp_throughput.sh compares them).
 //
 //   mpirun -np 2 build/bench/vlm-dp-bench [--config configs/bench.pbtxt] [--steps 8] [--warmup 2]
+//                                         [--precision fp32|bf16] [--overlap both|on] [--set a=1,b=2]
 
 #include <cmath>
 #include <cstdio>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "comm/process_groups.h"
 #include "comm/threads.h"
 #include "comm/topology.h"
+#include "model/parameters.h"
 #include "proto/config_loader.h"
 #include "trainer/trainer.h"
 
@@ -26,6 +30,7 @@ struct Breakdown {
   double step = 0, forward = 0, backward = 0, communication = 0, exposed = 0, optimizer = 0, data = 0;
   double samples_per_second = 0;
   int buckets = 0;
+  int64_t parameters = 0;  // unique: a shared projection counts once
   bool finite = true;
 };
 
@@ -34,6 +39,7 @@ Breakdown measure(const TrainConfig& config, const Topology& topology, const Pro
   Trainer trainer(config, topology, groups, data);
   for (int i = 0; i < warmup; ++i) trainer.train_step();
   Breakdown b;
+  b.parameters = unique_parameter_count(*trainer.stage());
   for (int i = 0; i < steps; ++i) {
     const StepStats s = trainer.train_step();
     b.finite &= std::isfinite(s.loss);
@@ -52,37 +58,51 @@ Breakdown measure(const TrainConfig& config, const Topology& topology, const Pro
 
 int bench(int argc, char** argv) {
   auto flags = parse_bench_flags(argc, argv, {{"config", std::string(VLM_SOURCE_DIR) + "/configs/bench.pbtxt"},
-                                                {"steps", "8"}, {"warmup", "2"}});
+                                                {"steps", "8"}, {"warmup", "2"}, {"precision", "fp32"},
+                                                {"overlap", "both"}, {"set", ""}});
   const std::string config_path = flags["config"];
+  if (flags["precision"] != "fp32" && flags["precision"] != "bf16") {
+    throw std::invalid_argument("--precision: fp32 or bf16");
+  }
+  if (flags["overlap"] != "both" && flags["overlap"] != "on") throw std::invalid_argument("--overlap: both or on");
+  const std::string precision = flags["precision"] == "bf16" ? "device.precision=BF16" : "device.precision=FP32";
   const int steps = std::stoi(flags["steps"]), warmup = std::stoi(flags["warmup"]);
   const Topology topology = make_topology(detect_process(), 1, 0);
   const int threads = threads_per_rank(0, topology.process.cpus, topology.process.cpu_sharers);
   apply_thread_count(threads);
   ProcessGroups groups(topology);
-  const TrainConfig on = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps), "comm.overlap=true"});
-  const TrainConfig off = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps), "comm.overlap=false"});
+  const std::string steps_total = "loop.steps=" + std::to_string(warmup + steps);
+  const auto config = [&](const std::string& overlap) {
+    return load_config(config_path, config_overrides(flags["set"], {steps_total, precision, "comm.overlap=" + overlap}));
+  };
+  const TrainConfig on = config("true");
+  const TrainConfig off = config("false");
   const auto data = load_training_data(on.data());
   const Breakdown overlapped = measure(on, topology, groups, *data, warmup, steps);
-  const Breakdown serial = measure(off, topology, groups, *data, warmup, steps);
+  std::vector<std::pair<const char*, Breakdown>> rows = {{"on", overlapped}};
+  if (flags["overlap"] == "both") rows.emplace_back("off", measure(off, topology, groups, *data, warmup, steps));
 
   if (topology.is_root()) {
-    std::printf("%s, %d ranks x %d threads, global batch %d, %d timed steps after %d warm-up (rank 0, ms/step)\n",
-                config_path.c_str(), topology.world_size(), threads, on.loop().global_batch_size(), steps, warmup);
+    std::printf("%s, %s, %d ranks x %d threads, global batch %d, %d timed steps after %d warm-up (rank 0, ms/step)\n",
+                config_path.c_str(), flags["precision"].c_str(), topology.world_size(), threads,
+                on.loop().global_batch_size(), steps, warmup);
     std::printf("%-8s %9s %9s %9s %9s %9s %9s %9s %8s %10s\n", "overlap", "step", "data", "forward", "backward",
                 "comm", "exposed", "optim", "exp/comm", "samples/s");
-    for (const auto& [name, b] : {std::pair{"on", overlapped}, std::pair{"off", serial}}) {
+    for (const auto& [name, b] : rows) {
       std::printf("%-8s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %8.3f %10.2f\n", name, b.step * 1e3, b.data * 1e3,
                   b.forward * 1e3, b.backward * 1e3, b.communication * 1e3, b.exposed * 1e3, b.optimizer * 1e3,
                   b.communication > 0 ? b.exposed / b.communication : 0.0, b.samples_per_second);
       std::printf("{\"bench\":\"dp_step\",\"ranks\":%d,\"threads\":%d,\"overlap\":%s,\"step_s\":%.5f,\"forward_s\":%.5f,"
                   "\"backward_s\":%.5f,\"comm_s\":%.5f,\"exposed_s\":%.5f,\"optimizer_s\":%.5f,\"buckets\":%d,"
-                  "\"samples_per_second\":%.3f,\"correct\":%s}\n",
+                  "\"samples_per_second\":%.3f,\"precision\":\"%s\",\"parameters\":%lld,\"correct\":%s}\n",
                   topology.world_size(), threads, std::string(name) == "on" ? "true" : "false", b.step, b.forward,
                   b.backward, b.communication, b.exposed, b.optimizer, b.buckets, b.samples_per_second,
-                  b.finite ? "true" : "false");
+                  flags["precision"].c_str(), static_cast<long long>(b.parameters), b.finite ? "true" : "false");
     }
   }
-  return overlapped.finite && serial.finite ? 0 : 1;
+  bool finite = true;
+  for (const auto& row : rows) finite &= row.second.finite;
+  return finite ? 0 : 1;
 }
 
 }  // namespace

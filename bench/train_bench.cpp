@@ -5,7 +5,7 @@
 // Prints a table and, last, one JSON line; exits non-zero when a loss is not finite.
 //
 //   build/bench/vlm-train-bench [--config configs/bench.pbtxt] [--steps 20] [--warmup 3]
-//                               [--device cpu|cuda] [--precision fp32,bf16]
+//                               [--device cpu|cuda] [--precision fp32,bf16] [--set a=1,b=2]
 
 #include <algorithm>
 #include <chrono>
@@ -115,7 +115,7 @@ std::string json(const RunResult& r) {
 int bench(int argc, char** argv) {
   auto flags = parse_bench_flags(argc, argv, {{"config", std::string(VLM_SOURCE_DIR) + "/configs/bench.pbtxt"},
                                                 {"steps", "20"}, {"warmup", "3"}, {"device", "cpu"},
-                                                {"precision", "fp32"}});
+                                                {"precision", "fp32"}, {"set", ""}});
   const std::string config_path = flags["config"];
   const int steps = std::stoi(flags["steps"]), warmup = std::stoi(flags["warmup"]);
   if (flags["device"] != "cpu" && flags["device"] != "cuda") throw std::invalid_argument("--device: cpu or cuda");
@@ -130,8 +130,9 @@ int bench(int argc, char** argv) {
   std::stringstream precisions(flags["precision"]);
   for (std::string precision; std::getline(precisions, precision, ',');) {
     if (precision != "fp32" && precision != "bf16") throw std::invalid_argument("--precision: fp32, bf16 or fp32,bf16");
-    const TrainConfig config = load_config(config_path, {"loop.steps=" + std::to_string(warmup + steps),
-                                                         precision == "bf16" ? "device.precision=BF16" : "device.precision=FP32"});
+    const std::string precision_field = precision == "bf16" ? "device.precision=BF16" : "device.precision=FP32";
+    const TrainConfig config = load_config(
+        config_path, config_overrides(flags["set"], {"loop.steps=" + std::to_string(warmup + steps), precision_field}));
     const auto data = load_training_data(config.data());
     const torch::ScalarType dtype = precision == "bf16" ? torch::kBFloat16 : torch::kFloat;
     // The machine is shared and noisy: the peak is probed before, between and
@@ -150,7 +151,8 @@ int bench(int argc, char** argv) {
   }
 
   std::printf("config %s, device %s, %d threads, %d timed steps after %d warm-up, batch %d\n", config_path.c_str(),
-              device.str().c_str(), threads, steps, warmup, load_config(config_path).loop().global_batch_size());
+              device.str().c_str(), threads, steps, warmup,
+              load_config(config_path, config_overrides(flags["set"])).loop().global_batch_size());
   bool finite = true;
   std::string runs;
   for (const PrecisionResult& r : results) {
