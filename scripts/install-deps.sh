@@ -19,6 +19,7 @@ PACKAGES=(
   curl                                 # tests scrape the Prometheus endpoints
   jq                                   # vlm-launch reads flight records and writes targets; tests check JSON
   python3                              # tests read safetensors and embeddings with an independent reader
+  python3-torch                        # bench/ddp_compare.sh: PyTorch DDP on the same LibTorch
   prometheus                           # promtool and a real server for the monitoring tests
   slurm-wlm munge                      # a real Slurm for the job-script tests
   gnuplot-nox                          # vlm-report's pictures
