@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The benchmark scripts stay true: the PyTorch DDP reference
+# (bench/ddp_reference.py) builds the same model as vlmtrain (same unique
+# parameter count, finite loss in fp32 and bf16), and the scaling model
+# (bench/scaling_model.py) prints its closed forms.
+# usage: bench_scripts_test.sh VLM_DP_BENCH SOURCE_DIR
+set -uo pipefail
+dp_bench=$1 source=$2
+source "$(dirname "$0")/script_lib.sh"
+python=/usr/bin/python3  # Debian's, where python3-torch lives
+field() { sed -nE "s/.*\"$1\": ?([0-9.a-z]+).*/\1/p"; }
+
+echo "== the PyTorch reference has vlmtrain's model"
+"$python" -c 'import torch' 2> /dev/null || fail "python3-torch is missing: run scripts/install-deps.sh"
+vlm=$("$dp_bench" --overlap on --steps 1 --warmup 0 --set loop.global_batch_size=8 2> "$root/vlm.err") ||
+  fail "vlm-dp-bench: $(tail -3 "$root/vlm.err")"
+vlm_parameters=$(echo "$vlm" | grep '"bench":"dp_step"' | field parameters)
+for precision in fp32 bf16; do
+  ref=$("$python" "$source/bench/ddp_reference.py" --ranks 1 --threads 1 --precision $precision --steps 1 --warmup 0 \
+    --global-batch 8 2> "$root/ref.err") || fail "ddp_reference.py --precision $precision: $(tail -3 "$root/ref.err")"
+  [[ $(echo "$ref" | field parameters) == "$vlm_parameters" ]] ||
+    fail "parameters: PyTorch reference $(echo "$ref" | field parameters), vlmtrain $vlm_parameters"
+  [[ $(echo "$ref" | field correct) == true ]] || fail "the reference's loss is not finite in $precision: $ref"
+done
+pass "same parameter count ($vlm_parameters), finite loss in fp32 and bf16"
+
+echo "== the scaling model's closed forms"
+# 2 ranks, 1e6 fp32 parameters, 2 GB/s, 10 us: ring = 2 (n-1)/n S/B + 2 (n-1) alpha = 2.000 + 0.020 ms;
+# 1 ms of compute per sample x 10 samples, all of the allreduce exposed: efficiency 10 / 12.020.
+out=$("$python" "$source/bench/scaling_model.py" --preset here --params 1e6 --grad-bytes 4 --sample-seconds 1e-3 \
+  --batch 10 --gpus 1 2 --stages 1 --algorithm ring --no-overlap) || fail "scaling_model.py: $out"
+row() { echo "$out" | awk -v g="$1" '$1 == g && $3 == 1 { print $4, $7, $8, $9 }'; }
+[[ $(row 1) == "10.000 0.000 0.000 100.0%" ]] || fail "1 rank: want 10.000 ms, no communication, 100%: $(row 1)"
+[[ $(row 2) == "12.020 2.020 2.020 83.2%" ]] || fail "2 ranks: want step 12.020, allreduce 2.020, 83.2%: $(row 2)"
+pass "ring allreduce and efficiency as computed by hand"
+
+echo "bench script tests: $passed passed, 0 failed"
