@@ -112,6 +112,13 @@ TEST(Validation, TheBestIsLowestLossOrHighestRecallAndSurvivesARestore) {
   EXPECT_TRUE(other_set.offer(a));
 }
 
+// R@1's chance counts equal captions: rows {a, a, b, c} -> (2/4)^2 + (1/4)^2 + (1/4)^2.
+TEST(Validation, RecallChanceIsTheShareOfPairsWithEqualCaptions) {
+  const torch::Tensor rows = torch::tensor({1, 2, 1, 2, 3, 4, 5, 6}, torch::kLong).view({4, 2});
+  EXPECT_DOUBLE_EQ(chance_of_same_caption(rows), 0.375);
+  EXPECT_DOUBLE_EQ(chance_of_same_caption(torch::arange(10, torch::kLong).view({5, 2})), 0.2);  // all differ: 1/n
+}
+
 // Zero-shot accuracy as eval.best_metric with no class names is refused before training.
 TEST(Validation, ZeroShotAsTheBestMetricNeedsClassNames) {
   const TrainingData& data = tiny_data();

@@ -33,6 +33,14 @@ std::string zero_shot_prompt(const std::string& pattern, const std::string& clas
   return out;
 }
 
+double chance_of_same_caption(const torch::Tensor& token_rows) {
+  const torch::Tensor counts =
+      std::get<2>(torch::unique_dim(token_rows.cpu(), 0, /*sorted=*/false, /*return_inverse=*/false,
+                                    /*return_counts=*/true));
+  const double n = static_cast<double>(token_rows.size(0));
+  return counts.to(torch::kDouble).pow(2).sum().item<double>() / (n * n);
+}
+
 double ValidationResult::metric(EvalConfig::Metric which) const {
   switch (which) {
     case EvalConfig::CONTRASTIVE_LOSS: return contrastive_loss;
@@ -54,7 +62,7 @@ std::string ValidationResult::summary() const {
                 "validation at step %lld: contrastive loss %.4f, R@1 image->text %.4f text->image %.4f (%lld "
                 "held-out samples, chance %.4f)",
                 static_cast<long long>(step), contrastive_loss, image_to_text_r1, text_to_image_r1,
-                static_cast<long long>(samples), 1.0 / static_cast<double>(samples));
+                static_cast<long long>(samples), r1_chance);
   std::string out = text;
   if (zero_shot_samples > 0) {
     std::snprintf(text, sizeof text, ", zero-shot accuracy %.4f (%lld samples, %lld classes)", zero_shot_accuracy,
@@ -157,6 +165,7 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
   r.contrastive_loss = s[0] / (2.0 * static_cast<double>(n));
   r.image_to_text_r1 = s[1] / static_cast<double>(n);
   r.text_to_image_r1 = s[2] / static_cast<double>(n);
+  r.r1_chance = chance_of_same_caption(token_rows);
   r.zero_shot_samples = static_cast<int64_t>(s[4]);
   r.zero_shot_classes = static_cast<int64_t>(classes_.size());
   r.zero_shot_accuracy = s[4] > 0 ? s[3] / s[4] : 0.0;

@@ -29,6 +29,7 @@ struct ValidationResult {
   double contrastive_loss = 0;
   double image_to_text_r1 = 0;
   double text_to_image_r1 = 0;
+  double r1_chance = 0;  // R@1 of a random guess: chance_of_same_caption
   int64_t zero_shot_samples = 0;  // samples naming a class; 0: no zero-shot accuracy
   int64_t zero_shot_classes = 0;
   double zero_shot_accuracy = 0;
@@ -37,6 +38,11 @@ struct ValidationResult {
   double metric(EvalConfig::Metric which) const;
   std::string summary() const;  // one line
 };
+
+// R@1 counts a retrieval right when its caption's tokens equal the true
+// caption's, so a random guess is right with the probability that two samples
+// share a caption: the sum over distinct rows of (count / n)^2.
+double chance_of_same_caption(const torch::Tensor& token_rows);
 
 // "a photo of {a} {}" with "sneaker" -> "a photo of a sneaker" ({a}: "a" or "an").
 std::string zero_shot_prompt(const std::string& pattern, const std::string& class_name);
