@@ -42,6 +42,15 @@ inline std::vector<std::string> config_overrides(const std::string& list, std::v
   return overrides;
 }
 
+// "fp32" or "bf16" as the config override device.precision=FP32 or BF16.
+inline std::string precision_override(const std::string& precision) {
+  if (precision != "fp32" && precision != "bf16") {
+    throw std::invalid_argument("--precision: fp32 or bf16 (a list of them for vlm-train-bench), not '" + precision +
+                                "'");
+  }
+  return precision == "bf16" ? "device.precision=BF16" : "device.precision=FP32";
+}
+
 inline int bench_main(const char* name, int argc, char** argv, const std::function<int(int, char**)>& bench) {
   keep_freed_memory_for_reuse();  // Note [Host allocator]
   google::InitGoogleLogging(argv[0]);

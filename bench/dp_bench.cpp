@@ -61,11 +61,8 @@ int bench(int argc, char** argv) {
                                                 {"steps", "8"}, {"warmup", "2"}, {"precision", "fp32"},
                                                 {"overlap", "both"}, {"set", ""}});
   const std::string config_path = flags["config"];
-  if (flags["precision"] != "fp32" && flags["precision"] != "bf16") {
-    throw std::invalid_argument("--precision: fp32 or bf16");
-  }
+  const std::string precision = precision_override(flags["precision"]);
   if (flags["overlap"] != "both" && flags["overlap"] != "on") throw std::invalid_argument("--overlap: both or on");
-  const std::string precision = flags["precision"] == "bf16" ? "device.precision=BF16" : "device.precision=FP32";
   const int steps = std::stoi(flags["steps"]), warmup = std::stoi(flags["warmup"]);
   const Topology topology = make_topology(detect_process(), 1, 0);
   const int threads = threads_per_rank(0, topology.process.cpus, topology.process.cpu_sharers);
@@ -73,14 +70,14 @@ int bench(int argc, char** argv) {
   ProcessGroups groups(topology);
   const std::string steps_total = "loop.steps=" + std::to_string(warmup + steps);
   const auto config = [&](const std::string& overlap) {
-    return load_config(config_path, config_overrides(flags["set"], {steps_total, precision, "comm.overlap=" + overlap}));
+    const std::vector<std::string> fixed = {steps_total, precision, "comm.overlap=" + overlap};
+    return load_config(config_path, config_overrides(flags["set"], fixed));
   };
   const TrainConfig on = config("true");
-  const TrainConfig off = config("false");
   const auto data = load_training_data(on.data());
-  const Breakdown overlapped = measure(on, topology, groups, *data, warmup, steps);
-  std::vector<std::pair<const char*, Breakdown>> rows = {{"on", overlapped}};
-  if (flags["overlap"] == "both") rows.emplace_back("off", measure(off, topology, groups, *data, warmup, steps));
+  const auto run = [&](const TrainConfig& c) { return measure(c, topology, groups, *data, warmup, steps); };
+  std::vector<std::pair<const char*, Breakdown>> rows = {{"on", run(on)}};
+  if (flags["overlap"] == "both") rows.emplace_back("off", run(config("false")));
 
   if (topology.is_root()) {
     std::printf("%s, %s, %d ranks x %d threads, global batch %d, %d timed steps after %d warm-up (rank 0, ms/step)\n",

@@ -129,10 +129,9 @@ int bench(int argc, char** argv) {
   std::vector<PrecisionResult> results;
   std::stringstream precisions(flags["precision"]);
   for (std::string precision; std::getline(precisions, precision, ',');) {
-    if (precision != "fp32" && precision != "bf16") throw std::invalid_argument("--precision: fp32, bf16 or fp32,bf16");
-    const std::string precision_field = precision == "bf16" ? "device.precision=BF16" : "device.precision=FP32";
-    const TrainConfig config = load_config(
-        config_path, config_overrides(flags["set"], {"loop.steps=" + std::to_string(warmup + steps), precision_field}));
+    const std::vector<std::string> fixed = {"loop.steps=" + std::to_string(warmup + steps),
+                                            precision_override(precision)};
+    const TrainConfig config = load_config(config_path, config_overrides(flags["set"], fixed));
     const auto data = load_training_data(config.data());
     const torch::ScalarType dtype = precision == "bf16" ? torch::kBFloat16 : torch::kFloat;
     // The machine is shared and noisy: the peak is probed before, between and
