@@ -165,7 +165,7 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
   r.contrastive_loss = s[0] / (2.0 * static_cast<double>(n));
   r.image_to_text_r1 = s[1] / static_cast<double>(n);
   r.text_to_image_r1 = s[2] / static_cast<double>(n);
-  r.r1_chance = chance_of_same_caption(token_rows);
+  r.r1_chance = chance_of_same_caption(tokens);  // the host copy: no read back from a GPU
   r.zero_shot_samples = static_cast<int64_t>(s[4]);
   r.zero_shot_classes = static_cast<int64_t>(classes_.size());
   r.zero_shot_accuracy = s[4] > 0 ? s[3] / s[4] : 0.0;
