@@ -33,7 +33,8 @@ PRESETS = {
     "h100": dict(intra_bw=450e9, intra_alpha=3e-6, inter_bw=50e9, inter_alpha=8e-6, gpus_per_node=8),
     # Horovod's 2017 benchmark: 4 Pascal GPUs per server (PCIe), RoCE 25 Gbit/s per server shared by its 4 GPUs.
     "horovod-p100": dict(intra_bw=10e9, intra_alpha=10e-6, inter_bw=25e9 / 8, inter_alpha=20e-6, gpus_per_node=4),
-    # This machine: one node; bandwidth and latency fitted to vlm-commbench (bench/RESULTS.md).
+    # This machine: one node. Round figures from vlm-commbench in bench/RESULTS.md: busbw ~2 GB/s at
+    # 64-256 MiB, and ~9 us for a 4 KiB allreduce (alpha rounded up to 10 us).
     "here": dict(intra_bw=2.0e9, intra_alpha=10e-6, inter_bw=2.0e9, inter_alpha=10e-6, gpus_per_node=1 << 30),
 }
 
