@@ -31,6 +31,7 @@ struct Breakdown {
   double samples_per_second = 0;
   int buckets = 0;
   int64_t parameters = 0;  // unique: a shared projection counts once
+  int64_t optimizer_state_bytes = 0;  // on rank 0 (its shard under ZeRO-1)
   bool finite = true;
 };
 
@@ -40,6 +41,7 @@ Breakdown measure(const TrainConfig& config, const Topology& topology, const Pro
   for (int i = 0; i < warmup; ++i) trainer.train_step();
   Breakdown b;
   b.parameters = unique_parameter_count(*trainer.stage());
+  b.optimizer_state_bytes = trainer.optimizer_state_bytes();
   for (int i = 0; i < steps; ++i) {
     const StepStats s = trainer.train_step();
     b.finite &= std::isfinite(s.loss);
@@ -91,10 +93,12 @@ int bench(int argc, char** argv) {
                   b.communication > 0 ? b.exposed / b.communication : 0.0, b.samples_per_second);
       std::printf("{\"bench\":\"dp_step\",\"ranks\":%d,\"threads\":%d,\"overlap\":%s,\"step_s\":%.5f,\"forward_s\":%.5f,"
                   "\"backward_s\":%.5f,\"comm_s\":%.5f,\"exposed_s\":%.5f,\"optimizer_s\":%.5f,\"buckets\":%d,"
-                  "\"samples_per_second\":%.3f,\"precision\":\"%s\",\"parameters\":%lld,\"correct\":%s}\n",
+                  "\"samples_per_second\":%.3f,\"precision\":\"%s\",\"parameters\":%lld,\"zero_stage\":%d,"
+                  "\"optimizer_state_bytes\":%lld,\"correct\":%s}\n",
                   topology.world_size(), threads, std::string(name) == "on" ? "true" : "false", b.step, b.forward,
                   b.backward, b.communication, b.exposed, b.optimizer, b.buckets, b.samples_per_second,
-                  flags["precision"].c_str(), static_cast<long long>(b.parameters), b.finite ? "true" : "false");
+                  flags["precision"].c_str(), static_cast<long long>(b.parameters), on.optim().zero_stage(),
+                  static_cast<long long>(b.optimizer_state_bytes), b.finite ? "true" : "false");
     }
   }
   bool finite = true;

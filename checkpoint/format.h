@@ -19,9 +19,11 @@
 
 namespace vlm {
 
+// 5: optimizer state in pieces (OptimizerRecord.start): ZeRO-1 shards.
+// 4: the data identity.
 // 3: the manifest and `latest` carry their own CRC-32C; a lineage id.
 // 2: CRC-32C tensor checksums (still read).
-constexpr int kCheckpointFormatVersion = 4;
+constexpr int kCheckpointFormatVersion = 5;
 constexpr int kOldestReadableFormatVersion = 2;
 
 class CheckpointError : public std::runtime_error {

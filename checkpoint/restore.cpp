@@ -4,11 +4,75 @@
 
 #include <google/protobuf/util/message_differencer.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 
 
 namespace vlm {
+
+namespace {
+
+int64_t numel_of(const TensorRecord& r) {
+  int64_t n = 1;
+  for (int64_t d : r.shape()) n *= d;
+  return n;
+}
+
+// Part of a checkpoint piece, read whole into `from`, that one of our states needs.
+struct PieceCopy {
+  torch::Tensor from;
+  int64_t from_offset = 0;
+  torch::Tensor* to = nullptr;
+  int64_t to_offset = 0, count = 0;
+};
+
+// Each of our optimizer states (a run of a parameter's elements) is filled
+// from the checkpoint's pieces of that parameter that overlap it, whatever
+// their boundaries: another DP size, ZeRO-1 on one side only, or a format-4
+// record holding the whole parameter in its shape. A piece that matches a
+// state exactly is read straight into it; the others through a temporary.
+// States of parameters the checkpoint has no optimizer records for (an
+// exported model) are left as they are.
+std::vector<PieceCopy> plan_optimizer_reads(const CheckpointReader& reader, std::vector<AdamState>* optimizer,
+                                            std::vector<std::pair<const TensorRecord*, torch::Tensor>>& reads) {
+  std::vector<PieceCopy> copies;
+  if (optimizer == nullptr) return copies;
+  std::map<std::string, std::vector<const OptimizerRecord*>> pieces;
+  for (const auto& o : reader.manifest().optimizer()) pieces[o.parameter()].push_back(&o);
+  for (AdamState& a : *optimizer) {
+    auto it = pieces.find(a.parameter);
+    if (it == pieces.end()) continue;
+    const int64_t begin = a.start, end = a.start + a.exp_avg.numel();
+    int64_t covered = 0;
+    for (const OptimizerRecord* o : it->second) {
+      const int64_t first = o->start(), last = first + numel_of(o->exp_avg());
+      const int64_t lo = std::max(begin, first), hi = std::min(end, last);
+      if (lo >= hi) continue;
+      covered += hi - lo;
+      a.step = o->step();
+      const std::vector<int64_t> shape(o->exp_avg().shape().begin(), o->exp_avg().shape().end());
+      if (first == begin && last == end) {
+        reads.emplace_back(&o->exp_avg(), a.exp_avg.view(shape));
+        reads.emplace_back(&o->exp_avg_sq(), a.exp_avg_sq.view(shape));
+        continue;
+      }
+      for (auto [record, to] : {std::make_pair(&o->exp_avg(), &a.exp_avg), std::make_pair(&o->exp_avg_sq(), &a.exp_avg_sq)}) {
+        PieceCopy c{torch::empty(shape, torch::kFloat), lo - first, to, lo - begin, hi - lo};
+        reads.emplace_back(record, c.from);
+        copies.push_back(std::move(c));
+      }
+    }
+    if (covered != end - begin) {
+      throw CheckpointError(reader.directory() + ": the optimizer records of '" + a.parameter + "' hold " +
+                            std::to_string(covered) + " values for its elements [" + std::to_string(begin) + ", " +
+                            std::to_string(end) + "), not " + std::to_string(end - begin) + ": the manifest is damaged");
+    }
+  }
+  return copies;
+}
+
+}  // namespace
 
 void check_same_tokenizer(const CheckpointReader& reader, const DataIdentity& now) {
   if (!reader.manifest().has_data()) return;
@@ -57,12 +121,6 @@ void restore_parameters(const CheckpointReader& reader, const ModelConfig& model
   }
   std::map<std::string, const TensorRecord*> records;
   for (const auto& r : m.tensors()) records[r.name()] = &r;
-  std::map<std::string, const OptimizerRecord*> adam_records;
-  for (const auto& o : m.optimizer()) adam_records[o.parameter()] = &o;
-  std::map<std::string, AdamState*> adam;
-  if (optimizer != nullptr) {
-    for (AdamState& a : *optimizer) adam[a.parameter] = &a;
-  }
   std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;  // checked first, read together
   for (const UniqueParameter& p : parameters) {
     auto it = records.find(p.name);
@@ -74,14 +132,13 @@ void restore_parameters(const CheckpointReader& reader, const ModelConfig& model
                             std::to_string(p.aliases.size()));
     }
     reads.emplace_back(it->second, p.tensor);
-    auto adam_record = adam_records.find(p.name);
-    auto state = adam.find(p.name);
-    if (adam_record == adam_records.end() || state == adam.end()) continue;
-    state->second->step = adam_record->second->step();
-    reads.emplace_back(&adam_record->second->exp_avg(), state->second->exp_avg);
-    reads.emplace_back(&adam_record->second->exp_avg_sq(), state->second->exp_avg_sq);
   }
+  const std::vector<PieceCopy> copies = plan_optimizer_reads(reader, optimizer, reads);
   reader.read_all(reads);
+  torch::NoGradGuard no_grad;
+  for (const PieceCopy& c : copies) {
+    c.to->narrow(0, c.to_offset, c.count).copy_(c.from.reshape({-1}).narrow(0, c.from_offset, c.count));
+  }
 }
 
 int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& config, int rank,

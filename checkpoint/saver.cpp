@@ -47,7 +47,7 @@ void copy_to_staging(CheckpointSnapshot& snap, torch::Tensor& staging) {
 // This rank's tensors into its shard file, fsynced; returns their records.
 Manifest write_shard(const CheckpointSnapshot& snap, const std::string& directory) {
   Manifest manifest;
-  if (snap.parameters.empty()) return manifest;
+  if (snap.parameters.empty() && snap.optimizer.empty()) return manifest;
   // Checksums first, in parallel; then one sequential write.
   std::vector<const torch::Tensor*> order;
   for (const auto& p : snap.parameters) order.push_back(&p.tensor);
@@ -66,8 +66,10 @@ Manifest write_shard(const CheckpointSnapshot& snap, const std::string& director
     OptimizerRecord* record = manifest.add_optimizer();
     record->set_parameter(o.parameter);
     record->set_step(o.step);
-    *record->mutable_exp_avg() = shard.append(o.parameter + "#exp_avg", o.exp_avg, crcs[next++]);
-    *record->mutable_exp_avg_sq() = shard.append(o.parameter + "#exp_avg_sq", o.exp_avg_sq, crcs[next++]);
+    record->set_start(o.start);
+    const std::string piece = o.parameter + (o.start == 0 ? "" : "@" + std::to_string(o.start));
+    *record->mutable_exp_avg() = shard.append(piece + "#exp_avg", o.exp_avg, crcs[next++]);
+    *record->mutable_exp_avg_sq() = shard.append(piece + "#exp_avg_sq", o.exp_avg_sq, crcs[next++]);
   }
   shard.commit();
   return manifest;
@@ -136,15 +138,8 @@ CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const 
     const torch::Tensor d = t.detach();
     return d.device().is_cpu() && d.is_contiguous() ? d : d.to(torch::kCPU).contiguous();
   };
-  std::map<std::string, const AdamState*> adam;
-  for (const AdamState& a : optimizer) adam[a.parameter] = &a;
-  for (const UniqueParameter& p : to_write) {
-    snap.parameters.push_back({p.name, p.aliases, host(p.tensor)});
-    auto it = adam.find(p.name);
-    if (it == adam.end()) continue;
-    const AdamState& a = *it->second;
-    snap.optimizer.push_back({p.name, a.step, host(a.exp_avg), host(a.exp_avg_sq)});
-  }
+  for (const UniqueParameter& p : to_write) snap.parameters.push_back({p.name, p.aliases, host(p.tensor)});
+  for (const AdamState& a : optimizer) snap.optimizer.push_back({a.parameter, a.start, a.step, host(a.exp_avg), host(a.exp_avg_sq)});
   return snap;
 }
 

@@ -42,15 +42,14 @@ struct CheckpointSnapshot {
   torch::Tensor rng_state;
   std::vector<Parameter> parameters;  // empty on ranks that do not write tensors
   std::vector<AdamState> optimizer;  // tensors: live, or copies (AsyncCheckpointer)
-  int shard = 0;                      // this writer's shard-NNNNN.bin (its pipeline stage)
+  int shard = 0;                      // this writer's shard-NNNNN.bin (its stage, + stages x dp_rank under ZeRO-1)
   std::vector<int> stage_starts{0};   // first block of each pipeline stage
 };
 
-// What a trainer hands over to be saved: the parameters this rank writes
-// (empty if it writes none) and its optimizer's state (that of the others is
-// left out). The
-// snapshot refers to the live host tensors (a GPU's are copied to the host
-// now); the step, RNG state and metadata are captured now.
+// What a trainer hands over to be saved: the parameters and the optimizer
+// state this rank writes (either may be empty). The snapshot refers to the
+// live host tensors (a GPU's are copied to the host now); the step, RNG state
+// and metadata are captured now.
 CheckpointSnapshot make_snapshot(int64_t step, const TrainConfig& config, const Topology& topology,
                                  const std::vector<UniqueParameter>& to_write, const std::vector<AdamState>& optimizer);
 

@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 
@@ -12,6 +13,10 @@ namespace vlm {
 
 struct GradientReducer::Bucket {
   torch::Tensor buffer;              // flat float32; parameters' gradients are views into it
+  torch::Tensor values;              // the same layout; parameters' values are views into it
+  torch::Tensor reduced;             // ZeRO-1: this rank's shard of the averaged gradient
+  int64_t shard = 0;                 // elements per rank (ZeRO-1), or the whole bucket
+  bool whole = true;                 // allreduced: every rank gets the whole average
   std::vector<size_t> parameters;
   size_t pending = 0;                // parameters not yet ready in this backward
   WorkPtr work;                      // the in-flight allreduce, if launched
@@ -45,10 +50,13 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
-GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, Backend& backend, ReducerOptions options)
+GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, Backend& backend, ReducerOptions options,
+                                 std::vector<bool> whole_gradient)
     : parameters_(std::move(parameters)), backend_(backend), options_(options),
+      sharded_(options.shard && backend.size() > 1),
       bucket_of_(parameters_.size()), ready_(parameters_.size(), false),
       hook_state_(std::make_shared<HookState>()) {
+  whole_gradient.resize(parameters_.size(), false);
   // Buckets in reverse registration order: backward finishes the last layers first.
   int64_t cap = options_.first_bucket_bytes;
   std::vector<size_t> current;
@@ -71,19 +79,43 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, Backend&
   }
   close_bucket();
 
+  const int64_t ranks = sharded_ ? backend_.size() : 1;
+  const int64_t rank = sharded_ ? backend_.rank() : 0;
+  torch::NoGradGuard no_grad;
   for (size_t b = 0; b < buckets_.size(); ++b) {
     Bucket& bucket = buckets_[b];
     int64_t elements = 0;
     for (size_t i : bucket.parameters) elements += parameters_[i].numel();
-    bucket.buffer = torch::zeros({elements}, parameters_[bucket.parameters.front()].options().requires_grad(false));
+    bucket.shard = (elements + ranks - 1) / ranks;  // padded with zeros to shard x ranks
+    const auto options = parameters_[bucket.parameters.front()].options().requires_grad(false);
+    bucket.buffer = torch::zeros({bucket.shard * ranks}, options);
+    bucket.values = torch::zeros({bucket.shard * ranks}, options);
+    bucket.whole = !sharded_;
     int64_t offset = 0;
     for (size_t i : bucket.parameters) {
       torch::Tensor& p = parameters_[i];
+      bucket.whole = bucket.whole || whole_gradient[i];
+      torch::Tensor values = bucket.values.narrow(0, offset, p.numel());
+      values.copy_(p.detach().reshape({-1}));
+      p.set_data(values.view_as(p));
       p.mutable_grad() = bucket.buffer.narrow(0, offset, p.numel()).view_as(p);
       offset += p.numel();
       bucket_of_[i] = b;
     }
+    if (!bucket.whole) bucket.reduced = torch::empty({bucket.shard}, options);
     bucket.pending = bucket.parameters.size();
+    // This rank's segments: each parameter's overlap with [rank x shard, (rank + 1) x shard).
+    const int64_t first = rank * bucket.shard, last = first + bucket.shard;
+    offset = 0;
+    for (size_t i : bucket.parameters) {
+      const int64_t begin = std::max(offset, first), end = std::min(offset + parameters_[i].numel(), last);
+      if (begin < end) {
+        const torch::Tensor gradient = bucket.whole ? bucket.buffer.narrow(0, begin, end - begin)
+                                                    : bucket.reduced.narrow(0, begin - first, end - begin);
+        segments_.push_back({i, begin - offset, bucket.values.narrow(0, begin, end - begin), gradient});
+      }
+      offset += parameters_[i].numel();
+    }
   }
 
   hook_state_->reducer = this;
@@ -142,7 +174,8 @@ void GradientReducer::launch_ready_buckets() {
 
 void GradientReducer::launch(Bucket& bucket) {
   if (backend_.size() == 1) return;
-  bucket.work = backend_.allreduce(bucket.buffer, {ReduceOp::kAvg, options_.timeout});
+  bucket.work = bucket.whole ? backend_.allreduce(bucket.buffer, {ReduceOp::kAvg, options_.timeout})
+                             : backend_.reduce_scatter(bucket.buffer, bucket.reduced, {ReduceOp::kAvg, options_.timeout});
 }
 
 void GradientReducer::finalize() {
@@ -169,16 +202,19 @@ void GradientReducer::finalize() {
 
 void GradientReducer::broadcast_parameters(int root, Millis timeout) {
   if (backend_.size() == 1) return;
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> flat;
-  for (const torch::Tensor& p : parameters_) flat.push_back(p.detach().reshape({-1}));
-  torch::Tensor buffer = torch::cat(flat);
-  backend_.broadcast(buffer, {root, timeout})->wait();
-  int64_t offset = 0;
-  for (torch::Tensor& p : parameters_) {
-    p.detach().copy_(buffer.narrow(0, offset, p.numel()).view_as(p));
-    offset += p.numel();
+  std::vector<WorkPtr> works;
+  for (Bucket& bucket : buckets_) works.push_back(backend_.broadcast(bucket.values, {root, timeout}));
+  for (auto& work : works) work->wait();
+}
+
+void GradientReducer::gather_parameters(Millis timeout) {
+  if (!sharded_) return;
+  std::vector<WorkPtr> works;
+  for (Bucket& bucket : buckets_) {
+    const torch::Tensor mine = bucket.values.narrow(0, backend_.rank() * bucket.shard, bucket.shard);
+    works.push_back(backend_.allgather(mine, bucket.values, {timeout}));
   }
+  for (auto& work : works) work->wait();
 }
 
 std::vector<int64_t> GradientReducer::bucket_bytes() const {

@@ -14,6 +14,21 @@
 // launches any bucket still waiting (parameters unused this step keep zero
 // gradients), waits for all, and leaves averaged gradients in place.
 //
+// Parameters live in the buckets too: each parameter's values are a view into
+// its bucket's flat `values`, laid out like the gradients, so an optimizer can
+// update a bucket's run of parameters in place and ZeRO can gather them.
+//
+// Note [ZeRO-1]: with `shard`, each bucket (padded to a multiple of the DP
+// size) is split into equal shards, one per rank. A bucket is reduce-scattered
+// instead of allreduced, so each rank receives the average of its shard only;
+// the optimizer updates that shard of the parameters (shard_segments()), and
+// gather_parameters() all-gathers every rank's updated shard in place. The
+// bytes on the wire equal an allreduce's (a ring allreduce is a
+// reduce-scatter then an all-gather); the optimizer state is 1/dp. Buckets
+// holding a parameter that needs its whole gradient afterwards (one tied
+// across pipeline stages, summed over them after this reduction) are
+// allreduced as before; their shard is still the only part updated here.
+//
 // Gradient accumulation: set_synchronize(false) for all but the last
 // micro-batch of a step, and the hooks only let gradients accumulate (DDP's
 // no_sync). The caller zeroes gradients with zero_grad(), never by setting
@@ -36,7 +51,17 @@ struct ReducerOptions {
   int64_t bucket_cap_bytes = kDefaultBucketCapBytes;
   int64_t first_bucket_bytes = kDefaultFirstBucketBytes;
   bool overlap = true;  // false: every bucket is reduced in finalize(), after backward
+  bool shard = false;   // ZeRO-1 (Note [ZeRO-1]); no effect on a group of one
   Millis timeout = kDefaultTimeout;
+};
+
+// A run of one parameter's elements within this rank's shard of a bucket:
+// what the optimizer updates. Without sharding, every whole parameter.
+struct ShardSegment {
+  size_t parameter = 0;    // index into the reducer's parameters
+  int64_t start = 0;       // first element, in the parameter's flattened values
+  torch::Tensor values;    // 1-D view into the bucket's parameter values
+  torch::Tensor gradient;  // 1-D view of the same elements' averaged gradient (after finalize())
 };
 
 // What the last synchronised backward's reduction did.
@@ -50,8 +75,12 @@ struct ReductionStats {
 
 class GradientReducer {
  public:
-  // `parameters` must be unique, float32, contiguous and on one device.
-  GradientReducer(std::vector<torch::Tensor> parameters, Backend& backend, ReducerOptions options);
+  // `parameters` must be unique, float32, contiguous and on one device; their
+  // values move into the buckets (set_data: the tensors keep their identity).
+  // `whole_gradient[i]`: parameter i's whole averaged gradient is needed
+  // after finalize(), not just this rank's shard (default: none).
+  GradientReducer(std::vector<torch::Tensor> parameters, Backend& backend, ReducerOptions options,
+                  std::vector<bool> whole_gradient = {});
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -62,8 +91,13 @@ class GradientReducer {
   void set_timeout(Millis timeout) { options_.timeout = timeout; }
   void finalize();
 
-  // Copies `root`'s parameter values to every rank (one flat broadcast).
+  // Copies `root`'s parameter values to every rank (one broadcast per bucket).
   void broadcast_parameters(int root, Millis timeout);
+  // This rank's part of the parameters and their reduced gradients, in bucket order.
+  const std::vector<ShardSegment>& shard_segments() const { return segments_; }
+  bool sharded() const { return sharded_; }
+  // ZeRO-1: every rank's updated shard to every rank (in place); a no-op unsharded.
+  void gather_parameters(Millis timeout);
 
   // Bucket sizes in bytes, in launch order.
   std::vector<int64_t> bucket_bytes() const;
@@ -80,6 +114,8 @@ class GradientReducer {
   std::vector<torch::Tensor> parameters_;
   Backend& backend_;
   ReducerOptions options_;
+  bool sharded_ = false;  // options_.shard on a group of more than one
+  std::vector<ShardSegment> segments_;
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;  // parameter -> bucket
   std::vector<bool> ready_;        // parameter -> gradient complete this backward

@@ -333,13 +333,16 @@ WorkPtr MpiBackend::allgather(torch::Tensor input, torch::Tensor output, const C
     output.copy_(input.view_as(output));
     return completed_work();
   }
-  return enqueue("allgather", input.nbytes(), what, options.timeout, -1, false, [this, what, input, output]() mutable {
+  // In place when the input is this rank's slice of the output (ZeRO's
+  // parameter gather), as NCCL allows: MPI forbids overlapping buffers.
+  const bool in_place = input.data_ptr() == static_cast<char*>(output.data_ptr()) + rank() * input.nbytes();
+  return enqueue("allgather", input.nbytes(), what, options.timeout, -1, false, [this, what, input, output, in_place]() mutable {
     check_signature(what, kAllgather, input, 0);
     const MPI_Datatype type = mpi_type(input.scalar_type());
     const int64_t n = input.numel(), per_call = elements_per_call(input);
     if (n <= per_call) {
-      VLM_MPI_CHECK(MPI_Allgather(input.data_ptr(), static_cast<int>(n), type, output.data_ptr(), static_cast<int>(n),
-                                  type, comm_));
+      VLM_MPI_CHECK(MPI_Allgather(in_place ? MPI_IN_PLACE : input.data_ptr(), static_cast<int>(n), type,
+                                  output.data_ptr(), static_cast<int>(n), type, comm_));
       return;
     }
     // In pieces: gather piece p of every rank, then put each where its rank's slice belongs.

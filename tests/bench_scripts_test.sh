@@ -2,7 +2,8 @@
 # The benchmark scripts stay true: the PyTorch DDP reference
 # (bench/ddp_reference.py) builds the same model as vlmtrain (same unique
 # parameter count, finite loss in fp32 and bf16), and the scaling model
-# (bench/scaling_model.py) prints its closed forms.
+# (bench/scaling_model.py) prints its closed forms, and bench/zero_compare.sh
+# measures ZeRO-1's optimizer state at 1/ranks of the unsharded one.
 # usage: bench_scripts_test.sh VLM_DP_BENCH SOURCE_DIR
 set -uo pipefail
 dp_bench=$1 source=$2
@@ -33,5 +34,13 @@ row() { echo "$out" | awk -v g="$1" '$1 == g && $3 == 1 { print $4, $7, $8, $9 }
 [[ $(row 1) == "10.000 0.000 0.000 100.0%" ]] || fail "1 rank: want 10.000 ms, no communication, 100%: $(row 1)"
 [[ $(row 2) == "12.020 2.020 2.020 83.2%" ]] || fail "2 ranks: want step 12.020, allreduce 2.020, 83.2%: $(row 2)"
 pass "ring allreduce and efficiency as computed by hand"
+
+echo "== ZeRO-1 against plain DP"
+out=$(VLM_DP_BENCH=$dp_bench bash "$source/bench/zero_compare.sh" --rounds 1 --ranks 2 --steps 1 \
+  --config "$source/configs/tiny_test.pbtxt" 2>&1) || fail "zero_compare.sh: $(echo "$out" | tail -3)"
+echo "$out"
+share=$(echo "$out" | sed -nE 's/.*unsharded = ([0-9.]+)$/\1/p')
+awk -v s="$share" 'BEGIN { exit !(s >= 1 && s < 1.05) }' || fail "rank 0's shard x 2 / unsharded state: want 1 (padding only), got '$share'"
+pass "ZeRO-1 holds 1/2 of the optimizer state per rank ($share x the even share)"
 
 echo "bench script tests: $passed passed, 0 failed"

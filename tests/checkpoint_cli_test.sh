@@ -79,17 +79,26 @@ mpirun --oversubscribe -np 2 "$train" --config "$config" --set parallel.pipeline
 grep -q "resumed from $root/pp/step-00000006 at step 6" "$root/pp1.log" || fail "did not resume the pipeline checkpoint"
 pass "pipeline checkpoints"
 
-echo "== formats 2 and 3 (the committed fixtures) resume and continue in format 4"
-"$train" --config "$fixture/config.pbtxt" --set checkpoint.dir="$root/v2" --set loop.steps=4 \
-  --resume "$fixture/ckpt/latest" > "$root/v2.log" 2>&1 || fail "resuming the format-2 fixture"$'\n'"$(tail -5 "$root/v2.log")"
-grep -q "resumed from $fixture/ckpt/step-00000002 at step 2" "$root/v2.log" || fail "did not resume the fixture at step 2"
-"$ckpt" inspect "$root/v2" | grep -q "format 4, step 4" || fail "the continued run did not write format 4"
-v3=${fixture%-v2}-v3
-"$train" --config "$v3/config.pbtxt" --set checkpoint.dir="$root/v3" --set loop.steps=4 \
-  --resume "$v3/ckpt/latest" > "$root/v3.log" 2>&1 || fail "resuming the format-3 fixture"$'\n'"$(tail -5 "$root/v3.log")"
-grep -q "resumed from $v3/ckpt/step-00000002 at step 2" "$root/v3.log" || fail "did not resume the format-3 fixture"
-"$ckpt" inspect "$root/v3" | grep -q "format 4, step 4" || fail "the continued format-3 run did not write format 4"
-pass "formats 2 and 3 load"
+echo "== ZeRO-1: 2 ranks write their optimizer shards; one process resumes"
+mpirun --oversubscribe -np 2 "$train" --config "$config" --set optim.zero_stage=1 \
+  --set checkpoint.dir="$root/zero" --set loop.steps=6 > "$root/zero.log" 2>&1 || fail "ZeRO-1 run"$'\n'"$(tail -5 "$root/zero.log")"
+grep -q "ZeRO-1" "$root/zero.log" || fail "the ZeRO-1 run did not say so"
+"$ckpt" verify "$root/zero" > /dev/null || fail "the ZeRO-1 checkpoint does not verify"
+ls "$root"/zero/step-00000006/shard-00001.bin > /dev/null || fail "rank 1 wrote no optimizer shard"
+"$train" --config "$config" --set checkpoint.dir="$root/zero" --set loop.steps=8 \
+  --resume latest > "$root/zero1.log" 2>&1 || fail "one process resuming a ZeRO-1 checkpoint"
+grep -q "resumed from $root/zero/step-00000006 at step 6" "$root/zero1.log" || fail "did not resume the ZeRO-1 checkpoint"
+pass "ZeRO-1 checkpoints"
+
+echo "== formats 2, 3 and 4 (the committed fixtures) resume and continue in format 5"
+for version in 2 3 4; do
+  dir=${fixture%-v2}-v$version
+  "$train" --config "$dir/config.pbtxt" --set checkpoint.dir="$root/v$version" --set loop.steps=4 \
+    --resume "$dir/ckpt/latest" > "$root/v$version.log" 2>&1 || fail "resuming the format-$version fixture"$'\n'"$(tail -5 "$root/v$version.log")"
+  grep -q "resumed from $dir/ckpt/step-00000002 at step 2" "$root/v$version.log" || fail "did not resume the format-$version fixture at step 2"
+  "$ckpt" inspect "$root/v$version" | grep -q "format 5, step 4" || fail "the continued format-$version run did not write format 5"
+done
+pass "formats 2, 3 and 4 load"
 
 echo "== preemption: SIGUSR1 to mpirun, and SIGTERM to one rank alone"
 mpirun --oversubscribe -np 2 "$train" --config "$config" --set checkpoint.dir="$root/p" --set loop.steps=100000 \

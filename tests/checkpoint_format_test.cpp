@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 #include "checkpoint/directory.h"
 #include "checkpoint/durable_file.h"
@@ -167,6 +168,40 @@ TEST(CheckpointFormat, Version3FixtureStillLoads) {
   std::vector<AdamState> adam = AdamW(unique_parameters(*model), config.optim()).state();
   EXPECT_EQ(restore_checkpoint(reader, config, 0, unique_parameters(*model), &adam), 2);
   EXPECT_EQ(adam.front().step, 2);
+}
+
+// Format 4 (one optimizer record per whole parameter, in its shape) loads
+// into states cut anywhere, as ZeRO-1 shards of any DP size cut them: each
+// piece holds exactly the record's values at its elements.
+TEST(CheckpointFormat, Version4FixtureLoadsIntoShardedOptimizerState) {
+  const std::string fixture = std::string(VLM_SOURCE_DIR) + "/tests/fixtures/checkpoint-v4";
+  const CheckpointReader reader(resolve_checkpoint(fixture + "/ckpt", "latest"));
+  EXPECT_EQ(reader.manifest().format_version(), 4);
+  const TrainConfig config = load_config(fixture + "/config.pbtxt");
+  const auto data = load_training_data(config.data());
+  VlmModel model(model_spec_for(config, *data));
+  std::vector<AdamState> pieces;  // every parameter in three uneven pieces (fewer when small)
+  for (const auto& p : unique_parameters(*model)) {
+    const int64_t n = p.tensor.numel(), cuts[] = {0, n / 3, n / 3 + n / 2, n};
+    for (int i = 0; i < 3; ++i) {
+      if (cuts[i + 1] > cuts[i]) {
+        pieces.push_back({p.name, cuts[i], 0, torch::zeros({cuts[i + 1] - cuts[i]}), torch::zeros({cuts[i + 1] - cuts[i]})});
+      }
+    }
+  }
+  EXPECT_EQ(restore_checkpoint(reader, config, 0, unique_parameters(*model), &pieces), 2);
+  std::map<std::string, const OptimizerRecord*> records;
+  for (const auto& o : reader.manifest().optimizer()) records[o.parameter()] = &o;
+  for (const AdamState& a : pieces) {
+    const OptimizerRecord& o = *records.at(a.parameter);
+    EXPECT_EQ(a.step, 2) << a.parameter;
+    const std::vector<int64_t> shape(o.exp_avg().shape().begin(), o.exp_avg().shape().end());
+    torch::Tensor whole = torch::empty(shape), whole_sq = torch::empty(shape);
+    reader.read(o.exp_avg(), whole), reader.read(o.exp_avg_sq(), whole_sq);
+    const int64_t n = a.exp_avg.numel();
+    EXPECT_TRUE(torch::equal(a.exp_avg, whole.reshape({-1}).narrow(0, a.start, n))) << a.parameter << "@" << a.start;
+    EXPECT_TRUE(torch::equal(a.exp_avg_sq, whole_sq.reshape({-1}).narrow(0, a.start, n))) << a.parameter << "@" << a.start;
+  }
 }
 
 // Format 4 records the data: a resume on other data is refused, naming why.

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "comm/process_groups.h"
 #include "comm/topology.h"
@@ -271,6 +272,59 @@ TEST_F(Checkpoint, LoadsIntoADifferentDataParallelSize) {
   EXPECT_EQ(one.steps_done(), 3);
   const double continued_by_two = two.train_step().loss, continued_by_one = one.train_step().loss;
   EXPECT_NEAR(continued_by_one, continued_by_two, 1e-5 * std::abs(continued_by_two));
+}
+
+// ZeRO-1: each rank writes its shard of the optimizer state, and a resume
+// on the same ranks continues bit for bit.
+TEST_F(Checkpoint, ZeroOneResumeIsBitExact) {
+  const SharedDirectory scratch("zero_resume");
+  const std::string& root = scratch.path();
+  const TrainConfig config = config_with(topology_.world_size(), {"optim.zero_stage=1"});
+  Trainer straight(config, topology_, groups_, tiny_data());
+  std::vector<double> losses;
+  for (int i = 0; i < 6; ++i) losses.push_back(straight.train_step().loss);
+
+  Trainer first(config, topology_, groups_, tiny_data());
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(first.train_step().loss, losses[i]);
+  first.save_checkpoint(root, 2);
+  const CheckpointReader reader(resolve_checkpoint(root, "latest"));
+  std::set<std::string> shards;
+  for (const auto& o : reader.manifest().optimizer()) shards.insert(o.exp_avg().shard());
+  EXPECT_EQ(shards.size(), static_cast<size_t>(topology_.world_size())) << "each rank writes its optimizer shard";
+  EXPECT_GT(reader.verify_all(), 0);
+  Trainer resumed(config_with(topology_.world_size(), {"optim.zero_stage=1", "loop.seed=999"}), topology_, groups_,
+                  tiny_data());
+  resumed.load_checkpoint(resolve_checkpoint(root, "latest"));
+  EXPECT_EQ(resumed.steps_done(), 3);
+  for (int i = 3; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[i]) << "step " << i;
+  EXPECT_TRUE(parameter_bytes(*resumed.stage()) == parameter_bytes(*straight.stage())) << "parameters differ after resume";
+}
+
+// Sharded state loads into one process (whole state), and whole state into
+// sharded ranks: both continue as the run that wrote it.
+TEST_F(Checkpoint, ZeroOneStateLoadsIntoAnotherDataParallelSize) {
+  const SharedDirectory scratch("zero_reshard");
+  const std::string& root = scratch.path();
+  const TrainConfig sharded = config_with(topology_.world_size(), {"optim.zero_stage=1"});
+  Trainer two(sharded, topology_, groups_, tiny_data());
+  for (int i = 0; i < 3; ++i) two.train_step();
+  two.save_checkpoint(root, 2);
+  const Topology alone = make_topology(ProcessInfo{0, 1, 0, 1}, 1, 1);
+  ProcessGroups alone_groups(alone, {}, MPI_COMM_SELF);
+  Trainer one(config_with(1), alone, alone_groups, tiny_data());
+  one.load_checkpoint(resolve_checkpoint(root, "latest"));
+  EXPECT_EQ(one.steps_done(), 3);
+  const double by_two = two.train_step().loss, by_one = one.train_step().loss;
+  EXPECT_NEAR(by_one, by_two, 1e-5 * std::abs(by_two));
+  EXPECT_EQ(one.steps_done(), 4);
+
+  // One process's whole state (rank 0's, saved alone), resumed sharded by this job.
+  const std::string alone_root = root + "/alone-" + std::to_string(topology_.rank());
+  one.save_checkpoint(alone_root, 2);
+  Trainer again(sharded, topology_, groups_, tiny_data());
+  again.load_checkpoint(resolve_checkpoint(alone_root, "latest"));
+  const double continued = again.train_step().loss, reference = two.train_step().loss;
+  EXPECT_NEAR(continued, reference, 1e-5 * std::abs(reference));
 }
 
 TEST_F(Checkpoint, ExportedModelLoadsForInference) {

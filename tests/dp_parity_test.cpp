@@ -84,6 +84,46 @@ TEST(GradientReduction, OverlapCompletesBucketsBeforeBackwardEnds) {
   EXPECT_GE(most, 1) << "no bucket's allreduce finished while backward was still running";
 }
 
+// ZeRO-1 (Note [ZeRO-1]) trains as plain DP does, side by side on the same
+// ranks: only the gradient norm's summation order differs.
+TEST(ZeroOne, MatchesPlainDataParallel) {
+  const Topology topology = make_topology(detect_process(), 1, 0);
+  ProcessGroups groups(topology);
+  TrainConfig config = parity_config(topology.world_size(), 2);
+  Trainer plain(config, topology, groups, tiny_data());
+  config.mutable_optim()->set_zero_stage(1);
+  Trainer sharded(config, topology, groups, tiny_data());
+  for (int step = 0; step < config.loop().steps(); ++step) {
+    const double a = plain.train_step().loss, b = sharded.train_step().loss;
+    EXPECT_LE(std::abs(a - b), 1e-6 * std::abs(a)) << "step " << step << ": " << a << " vs " << b;
+    const auto& mine = sharded.stage()->global_parameters();
+    const auto& theirs = plain.stage()->global_parameters();
+    for (size_t i = 0; i < mine.size(); ++i) {
+      EXPECT_LE(relative_error(mine[i].tensor, theirs[i].tensor), 1e-6) << "step " << step << ": " << mine[i].name;
+    }
+  }
+}
+
+// Every element's moments live on exactly one rank; no rank holds more than
+// its even share and a padding element per bucket.
+TEST(ZeroOne, EachRankHoldsItsShareOfTheOptimizerState) {
+  const Topology topology = make_topology(detect_process(), 1, 0);
+  ProcessGroups groups(topology);
+  TrainConfig config = parity_config(topology.world_size(), 1);
+  Trainer plain(config, topology, groups, tiny_data());
+  config.mutable_optim()->set_zero_stage(1);
+  Trainer sharded(config, topology, groups, tiny_data());
+  const int64_t whole = plain.optimizer_state_bytes();
+  EXPECT_EQ(whole, 2 * 4 * unique_parameter_count(*plain.stage()));
+  const int64_t mine = sharded.optimizer_state_bytes();
+  int64_t sum = 0, most = 0;
+  MPI_Allreduce(&mine, &sum, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(&mine, &most, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+  EXPECT_EQ(sum, whole);
+  const int64_t buckets = static_cast<int64_t>(sharded.bucket_bytes().size());
+  EXPECT_LE(most, whole / topology.world_size() + 2 * 4 * buckets) << "of " << whole << " bytes on one rank";
+}
+
 // A parameter that gets no gradient in a step never fires its hook: finalize()
 // must still reduce its bucket (zeros) instead of waiting for it, and the
 // buckets after it, in strict order, as well.

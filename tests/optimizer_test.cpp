@@ -71,7 +71,7 @@ void expect_follows_torch_adamw(bool on_device) {
     if (on_device) {
       EXPECT_LT((a - b).abs().max().item<double>(), 1e-6) << ours.parameters[i].name;  // float32 rounding only
     } else {
-      // The fused pass: the same operations, some fused into FMAs, over 6 steps.
+      // The fused pass: the same operations, its scalars rounded once from double, over 6 steps.
       const double ulp = std::numeric_limits<float>::epsilon();
       EXPECT_LE(((a - b).abs() / b.abs().clamp_min(1e-3)).max().item<double>(), 4 * ulp) << ours.parameters[i].name;
     }

@@ -4,9 +4,14 @@
 // updates, sqrt, divide, add eps, step), each a full pass over its tensors;
 // this reads p, g, m, v once and writes p, m, v once, vectorised for the
 // processor it runs on (AVX-512, AVX2 or SSE, chosen at load time).
-// Same operations in the same order as torch's; the compiler may fuse a
-// multiply and an add into one FMA, so results agree within a few ulps, not
-// bit for bit (tests/optimizer_test.cpp).
+// Same operations in the same order as torch's, with the step's scalars
+// rounded to float once, so results agree within a few ulps, not bit for bit
+// (tests/optimizer_test.cpp). It is compiled without FMA contraction
+// (-ffp-contract=off): the compiler fused some multiply-adds in the scalar
+// head and tail of the loop and not in its vector body, so an element's result
+// depended on where its run started, and ZeRO-1's shards, which start
+// elsewhere than whole tensors, drifted from plain DP by 1e-6 in 3 steps.
+// Now every element gets the same arithmetic wherever it lies.
 
 #include <cstdint>
 

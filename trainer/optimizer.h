@@ -22,9 +22,25 @@ namespace vlm {
 // CLIP/CoCa training): decaying them pulls toward zero values with no meaning.
 bool decays(const UniqueParameter& p);
 
+// What AdamW updates: a run of one parameter's elements (this rank's shard
+// under ZeRO-1, comm/gradient_reducer.h), or the whole parameter.
+struct AdamWSegment {
+  std::string parameter;   // global name
+  int64_t start = 0;       // first element, in the parameter's flattened values
+  torch::Tensor values;    // 1-D contiguous view of those elements
+  torch::Tensor gradient;  // 1-D view of their gradient; undefined: `owner`'s gradient at each step
+  torch::Tensor owner;     // the parameter itself
+  bool decays = false;
+};
+
+// Every parameter whole, its gradient read at each step.
+std::vector<AdamWSegment> whole_parameters(const std::vector<UniqueParameter>& parameters);
+
 class AdamW {
  public:
-  AdamW(const std::vector<UniqueParameter>& parameters, const OptimConfig& config);
+  AdamW(std::vector<AdamWSegment> segments, const OptimConfig& config);
+  AdamW(const std::vector<UniqueParameter>& parameters, const OptimConfig& config)
+      : AdamW(whole_parameters(parameters), config) {}
 
   // One update from the parameters' gradients, at learning rate `lr`.
   // apply: a 0-dim bool tensor; false leaves parameters and state bit-for-bit
@@ -39,16 +55,18 @@ class AdamW {
   void count_applied() { ++applied_; }
   int64_t applied_steps() const { return applied_; }
 
-  // The live state, for a checkpoint (by global name); a restore fills it in
-  // place and then sets the step count with set_applied_steps().
+  // The live state, for a checkpoint (by global name and first element); a
+  // restore fills it in place and then sets the step count with set_applied_steps().
   std::vector<AdamState> state() const;
   void set_applied_steps(int64_t steps) { applied_ = steps; }
+  int64_t state_bytes() const;  // both moments, on this rank
 
  private:
   struct Slot {
-    torch::Tensor parameter, exp_avg, exp_avg_sq;
-    std::string name;
+    AdamWSegment segment;
+    torch::Tensor exp_avg, exp_avg_sq;
     double weight_decay;
+    torch::Tensor gradient() const;
   };
   std::vector<Slot> slots_;
   OptimConfig config_;

@@ -91,6 +91,8 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
     layout += " [" + std::to_string(trainer.stage_starts()[s]) + ", " + std::to_string(trainer.stage_starts()[s + 1]) + ")";
   }
   LOG_IF(INFO, topology.is_root() && topology.pipeline_stages > 1) << "pipeline stages (blocks):" << layout;
+  LOG_IF(INFO, topology.is_root()) << "optimizer state: " << trainer.optimizer_state_bytes() << " bytes on rank 0"
+                                   << (config.optim().zero_stage() == 1 ? " (ZeRO-1: its shard of its stage's)" : "");
   if (metrics) metrics->record_buckets(trainer.bucket_bytes());
 
   if (run_training_loop(trainer, config, topology, groups.control(), validator.get(), metrics.get(),

@@ -8,6 +8,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "checkpoint/restore.h"
 #include "comm/fault_injection.h"
@@ -137,11 +138,13 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
   stage_->to(device_);  // in place: the tensors keep their identity (and the full model's names)
   parameters_ = stage_->global_parameters();
   std::vector<torch::Tensor> tensors;
+  std::vector<bool> tied;  // summed over stages after the DP reduction: needs the whole gradient
+  std::set<std::string> owned_names;
   for (const auto& p : parameters_) {
     tensors.push_back(p.tensor);
-    if (holders[p.name].front() == stage_index_) owned_.push_back(p);
+    tied.push_back(holders[p.name].size() > 1);
+    if (holders[p.name].front() == stage_index_) owned_.push_back(p), owned_names.insert(p.name);
   }
-  optimizer_ = std::make_unique<AdamW>(parameters_, config.optim());
 
   // One group per set of stages sharing tensors; every rank takes part in
   // every split, in the same (sorted) order.
@@ -167,8 +170,19 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
     tied_.push_back(std::move(group));
   }
 
-  reducer_ = std::make_unique<GradientReducer>(tensors, data_parallel_, reducer_options(config.comm(), init_timeout_));
+  ReducerOptions reduction = reducer_options(config.comm(), init_timeout_);
+  reduction.shard = config.optim().zero_stage() == 1;
+  reducer_ = std::make_unique<GradientReducer>(tensors, data_parallel_, reduction, tied);
   reducer_->broadcast_parameters(0, init_timeout_);  // replicas start identical whatever their seeds
+  // The optimizer updates this rank's segments of the reducer's buckets: all
+  // of them, or its shard under ZeRO-1 (Note [ZeRO-1]).
+  std::vector<AdamWSegment> segments;
+  for (const ShardSegment& s : reducer_->shard_segments()) {
+    const UniqueParameter& p = parameters_[s.parameter];
+    segments.push_back({p.name, s.start, s.values, s.gradient, p.tensor, decays(p)});
+    if (owned_names.count(p.name) != 0) owned_gradients_.push_back(s.gradient);
+  }
+  optimizer_ = std::make_unique<AdamW>(std::move(segments), config.optim());
   const ScheduleKind schedule =
       config.parallel().schedule() == ParallelConfig::GPIPE ? ScheduleKind::kGPipe : ScheduleKind::kOneFOneB;
   actions_ = pipeline_schedule(schedule, stages_, config.loop().micro_batches(), stage_index_);
@@ -180,15 +194,24 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
 Trainer::~Trainer() = default;
 
 CheckpointSnapshot Trainer::snapshot() const {
-  // Replicas hold the same values: each stage's dp_rank 0 writes what it owns.
+  // Replicas hold the same values: each stage's dp_rank 0 writes what it
+  // owns, and under ZeRO-1 every DP rank its shard of the optimizer state.
   CHECK_EQ(outcome_step_, -1) << "snapshot() before the last step settled (save_checkpoint settles it)";
+  const bool writes_parameters = topology_.dp_rank() == 0;
+  std::set<std::string> owned;
+  for (const auto& p : owned_) owned.insert(p.name);
+  std::vector<AdamState> state;
+  if (writes_parameters || reducer_->sharded()) {
+    for (AdamState& a : optimizer_->state()) {
+      if (owned.count(a.parameter) != 0) state.push_back(std::move(a));
+    }
+  }
   CheckpointSnapshot snap = make_snapshot(step_, config_, topology_,
-                                          topology_.dp_rank() == 0 ? owned_ : std::vector<UniqueParameter>{},
-                                          optimizer_->state());
+                                          writes_parameters ? owned_ : std::vector<UniqueParameter>{}, state);
   snap.kv_cache = kv_cache_layout(stage_->spec());
   snap.lineage_id = lineage_id_;
   snap.data = data_identity(data_, config_.data());
-  snap.shard = stage_index_;
+  snap.shard = stage_index_ + stages_ * topology_.dp_rank();
   snap.stage_starts.assign(starts_.begin(), starts_.end() - 1);
   return snap;
 }
@@ -414,10 +437,13 @@ void Trainer::optimizer_step(StepStats& stats, Millis timeout) {
   // the squared gradient norm (each tensor counted once, on the first stage
   // holding it) summed over the pipeline, then averaged over the DP replicas.
   // Every rank then holds the same values and decides the same way below.
+  // Under ZeRO-1 each replica holds a shard of the gradients: the mean over
+  // replicas of dp x its shard's share is the sum of the shares.
   std::vector<torch::Tensor> norms;
-  for (const auto& p : owned_) norms.push_back(p.tensor.grad().norm(2).to(torch::kDouble));
+  for (const auto& g : owned_gradients_) norms.push_back(g.norm(2).to(torch::kDouble));
   torch::Tensor norm_squared = norms.empty() ? torch::zeros({1}, torch::TensorOptions(device_).dtype(torch::kDouble))
                                              : torch::stack(norms).pow(2).sum().view({1});
+  if (reducer_->sharded()) norm_squared.mul_(static_cast<double>(data_parallel_.size()));
   torch::Tensor parts = torch::cat({losses_, norm_squared});
   pipeline_.allreduce(parts, {ReduceOp::kSum, timeout})->wait();
   // The norm too: replicas' norms of the same gradients may differ in the
@@ -438,6 +464,7 @@ void Trainer::optimizer_step(StepStats& stats, Millis timeout) {
   checkpoints_.wait_until_copied();  // a save in progress may still be copying the tensors
   stats.checkpoint_wait_seconds = seconds_since(copy_wait);
   optimizer_->step(stats.learning_rate, apply, scale);
+  reducer_->gather_parameters(timeout);  // ZeRO-1: every rank's updated shard
   outcome_.start(torch::cat({parts, apply.to(torch::kDouble).view({1})}));
   outcome_step_ = step_;
 }

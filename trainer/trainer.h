@@ -122,6 +122,8 @@ class Trainer {
   int peak_in_flight() const { return peak_in_flight_; }
   int64_t peak_activation_bytes() const { return peak_activation_bytes_; }
   int64_t skipped_steps() const { return skipped_steps_; }
+  // AdamW's moments held by this rank: 1/dp of the stage's under ZeRO-1.
+  int64_t optimizer_state_bytes() const { return optimizer_->state_bytes(); }
 
  private:
   struct MicroBatch;
@@ -153,6 +155,7 @@ class Trainer {
   VlmStage stage_{nullptr};
   std::vector<UniqueParameter> parameters_;    // this stage's
   std::vector<UniqueParameter> owned_;         // those no earlier stage holds: counted once in norms, checkpointed here
+  std::vector<torch::Tensor> owned_gradients_;  // their averaged gradients this rank updates (its shard under ZeRO-1)
   std::vector<std::vector<std::string>> owned_by_stage_;  // every stage's owned names, for whole_model()
   // Never call optimizer_->zero_grad(): it sets gradients to None (the default
   // in LibTorch 2.x), detaching them from the reducer's buckets; use reducer_->zero_grad().
