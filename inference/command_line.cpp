@@ -16,14 +16,46 @@ class UsageError : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-InferenceOptions parse(int argc, char** argv) {
+InferenceOptions parse(int argc, char** argv, bool samples) {
   InferenceOptions options;
+  Sampling& sampling = options.sampling;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
       if (i + 1 >= argc) throw UsageError(arg + " needs a value");
       return argv[++i];
     };
+    // A number in [low, high], or a usage error naming the flag.
+    auto number = [&](double low, double high) {
+      const std::string v = value();
+      size_t used = 0;
+      double x = 0;
+      try {
+        x = std::stod(v, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != v.size() || v.empty() || !(x >= low && x <= high)) {
+        throw UsageError(arg + " must be a number in [" + std::to_string(low) + ", " + std::to_string(high) + "], not '" + v + "'");
+      }
+      return x;
+    };
+    if (samples && arg == "--temperature") {
+      sampling.temperature = number(0, 100);
+      continue;
+    } else if (samples && arg == "--top-k") {
+      sampling.top_k = static_cast<int64_t>(number(0, 1e9));
+      continue;
+    } else if (samples && arg == "--top-p") {
+      sampling.top_p = number(1e-9, 1);
+      continue;
+    } else if (samples && arg == "--seed") {
+      sampling.seed = static_cast<uint64_t>(number(0, 9.007199254740992e15));
+      continue;
+    } else if (samples && arg == "--adaptive-temperature") {
+      sampling.adaptive_temperature = true;
+      continue;
+    }
     if (arg == "--model") {
       options.model = value();
     } else if (arg == "--tokenizer") {
@@ -48,12 +80,16 @@ InferenceOptions parse(int argc, char** argv) {
   }
   if (options.model.empty()) throw UsageError("--model is required");
   if (options.folder.empty()) throw UsageError("FOLDER is required");
+  if (sampling.greedy() && (sampling.top_k != 0 || sampling.top_p != 1 || sampling.adaptive_temperature)) {
+    throw UsageError("--top-k, --top-p and --adaptive-temperature sample: give a --temperature above 0 as well");
+  }
   return options;
 }
 
 }  // namespace
 
-int inference_main(int argc, char** argv, const char* usage, const std::function<int(const InferenceOptions&)>& run) {
+int inference_main(int argc, char** argv, const char* usage, const std::function<int(const InferenceOptions&)>& run,
+                   bool samples) {
   keep_freed_memory_for_reuse();  // Note [Host allocator]
   const std::string name = std::filesystem::path(argv[0]).filename().string();
   for (int i = 1; i < argc; ++i) {
@@ -64,7 +100,7 @@ int inference_main(int argc, char** argv, const char* usage, const std::function
   }
   InferenceOptions options;
   try {
-    options = parse(argc, argv);
+    options = parse(argc, argv, samples);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%s: %s\n%s", name.c_str(), e.what(), usage);
     return 2;

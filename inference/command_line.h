@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "model/sampling_options.h"
+
 namespace vlm {
 
 struct InferenceOptions {
@@ -15,11 +17,14 @@ struct InferenceOptions {
   std::string out;        // --out ("": standard output)
   int64_t batch = 64;     // --batch
   std::string folder;     // the one positional argument
+  Sampling sampling;      // --temperature, --top-k, --top-p, --adaptive-temperature, --seed (vlm-caption)
 };
 
 // Parses the command line (exit status 2 and `usage` on a mistake), runs
 // `run`, and turns an exception into "NAME: error: ..." and exit status 1.
-int inference_main(int argc, char** argv, const char* usage, const std::function<int(const InferenceOptions&)>& run);
+// `samples`: the tool takes the sampling flags (vlm-caption).
+int inference_main(int argc, char** argv, const char* usage, const std::function<int(const InferenceOptions&)>& run,
+                   bool samples = false);
 
 // `files` in slices of at most `batch`, in order, with "NAME: 1280/10000
 // WHAT" on standard error at most once a second and after the last.

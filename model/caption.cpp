@@ -12,8 +12,8 @@ torch::Tensor full_last_logits(VlmModel& model, const torch::Tensor& image_token
 
 }  // namespace
 
-torch::Tensor greedy_caption(VlmModel& model, const torch::Tensor& images, const CaptionTokens& ids,
-                             bool use_kv_cache) {
+torch::Tensor decode_captions(VlmModel& model, const torch::Tensor& images, const CaptionTokens& ids,
+                              const Sampling& sampling, int64_t first_sample, bool use_kv_cache) {
   torch::NoGradGuard no_grad;
   const int64_t b = images.size(0), max_tokens = model->spec().max_tokens;
   const auto on_device = torch::TensorOptions(images.device());
@@ -24,6 +24,7 @@ torch::Tensor greedy_caption(VlmModel& model, const torch::Tensor& images, const
   DecodeState state;
   torch::Tensor image_tokens;
   std::vector<ImageKV> image_kv;
+  EntropyHistory history;
   if (use_kv_cache) {
     state = model->start_decoding(images);
   } else {
@@ -34,7 +35,7 @@ torch::Tensor greedy_caption(VlmModel& model, const torch::Tensor& images, const
     torch::Tensor logits = use_kv_cache
                                ? model->decode_step(out.select(1, pos), pos, &state)
                                : full_last_logits(model, image_tokens, image_kv, out.narrow(1, 0, pos + 1));
-    torch::Tensor next = logits.argmax(-1).masked_fill(finished, ids.pad);
+    torch::Tensor next = pick_tokens(logits, sampling, first_sample, pos + 1, &history).masked_fill(finished, ids.pad);
     out.select(1, pos + 1).copy_(next);
     finished |= next.eq(ids.eos);
     if (finished.all().item<bool>()) break;

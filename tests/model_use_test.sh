@@ -158,4 +158,22 @@ echo "vlm-caption (best): 300 captions, $matches exactly the reference; e.g. $(h
 [[ $? == 2 ]] && grep -q "\-\-model is required" "$root/bad.log" || fail "missing --model: $(cat "$root/bad.log")"
 pass "vlm-embed and vlm-caption"
 
+echo "== vlm-caption sampling: a caption depends on its image and the seed, not the batch"
+sample=(--model "$root/ck/best" --temperature 1 --top-p 0.9 --adaptive-temperature --seed 5)
+"$caption" "${sample[@]}" --batch 64 --out "$root/sampled64.tsv" "$root/imgs" > "$root/sampled.log" 2>&1 ||
+  fail "vlm-caption sampling: $(tail -3 "$root/sampled.log")"
+"$caption" "${sample[@]}" --batch 7 --out "$root/sampled7.tsv" "$root/imgs" > "$root/sampled.log" 2>&1 ||
+  fail "vlm-caption sampling, --batch 7: $(tail -3 "$root/sampled.log")"
+cmp -s "$root/sampled64.tsv" "$root/sampled7.tsv" || fail "sampled captions changed with --batch"
+"$caption" --model "$root/ck/best" --temperature 1 --seed 6 --out "$root/sampled6.tsv" "$root/imgs" > "$root/sampled.log" 2>&1 ||
+  fail "vlm-caption --seed 6: $(tail -3 "$root/sampled.log")"
+cmp -s "$root/sampled6.tsv" "$root/captions.tsv" && fail "sampling at temperature 1 gave the greedy captions for all 300 images"
+"$caption" --model "$root/ck/best" --top-k 5 "$root/imgs" > "$root/bad.log" 2>&1
+[[ $? == 2 ]] && grep -q "give a --temperature above 0" "$root/bad.log" || fail "--top-k without --temperature: $(cat "$root/bad.log")"
+"$caption" --model "$root/ck/best" --temperature hot "$root/imgs" > "$root/bad.log" 2>&1
+[[ $? == 2 ]] && grep -q "\-\-temperature must be a number" "$root/bad.log" || fail "--temperature hot: $(cat "$root/bad.log")"
+"$embed" --model "$root/ck/best" --temperature 1 "$root/imgs" > "$root/bad.log" 2>&1
+[[ $? == 2 ]] && grep -q "unknown option '--temperature'" "$root/bad.log" || fail "vlm-embed took --temperature: $(cat "$root/bad.log")"
+pass "vlm-caption sampling"
+
 echo "model use tests: $passed passed, 0 failed"

@@ -90,7 +90,7 @@ std::pair<double, double> pair_retrieval_r1(VlmModel& model, const TrainingData&
 }
 
 double caption_exact_match(VlmModel& model, const TrainingData& data, int64_t samples, int64_t batch_size,
-                           uint64_t seed, const EvalShare& share) {
+                           uint64_t seed, const EvalShare& share, const Sampling& sampling) {
   torch::NoGradGuard no_grad;
   model->eval();
   const Task test(data.kind, data.test, samples, seed);
@@ -102,7 +102,7 @@ double caption_exact_match(VlmModel& model, const TrainingData& data, int64_t sa
     std::vector<Sample> batch_samples;
     for (int64_t i = start; i < end; ++i) batch_samples.push_back(test.sample(i));
     const Batch batch = batch_for(model, test, data, batch_samples);
-    const torch::Tensor captions = greedy_caption(model, batch.images, ids).cpu().contiguous();
+    const torch::Tensor captions = decode_captions(model, batch.images, ids, sampling, start).cpu().contiguous();
     for (int64_t i = 0; i < end - start; ++i) {
       const std::string text = data.tokenizer->decode(captions[i].data_ptr<int64_t>(), captions.size(1));
       const auto valid = test.valid_captions(batch_samples[i]);

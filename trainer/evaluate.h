@@ -14,6 +14,7 @@
 #include <string>
 
 #include "comm/backend.h"
+#include "model/sampling.h"
 #include "model/vlm.h"
 #include "proto/config.pb.h"
 #include "trainer/training_data.h"
@@ -47,8 +48,10 @@ class EvalShare {
 double zero_shot_accuracy(VlmModel& model, const TrainingData& data, int64_t batch_size, const EvalShare& share);
 // Returns {image->text R@1, text->image R@1} over the 100 held-out pairs (every rank computes them).
 std::pair<double, double> pair_retrieval_r1(VlmModel& model, const TrainingData& data, uint64_t seed);
+// The share of `samples` held-out captions decoded exactly (greedily unless
+// `sampling` says otherwise; its draws are keyed by the sample's index).
 double caption_exact_match(VlmModel& model, const TrainingData& data, int64_t samples, int64_t batch_size,
-                           uint64_t seed, const EvalShare& share);
+                           uint64_t seed, const EvalShare& share, const Sampling& sampling = {});
 
 // Collective over `group`.
 EvalResult evaluate(VlmModel& model, const TrainingData& data, const EvalConfig& config, Backend& group,
