@@ -4,9 +4,24 @@
 
 namespace vlm {
 
-SelfAttentionProjectionsImpl::SelfAttentionProjectionsImpl(int64_t d_model)
+SelfAttentionProjectionsImpl::SelfAttentionProjectionsImpl(int64_t d_model, int64_t heads, int64_t rows, int64_t columns)
     : qkv(register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 3 * d_model).bias(false)))),
-      out(register_module("out", torch::nn::Linear(d_model, d_model))) {}
+      out(register_module("out", torch::nn::Linear(d_model, d_model))) {
+  if (heads == 0) return;
+  // Patch (r, c) is token r x columns + c; the offset (dr, dc) of j from i,
+  // each shifted to be non-negative, picks the column dr' x (2 columns - 1) + dc'.
+  const torch::Tensor r = torch::arange(rows).repeat_interleave(columns), c = torch::arange(columns).repeat({rows});
+  const torch::Tensor dr = r.unsqueeze(0) - r.unsqueeze(1) + (rows - 1), dc = c.unsqueeze(0) - c.unsqueeze(1) + (columns - 1);
+  offset_index = register_buffer("offset_index", dr * (2 * columns - 1) + dc);
+  relative_position_bias =
+      register_parameter("relative_position_bias", torch::zeros({heads, (2 * rows - 1) * (2 * columns - 1)}));
+}
+
+torch::Tensor SelfAttentionProjectionsImpl::position_bias() const {
+  if (!relative_position_bias.defined()) return {};
+  const int64_t t = offset_index.size(0);
+  return relative_position_bias.index_select(1, offset_index.reshape({-1})).view({-1, t, t});
+}
 
 CrossKVProjectionImpl::CrossKVProjectionImpl(int64_t d_model)
     : kv(register_module("kv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 2 * d_model).bias(false)))) {}
@@ -27,9 +42,11 @@ torch::Tensor merge_heads(const torch::Tensor& x) {
 }
 
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                     const torch::Tensor& causal_mask) {
+                     const torch::Tensor& causal_mask, const torch::Tensor& bias) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)).mul_(scale);
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));
+  if (bias.defined()) scores.add_(bias);  // in place keeps the scores' dtype (bf16 under autocast)
+  scores.mul_(scale);
   if (causal_mask.defined()) scores.masked_fill_(causal_mask, -std::numeric_limits<float>::infinity());
   return torch::matmul(torch::softmax(scores, -1), v);
 }

@@ -12,11 +12,20 @@ namespace vlm {
 // is zero, and the computed one is rounding noise that Adam would turn into
 // full-size random steps. W_o keeps its bias.
 
-// Self-attention projections W_q, W_k, W_v (fused as one d x 3d matmul) and W_o.
+// Self-attention projections W_q, W_k, W_v (fused as one d x 3d matmul) and
+// W_o; for patches on a rows x columns grid, optionally a relative position
+// bias: a learned table [heads, (2 rows - 1) x (2 columns - 1)], one value
+// per head and 2-D offset (Swin's form), shared wherever the projections are.
 struct SelfAttentionProjectionsImpl : torch::nn::Module {
-  explicit SelfAttentionProjectionsImpl(int64_t d_model);
+  explicit SelfAttentionProjectionsImpl(int64_t d_model, int64_t heads = 0, int64_t rows = 0, int64_t columns = 0);
+  // B [heads, T, T] for the T = rows x columns patches in row-major order;
+  // B[h, i, j] depends only on the offset of patch j from patch i. Undefined
+  // without the bias.
+  torch::Tensor position_bias() const;
   torch::nn::Linear qkv{nullptr};
   torch::nn::Linear out{nullptr};
+  torch::Tensor relative_position_bias;  // the table, or undefined
+  torch::Tensor offset_index;            // [T, T]: each pair's column of the table
 };
 TORCH_MODULE(SelfAttentionProjections);
 
@@ -39,9 +48,10 @@ TORCH_MODULE(CrossKVProjection);
 torch::Tensor split_heads(const torch::Tensor& x, int64_t heads);
 torch::Tensor merge_heads(const torch::Tensor& x);
 
-// softmax(q k^T / sqrt(dh) + mask) v. `causal_mask` is [Tq, Tk] bool, true where
-// attention is forbidden, or undefined for none.
+// softmax((q k^T + bias) / sqrt(dh) + mask) v. `causal_mask` is [Tq, Tk]
+// bool, true where attention is forbidden, or undefined for none; `bias`
+// [H, Tq, Tk] or undefined.
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                     const torch::Tensor& causal_mask);
+                     const torch::Tensor& causal_mask, const torch::Tensor& bias = {});
 
 }  // namespace vlm

@@ -34,7 +34,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& ca
   CHECK_EQ(has_cross_attention(), image_kv != nullptr) << "image K/V given iff cross-attention";
   auto qkv = self_attn->qkv->forward(ln_self->forward(x)).chunk(3, -1);
   torch::Tensor attended = attend(split_heads(qkv[0], heads), split_heads(qkv[1], heads),
-                                  split_heads(qkv[2], heads), causal_mask);
+                                  split_heads(qkv[2], heads), causal_mask, self_attn->position_bias());
   torch::Tensor h = x + self_attn->out->forward(merge_heads(attended));
   if (image_kv != nullptr) h = h + cross_attention(h, *image_kv);
   return h + ffn(h);

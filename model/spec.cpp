@@ -17,6 +17,7 @@ ModelSpec model_spec(const ModelConfig& c, int64_t image_height, int64_t image_w
   s.patch_size = c.vision().patch_size();
   s.vision_layers = c.vision().layers();
   s.vision_self_attn_share = c.vision().self_attn_share_group();
+  s.vision_relative_bias = c.vision().relative_position_bias();
   s.unimodal_layers = c.text().unimodal_layers();
   s.multimodal_layers = c.text().multimodal_layers();
   s.text_self_attn_share = c.text().self_attn_share_group();

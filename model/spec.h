@@ -18,6 +18,7 @@ struct ModelSpec {
   int64_t patch_size = 7;
   int64_t vision_layers = 2;
   int64_t vision_self_attn_share = 1;  // 1 = none, 0 = all layers share one set
+  bool vision_relative_bias = false;   // a learned bias per head and 2-D patch offset
   int64_t unimodal_layers = 1;
   int64_t multimodal_layers = 2;
   int64_t text_self_attn_share = 1;    // over unimodal then multimodal layers
@@ -30,7 +31,9 @@ struct ModelSpec {
 
   int64_t head_dim() const { return d_model / heads; }
   int64_t ffn_dim() const { return d_model * ffn_mult; }
-  int64_t image_tokens() const { return (image_height / patch_size) * (image_width / patch_size); }
+  int64_t patch_rows() const { return image_height / patch_size; }
+  int64_t patch_columns() const { return image_width / patch_size; }
+  int64_t image_tokens() const { return patch_rows() * patch_columns(); }
   int64_t patch_values() const { return image_channels * patch_size * patch_size; }
   int64_t text_layers() const { return unimodal_layers + multimodal_layers; }
   int64_t vision_attn_groups() const { return share_groups(vision_layers, vision_self_attn_share); }

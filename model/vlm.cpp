@@ -20,7 +20,11 @@ VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
   vision_pos_ = register_parameter("vision_pos", torch::zeros({1, spec.image_tokens(), d}));
   auto vision_list = register_module("vision_blocks", torch::nn::ModuleList());
   std::vector<SelfAttentionProjections> vision_attn;
-  for (int64_t g = 0; g < spec.vision_attn_groups(); ++g) vision_attn.emplace_back(d);
+  for (int64_t g = 0; g < spec.vision_attn_groups(); ++g) {
+    vision_attn.push_back(spec.vision_relative_bias
+                              ? SelfAttentionProjections(d, spec.heads, spec.patch_rows(), spec.patch_columns())
+                              : SelfAttentionProjections(d));
+  }
   for (int64_t i = 0; i < spec.vision_layers; ++i) {
     auto& attn = vision_attn[ModelSpec::share_group_of(i, spec.vision_self_attn_share)];
     vision_blocks_.emplace_back(d, spec.heads, spec.ffn_dim(), attn);

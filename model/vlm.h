@@ -75,6 +75,7 @@ class VlmModelImpl : public torch::nn::Module {
   torch::Tensor decode_step(const torch::Tensor& token, int64_t position, DecodeState* state);
 
   torch::Tensor logit_scale;  // log of the contrastive temperature's inverse
+  const std::vector<Block>& vision_blocks() const { return vision_blocks_; }
 
  private:
   friend class VlmStageImpl;  // cuts its stage's modules out of a full model

@@ -19,18 +19,18 @@
 namespace vlm {
 namespace {
 
-TrainConfig parity_config(int world, int micro_batches, bool overlap = true) {
+TrainConfig parity_config(int world, int micro_batches, bool overlap = true, std::vector<std::string> more = {}) {
   // Small buckets: several of them, so the reducer's ordering is exercised.
-  return load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt",
-                     {"loop.global_batch_size=" + std::to_string(12 * world),
-                      "loop.micro_batches=" + std::to_string(micro_batches), "loop.steps=5",
-                      "comm.first_bucket_bytes=4096", "comm.bucket_cap_bytes=32768",
-                      std::string("comm.overlap=") + (overlap ? "true" : "false")});
+  more.insert(more.end(), {"loop.global_batch_size=" + std::to_string(12 * world),
+                           "loop.micro_batches=" + std::to_string(micro_batches), "loop.steps=5",
+                           "comm.first_bucket_bytes=4096", "comm.bucket_cap_bytes=32768",
+                           std::string("comm.overlap=") + (overlap ? "true" : "false")});
+  return load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt", more);
 }
 
-void expect_parity(int micro_batches, bool overlap = true) {
+void expect_parity(int micro_batches, bool overlap = true, std::vector<std::string> more = {}) {
   const Topology topology = make_topology(detect_process(), 1, 0);
-  const TrainConfig config = parity_config(topology.world_size(), micro_batches, overlap);
+  const TrainConfig config = parity_config(topology.world_size(), micro_batches, overlap, more);
   ProcessGroups groups(topology);
   Trainer parallel(config, topology, groups, tiny_data());
   ReferenceTraining reference(config, tiny_data());
@@ -54,6 +54,10 @@ TEST(DataParallelParity, MatchesOneProcessOnTheGlobalBatch) { expect_parity(1); 
 TEST(DataParallelParity, MatchesOneProcessWithGradientAccumulation) { expect_parity(3); }
 
 TEST(DataParallelParity, MatchesOneProcessWithoutOverlap) { expect_parity(1, /*overlap=*/false); }
+
+TEST(DataParallelParity, MatchesOneProcessWithRelativePositionBias) {
+  expect_parity(1, true, {"model.vision.relative_position_bias=true"});
+}
 
 TEST(GradientReduction, BucketsCoverEachUniqueParameterOnce) {
   const Topology topology = make_topology(detect_process(), 1, 0);

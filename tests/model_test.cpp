@@ -140,6 +140,70 @@ TEST(Captioning, LaterTokensDoNotChangeEarlierLogits) {
 
 // The training forward pass (the one-stage case of the stage forward) gives
 // the losses of the inference pieces evaluation and captioning use.
+// Relative position bias (model.vision.relative_position_bias): B[h, i, j]
+// depends only on the 2-D offset of patch j from patch i, so it is unchanged
+// by shifting both patches by any in-range (dr, dc).
+TEST(RelativePositionBias, DependsOnlyOnTheOffset) {
+  ModelSpec spec = tiny_spec(0, 1, 1);  // 4 x 8 patches
+  spec.vision_relative_bias = true;
+  torch::manual_seed(21);
+  VlmModel model(spec);
+  const auto& attn = model->vision_blocks()[0]->self_attn;
+  ASSERT_TRUE(attn->relative_position_bias.defined());
+  const torch::Tensor b = attn->position_bias();
+  const int64_t rows = spec.patch_rows(), columns = spec.patch_columns(), t = rows * columns;
+  ASSERT_EQ(b.sizes(), torch::IntArrayRef({spec.heads, t, t}));
+  auto at = b.accessor<float, 3>();
+  int64_t checked = 0;
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t j = 0; j < t; ++j) {
+      const int64_t ri = i / columns, ci = i % columns, rj = j / columns, cj = j % columns;
+      for (int64_t dr = -(rows - 1); dr < rows; ++dr) {
+        for (int64_t dc = -(columns - 1); dc < columns; ++dc) {
+          const int64_t a = ri + dr, b2 = ci + dc, c = rj + dr, d = cj + dc;
+          if (a < 0 || a >= rows || c < 0 || c >= rows || b2 < 0 || b2 >= columns || d < 0 || d >= columns) continue;
+          for (int64_t h = 0; h < spec.heads; ++h) ASSERT_EQ(at[h][i][j], at[h][a * columns + b2][c * columns + d]);
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, t * t);
+  // Distinct offsets read distinct entries: the table was drawn at random.
+  EXPECT_NE(at[0][0][1], at[0][0][columns]);
+  // One table per sharing group: with all 3 vision blocks sharing, one table.
+  int64_t tables = 0;
+  for (const auto& p : unique_parameters(*model)) tables += p.name.find("relative_position_bias") != std::string::npos;
+  EXPECT_EQ(tables, 1);
+}
+
+// A zero bias is the model without it, exactly; the bias learns (it gets a gradient).
+TEST(RelativePositionBias, AZeroBiasIsTheModelWithoutIt) {
+  ModelSpec plain = tiny_spec(2, 1, 1), biased = plain;
+  biased.vision_relative_bias = true;
+  VlmModel without(plain), with(biased);
+  {
+    torch::NoGradGuard no_grad;
+    auto theirs = without->named_parameters();
+    for (auto& p : with->named_parameters()) {
+      if (p.key().find("relative_position_bias") != std::string::npos) {
+        p.value().zero_();
+      } else {
+        p.value().copy_(theirs[p.key()]);
+      }
+    }
+  }
+  const Inputs in = random_inputs(plain, 4, 13);
+  const StageOutput a = without->forward({in.images, in.tokens, in.lengths, 0});
+  const StageOutput b = with->forward({in.images, in.tokens, in.lengths, 0});
+  EXPECT_TRUE(torch::equal(a.contrastive, b.contrastive));
+  EXPECT_TRUE(torch::equal(a.caption, b.caption));
+  b.weighted_loss(biased).backward();
+  const torch::Tensor table = with->vision_blocks()[0]->self_attn->relative_position_bias;
+  ASSERT_TRUE(table.grad().defined());
+  EXPECT_GT(table.grad().abs().sum().item<double>(), 0);
+}
+
 TEST(Model, TrainingForwardMatchesTheInferencePieces) {
   torch::manual_seed(11);
   VlmModel model(tiny_spec(2, 3, 2));

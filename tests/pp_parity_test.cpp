@@ -62,11 +62,13 @@ std::vector<std::string> all_fingerprints(const std::string& mine) {
   return lines;
 }
 
-void expect_parity(const std::string& schedule, bool keep_groups_together = false, int zero_stage = 0) {
+void expect_parity(const std::string& schedule, bool keep_groups_together = false, int zero_stage = 0,
+                   bool relative_bias = false) {
   const int stages = stages_from_environment();
   const Topology topology = make_topology(detect_process(), stages, 0);
   TrainConfig config = pipeline_config(stages, topology.data_parallel, schedule);
   config.mutable_optim()->set_zero_stage(zero_stage);
+  config.mutable_model()->mutable_vision()->set_relative_position_bias(relative_bias);
   if (keep_groups_together) {
     config.mutable_parallel()->clear_stage_starts();
     config.mutable_parallel()->set_keep_sharing_groups_together(true);
@@ -171,6 +173,8 @@ TEST(PipelineParity, GPipeMatchesOneProcess) { expect_parity("GPIPE"); }
 // With dp > 1 (the 4-rank case), each stage's optimizer state is sharded
 // over its replicas, and weights tied across stages stay bit-identical.
 TEST(PipelineParity, ZeroOneMatchesOneProcess) { expect_parity("ONE_F_ONE_B", false, 1); }
+// The cut after V0 splits the vision sharing group: its bias table is tied across stages.
+TEST(PipelineParity, RelativePositionBiasMatchesOneProcess) { expect_parity("ONE_F_ONE_B", false, 0, true); }
 TEST(PipelineParity, PartitionKeepingSharingGroupsTogether) {
   if (stages_from_environment() > 2) GTEST_SKIP() << "tiny_test has only one cut between sharing groups (after the vision blocks)";
   expect_parity("ONE_F_ONE_B", true);
