@@ -27,7 +27,7 @@ done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 work=$(mktemp -d /tmp/vlm-ablation.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-value() { sed -nE "s/$2/\1/p" "$1" | tail -1; }
+value() { sed -nE "s|$2|\1|p" "$1" | tail -1; }
 declare -A results  # "name metric" -> space-separated values, one per seed
 for seed in $(seq 1 "$seeds"); do
   for variant in "${variants[@]}"; do
