@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include "comm/mpi_backend.h"
 #include "comm/process_groups.h"
 #include "comm/topology.h"
@@ -90,14 +92,24 @@ TEST(GradientReduction, OverlapCompletesBucketsBeforeBackwardEnds) {
 
 // ZeRO-1 (Note [ZeRO-1]) trains as plain DP does, side by side on the same
 // ranks: only the gradient norm's summation order differs.
+// Plain DP and ZeRO-1 trainers of one config, side by side on this job's ranks.
+struct PlainAndSharded {
+  explicit PlainAndSharded(int micro_batches) : config(parity_config(topology.world_size(), micro_batches)) {
+    TrainConfig zero = config;
+    zero.mutable_optim()->set_zero_stage(1);
+    plain = std::make_unique<Trainer>(config, topology, groups, tiny_data());
+    sharded = std::make_unique<Trainer>(zero, topology, groups, tiny_data());
+  }
+  Topology topology = make_topology(detect_process(), 1, 0);
+  ProcessGroups groups{topology};
+  TrainConfig config;
+  std::unique_ptr<Trainer> plain, sharded;
+};
+
 TEST(ZeroOne, MatchesPlainDataParallel) {
-  const Topology topology = make_topology(detect_process(), 1, 0);
-  ProcessGroups groups(topology);
-  TrainConfig config = parity_config(topology.world_size(), 2);
-  Trainer plain(config, topology, groups, tiny_data());
-  config.mutable_optim()->set_zero_stage(1);
-  Trainer sharded(config, topology, groups, tiny_data());
-  for (int step = 0; step < config.loop().steps(); ++step) {
+  PlainAndSharded both(2);
+  Trainer &plain = *both.plain, &sharded = *both.sharded;
+  for (int step = 0; step < both.config.loop().steps(); ++step) {
     const double a = plain.train_step().loss, b = sharded.train_step().loss;
     EXPECT_LE(std::abs(a - b), 1e-6 * std::abs(a)) << "step " << step << ": " << a << " vs " << b;
     const auto& mine = sharded.stage()->global_parameters();
@@ -111,12 +123,8 @@ TEST(ZeroOne, MatchesPlainDataParallel) {
 // Every element's moments live on exactly one rank; no rank holds more than
 // its even share and a padding element per bucket.
 TEST(ZeroOne, EachRankHoldsItsShareOfTheOptimizerState) {
-  const Topology topology = make_topology(detect_process(), 1, 0);
-  ProcessGroups groups(topology);
-  TrainConfig config = parity_config(topology.world_size(), 1);
-  Trainer plain(config, topology, groups, tiny_data());
-  config.mutable_optim()->set_zero_stage(1);
-  Trainer sharded(config, topology, groups, tiny_data());
+  PlainAndSharded both(1);
+  Trainer &plain = *both.plain, &sharded = *both.sharded;
   const int64_t whole = plain.optimizer_state_bytes();
   EXPECT_EQ(whole, 2 * 4 * unique_parameter_count(*plain.stage()));
   const int64_t mine = sharded.optimizer_state_bytes();
@@ -125,7 +133,7 @@ TEST(ZeroOne, EachRankHoldsItsShareOfTheOptimizerState) {
   MPI_Allreduce(&mine, &most, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
   EXPECT_EQ(sum, whole);
   const int64_t buckets = static_cast<int64_t>(sharded.bucket_bytes().size());
-  EXPECT_LE(most, whole / topology.world_size() + 2 * 4 * buckets) << "of " << whole << " bytes on one rank";
+  EXPECT_LE(most, whole / both.topology.world_size() + 2 * 4 * buckets) << "of " << whole << " bytes on one rank";
 }
 
 // A parameter that gets no gradient in a step never fires its hook: finalize()
