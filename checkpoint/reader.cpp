@@ -95,14 +95,15 @@ std::string read_manifest_file(const std::string& path, const std::string& step_
 
 }  // namespace
 
-void export_model(const std::string& step_directory, const std::string& out_file) {
-  const CheckpointReader reader(step_directory);
-  Manifest model = reader.manifest();
-  model.clear_optimizer();
+void write_model_file(Manifest model, const std::vector<torch::Tensor>& tensors, const std::string& out_file) {
+  if (static_cast<size_t>(model.tensors_size()) != tensors.size()) {
+    throw CheckpointError(out_file + ": " + std::to_string(model.tensors_size()) + " records for " +
+                          std::to_string(tensors.size()) + " tensors");
+  }
+  model.clear_optimizer();  // the model alone
   model.clear_ranks();
   model.clear_cursors();
   model.set_format_version(kCheckpointFormatVersion);
-  const auto reads = reader.read_parameters();  // verified on the way out
   uint64_t offset = 0;
   for (TensorRecord& r : *model.mutable_tensors()) {
     r.clear_shard();
@@ -117,8 +118,15 @@ void export_model(const std::string& step_directory, const std::string& out_file
   DurableFile out(out_file);
   out.append(header.data(), header.size());
   out.append(manifest.data(), manifest.size());
-  for (const auto& [r, t] : reads) out.append(t.data_ptr(), t.nbytes());
+  for (const torch::Tensor& t : tensors) out.append(t.data_ptr(), t.nbytes());
   out.commit();
+}
+
+void export_model(const std::string& step_directory, const std::string& out_file) {
+  const CheckpointReader reader(step_directory);
+  std::vector<torch::Tensor> tensors;
+  for (const auto& [r, t] : reader.read_parameters()) tensors.push_back(t);  // verified on the way out
+  write_model_file(reader.manifest(), tensors, out_file);
 }
 
 CheckpointReader::CheckpointReader(const std::string& step_directory) : directory_(step_directory) {

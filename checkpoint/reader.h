@@ -19,6 +19,10 @@ namespace vlm {
 // optimizer, RNG or cursors), then the tensors' bytes; a record's offset
 // counts from the end of the manifest.
 void export_model(const std::string& step_directory, const std::string& out_file);
+// The same file from the manifest `model` (its optimizer, RNG and cursors
+// dropped) and the host float32 tensors of its records, in order (the records
+// give name, shape, length and CRC-32C; offsets are set here).
+void write_model_file(Manifest model, const std::vector<torch::Tensor>& tensors, const std::string& out_file);
 
 class CheckpointReader {
  public:

@@ -38,6 +38,14 @@ std::vector<int64_t> DistributedSampler::permutation(int64_t epoch) const {
   return perm;
 }
 
+std::vector<int64_t> global_batch_positions(int64_t global_batch, int64_t micro_batches, int64_t dp_size,
+                                            int64_t dp_rank, int64_t micro) {
+  const int64_t micro_size = global_batch / micro_batches;
+  std::vector<int64_t> out;
+  for (int64_t i = micro * micro_size + dp_rank; i < (micro + 1) * micro_size; i += dp_size) out.push_back(i);
+  return out;
+}
+
 std::vector<int64_t> DistributedSampler::indices(int64_t step, int64_t micro) {
   CHECK(micro >= 0 && micro < micro_batches_);
   const int64_t epoch = step / steps_per_epoch_;
@@ -45,12 +53,10 @@ std::vector<int64_t> DistributedSampler::indices(int64_t step, int64_t micro) {
     cached_permutation_ = permutation(epoch);
     cached_epoch_ = epoch;
   }
-  const int64_t micro_size = global_batch_ / micro_batches_;
-  const int64_t start = (step % steps_per_epoch_) * global_batch_ + micro * micro_size;
+  const int64_t start = (step % steps_per_epoch_) * global_batch_;
   std::vector<int64_t> out;
-  out.reserve(micro_size / dp_size_);
-  for (int64_t i = start + dp_rank_; i < start + micro_size; i += dp_size_) {
-    out.push_back(cached_permutation_[i]);
+  for (int64_t position : global_batch_positions(global_batch_, micro_batches_, dp_size_, dp_rank_, micro)) {
+    out.push_back(cached_permutation_[start + position]);
   }
   return out;
 }

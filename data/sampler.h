@@ -11,6 +11,11 @@
 
 namespace vlm {
 
+// Indices in the global batch of the samples rank `dp_rank` takes for
+// micro-batch `micro`, in the order DistributedSampler::indices gives them.
+std::vector<int64_t> global_batch_positions(int64_t global_batch, int64_t micro_batches, int64_t dp_size,
+                                            int64_t dp_rank, int64_t micro);
+
 class DistributedSampler {
  public:
   // Each global batch is cut into `micro_batches` consecutive slices; rank r

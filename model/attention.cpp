@@ -4,10 +4,12 @@
 
 namespace vlm {
 
-SelfAttentionProjectionsImpl::SelfAttentionProjectionsImpl(int64_t d_model, int64_t heads, int64_t rows, int64_t columns)
-    : qkv(register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 3 * d_model).bias(false)))),
-      out(register_module("out", torch::nn::Linear(d_model, d_model))) {
-  if (heads == 0) return;
+SelfAttentionProjectionsImpl::SelfAttentionProjectionsImpl(int64_t d_model, int64_t heads, int64_t head_dim,
+                                                           int64_t rows, int64_t columns)
+    : heads(heads),
+      qkv(register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 3 * heads * head_dim).bias(false)))),
+      out(register_module("out", torch::nn::Linear(heads * head_dim, d_model))) {
+  if (rows == 0) return;
   // Patch (r, c) is token r x columns + c; the offset (dr, dc) of j from i,
   // each shifted to be non-negative, picks the column dr' x (2 columns - 1) + dc'.
   const torch::Tensor r = torch::arange(rows).repeat_interleave(columns), c = torch::arange(columns).repeat({rows});
@@ -23,12 +25,16 @@ torch::Tensor SelfAttentionProjectionsImpl::position_bias() const {
   return relative_position_bias.index_select(1, offset_index.reshape({-1})).view({-1, t, t});
 }
 
-CrossKVProjectionImpl::CrossKVProjectionImpl(int64_t d_model)
-    : kv(register_module("kv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 2 * d_model).bias(false)))) {}
+CrossKVProjectionImpl::CrossKVProjectionImpl(int64_t d_model, int64_t heads, int64_t head_dim)
+    : heads(heads),
+      kv(register_module("kv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 2 * heads * head_dim).bias(false)))) {}
 
-ImageKV CrossKVProjectionImpl::project(const torch::Tensor& image_tokens, int64_t heads) {
+ImageKV CrossKVProjectionImpl::project(const torch::Tensor& image_tokens) {
   auto kv_parts = kv->forward(image_tokens).chunk(2, /*dim=*/-1);
-  return {split_heads(kv_parts[0], heads), split_heads(kv_parts[1], heads)};
+  ImageKV out;
+  out.k = split_heads(kv_parts[0], heads);
+  out.v = split_heads(kv_parts[1], heads);
+  return out;
 }
 
 torch::Tensor split_heads(const torch::Tensor& x, int64_t heads) {
@@ -42,13 +48,17 @@ torch::Tensor merge_heads(const torch::Tensor& x) {
 }
 
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                     const torch::Tensor& causal_mask, const torch::Tensor& bias) {
+                     const torch::Tensor& causal_mask, const torch::Tensor& bias, const torch::Tensor& keep,
+                     torch::Tensor* weights_out) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));
   if (bias.defined()) scores.add_(bias);  // in place keeps the scores' dtype (bf16 under autocast)
   scores.mul_(scale);
   if (causal_mask.defined()) scores.masked_fill_(causal_mask, -std::numeric_limits<float>::infinity());
-  return torch::matmul(torch::softmax(scores, -1), v);
+  torch::Tensor weights = torch::softmax(scores, -1);
+  if (weights_out != nullptr) *weights_out = weights;
+  if (keep.defined()) weights = weights * keep.to(weights.scalar_type());
+  return torch::matmul(weights, v);
 }
 
 }  // namespace vlm

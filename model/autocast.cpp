@@ -29,6 +29,8 @@ void set_dtype(torch::DeviceType type, torch::ScalarType t) {
 
 }  // namespace
 
+bool autocast_enabled(const torch::Device& device) { return is_enabled(device.type()); }
+
 AutocastGuard::AutocastGuard(const torch::Device& device, bool enabled) : enabled_(enabled), type_(device.type()) {
   if (!enabled_) return;
   was_enabled_ = is_enabled(type_);

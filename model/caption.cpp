@@ -28,8 +28,9 @@ torch::Tensor decode_captions(VlmModel& model, const torch::Tensor& images, cons
   if (use_kv_cache) {
     state = model->start_decoding(images);
   } else {
-    image_tokens = model->encode_image(images);
-    image_kv = model->image_kv(image_tokens);
+    torch::Tensor log_gate;
+    image_tokens = model->encode_image(images, &log_gate);
+    image_kv = model->image_kv(image_tokens, log_gate);
   }
   for (int64_t pos = 0; pos + 1 < max_tokens; ++pos) {
     torch::Tensor logits = use_kv_cache

@@ -4,8 +4,8 @@ namespace vlm {
 
 KvCacheLayout kv_cache_layout(const ModelSpec& s) {
   KvCacheLayout layout;
-  const int64_t per_token = 2 * s.d_model * 4;  // K and V, float32
-  layout.set_image_tokens(s.image_tokens());
+  const int64_t per_head = 2 * s.head_dim() * 4;  // K and V of one head and token, float32
+  layout.set_image_tokens(s.kept_image_tokens());  // after visual-token pruning
   layout.set_max_tokens(s.max_tokens);
   int64_t token_bytes = 0, image_bytes = 0;
   for (int64_t i = 0; i < s.text_layers(); ++i) {
@@ -14,8 +14,11 @@ KvCacheLayout kv_cache_layout(const ModelSpec& s) {
     layer->set_layer(static_cast<int32_t>(i));
     layer->set_multimodal(m >= 0);
     layer->set_self_kv_layer(static_cast<int32_t>(i));
-    layer->set_self_attn_weight_group(static_cast<int32_t>(ModelSpec::share_group_of(i, s.text_self_attn_share)));
-    layer->set_heads(static_cast<int32_t>(s.heads));
+    const int64_t self_group = ModelSpec::share_group_of(i, s.text_self_attn_share);
+    const int64_t heads = s.heads_of(AttentionKind::kTextSelf, self_group);
+    const int64_t per_token = per_head * heads;
+    layer->set_self_attn_weight_group(static_cast<int32_t>(self_group));
+    layer->set_heads(static_cast<int32_t>(heads));
     layer->set_head_dim(static_cast<int32_t>(s.head_dim()));
     layer->set_dtype("float32");
     layer->set_self_kv_bytes_per_token(per_token);
@@ -29,7 +32,9 @@ KvCacheLayout kv_cache_layout(const ModelSpec& s) {
     const int64_t first = s.cross_kv_share == 0 ? 0 : group * s.cross_kv_share;
     const int64_t source = s.reuse_image_kv ? first : m;
     layer->set_cross_kv_layer(static_cast<int32_t>(s.unimodal_layers + source));
-    const int64_t bytes = source == m ? per_token * s.image_tokens() : 0;
+    const int64_t cross_heads = s.heads_of(AttentionKind::kCross, group);
+    layer->set_cross_heads(static_cast<int32_t>(cross_heads));
+    const int64_t bytes = source == m ? per_head * cross_heads * s.kept_image_tokens() : 0;
     layer->set_cross_kv_bytes_per_image(bytes);
     image_bytes += bytes;
   }

@@ -5,6 +5,7 @@
 #include <map>
 #include <unordered_set>
 
+#include "model/activation_checkpoint.h"
 #include "model/losses.h"
 
 namespace vlm {
@@ -19,19 +20,22 @@ torch::Tensor StageOutput::weighted_loss(const ModelSpec& spec) const {
 }
 
 std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& s, int64_t end, int64_t batch) {
-  const int64_t v = s.vision_layers, u = s.unimodal_layers;
-  const std::vector<int64_t> image = {batch, s.image_tokens(), s.d_model};
-  return {end < v ? image : std::vector<int64_t>{},
-          end >= v ? image : std::vector<int64_t>{},
-          end >= v && end < v + u ? std::vector<int64_t>{batch, s.embed_dim} : std::vector<int64_t>{},
-          end > v ? std::vector<int64_t>{batch, s.max_tokens, s.d_model} : std::vector<int64_t>{}};
+  const int64_t v = s.vision_layers, u = s.unimodal_layers, kept = s.kept_image_tokens();
+  const std::vector<int64_t> none;
+  const int64_t tokens = end < v ? s.vision_tokens_at(end) : kept;  // image tokens after block end - 1
+  return {end < v ? std::vector<int64_t>{batch, tokens, s.d_model} : none,
+          end >= v ? std::vector<int64_t>{batch, kept, s.d_model} : none,
+          end >= v && end < v + u ? std::vector<int64_t>{batch, s.embed_dim} : none,
+          end > v ? std::vector<int64_t>{batch, s.max_tokens, s.d_model} : none,
+          s.saliency ? std::vector<int64_t>{batch, tokens} : none,
+          end < v && tokens < s.image_tokens() ? std::vector<int64_t>{batch, kept} : none};
 }
 
 std::vector<double> block_costs(const ModelSpec& s) {
-  const double d = s.d_model, f = s.ffn_dim(), n = s.image_tokens(), t = s.max_tokens;
+  const double d = s.d_model, f = s.ffn_dim(), n = s.kept_image_tokens(), t = s.max_tokens;
   auto self_block = [&](double tokens) { return 2 * tokens * d * 4 * d + 4 * tokens * tokens * d + 4 * tokens * d * f; };
   std::vector<double> costs;
-  for (int64_t i = 0; i < s.vision_layers; ++i) costs.push_back(self_block(n));
+  for (int64_t i = 0; i < s.vision_layers; ++i) costs.push_back(self_block(static_cast<double>(s.vision_tokens_at(i))));
   for (int64_t i = 0; i < s.unimodal_layers; ++i) costs.push_back(self_block(t));
   for (int64_t i = 0; i < s.multimodal_layers; ++i) costs.push_back(self_block(t) + 4 * t * d * d + 4 * t * n * d + 4 * n * d * d);
   return costs;
@@ -57,6 +61,8 @@ VlmStageImpl::VlmStageImpl(VlmModelImpl& full, int64_t first, int64_t end)
   CHECK(0 <= first && first < end && end <= total) << "stage blocks [" << first << ", " << end << ")";
   auto owns = [&](int64_t block) { return first <= block && block < end; };
   if (owns(0)) {
+    if (!full.conv_stem_.is_empty()) conv_stem_ = register_module("conv_stem", full.conv_stem_);
+    if (!full.saliency_.is_empty()) saliency_ = register_module("saliency", full.saliency_);
     patch_embed_ = register_module("patch_embed", full.patch_embed_);
     vision_pos_ = register_parameter("vision_pos", full.vision_pos_);
   }
@@ -98,9 +104,21 @@ StageOutput VlmStageImpl::forward(StageCarry c, const StageInputs& in, const Los
   for (int64_t g = first_; g < end_; ++g) {
     Block& block = blocks_[g - first_];
     if (g < v) {
-      if (g == 0) c.vision_hidden = embed_patches(patch_embed_, vision_pos_, in.images, spec_);
-      c.vision_hidden = block->forward(c.vision_hidden, torch::Tensor());
+      if (g == 0) {
+        c.vision_hidden = embed_patches(conv_stem_, patch_embed_, vision_pos_, in.images, spec_);
+        if (spec_.saliency) c.patch_log_gate = saliency_->log_map(in.images);
+      }
+      PatchAttention patches;
+      if (c.patch_index.defined()) patches.index = c.patch_index.to(torch::kLong);
+      if (spec_.saliency_gate_vision) patches.log_gate = c.patch_log_gate;
+      torch::Tensor received;
+      const bool prune_after = spec_.prunes_tokens() && g + 1 == spec_.prune_after_layer;
+      if (prune_after) patches.received = &received;
+      c.vision_hidden = run_block(g, c.vision_hidden, torch::Tensor(), nullptr, in.dropout_keys, patches);
+      if (prune_after) prune_tokens(received, &c);
       if (g == v - 1) {
+        if (c.patch_index.defined()) out.kept_patches = c.patch_index.to(torch::kLong);
+        c.patch_index = torch::Tensor();
         c.image_tokens = vision_norm_->forward(c.vision_hidden);
         c.image_embedding = unit_embedding(image_proj_, c.image_tokens.mean(1));
         c.vision_hidden = torch::Tensor();
@@ -108,7 +126,7 @@ StageOutput VlmStageImpl::forward(StageCarry c, const StageInputs& in, const Los
     } else if (g < v + u) {
       if (g == v) c.text_hidden = embed_tokens(token_embed_, text_pos_, in.tokens, spec_);
       if (!mask.defined()) mask = causal_mask(causal_mask_, c.text_hidden.size(1));
-      c.text_hidden = block->forward(c.text_hidden, mask);
+      c.text_hidden = run_block(g, c.text_hidden, mask, nullptr, in.dropout_keys);
       if (g == v + u - 1) {
         torch::Tensor text = unit_embedding(text_proj_, text_embed_norm_->forward(last_token(c.text_hidden, in.lengths)));
         // Float32 features (bf16 under autocast): the loss wants them, and MPI has no bf16.
@@ -122,24 +140,49 @@ StageOutput VlmStageImpl::forward(StageCarry c, const StageInputs& in, const Los
       const int64_t group = ModelSpec::share_group_of(g - v - u, spec_.cross_kv_share);
       ImageKV kv;
       if (!spec_.reuse_image_kv) {
-        kv = block->cross_kv->project(c.image_tokens, spec_.heads);
+        kv = block->cross_kv->project(c.image_tokens);
       } else {
         auto it = group_kv.find(group);
-        if (it == group_kv.end()) it = group_kv.emplace(group, block->cross_kv->project(c.image_tokens, spec_.heads)).first;
+        if (it == group_kv.end()) it = group_kv.emplace(group, block->cross_kv->project(c.image_tokens)).first;
         kv = it->second;
       }
+      kv.log_gate = c.patch_log_gate;
       if (!mask.defined()) mask = causal_mask(causal_mask_, c.text_hidden.size(1));
-      c.text_hidden = block->forward(c.text_hidden, mask, &kv);
+      c.text_hidden = run_block(g, c.text_hidden, mask, &kv, in.dropout_keys);
       if (g == total - 1) {
         out.caption = caption_loss(lm_head_->forward(caption_norm_->forward(c.text_hidden)), in.tokens, in.pad_id,
                                    reduction.caption_targets_per_rank);
         c.text_hidden = torch::Tensor();
         c.image_tokens = torch::Tensor();
+        c.patch_log_gate = torch::Tensor();
       }
     }
   }
   out.carry = std::move(c);
   return out;
+}
+
+torch::Tensor VlmStageImpl::run_block(int64_t g, const torch::Tensor& x, const torch::Tensor& causal_mask,
+                                      const ImageKV* image_kv, const torch::Tensor& dropout_keys,
+                                      const PatchAttention& patches) {
+  Block& block = blocks_[g - first_];
+  const DropoutDraw dropout(spec_, dropout_keys, g);
+  // The block that ranks tokens for pruning keeps its attention weights: it is not recomputed.
+  // A gated block (head scoring) is not recomputed either: its gates are not the recomputation's inputs.
+  if (spec_.activation_checkpointing && torch::GradMode::is_enabled() && patches.received == nullptr &&
+      !block->self_gate.defined() && !block->cross_gate.defined()) {
+    return checkpointed_forward(*block, x, causal_mask, image_kv, dropout, patches);
+  }
+  return block->forward(x, causal_mask, image_kv, dropout, patches);
+}
+
+void VlmStageImpl::prune_tokens(const torch::Tensor& received, StageCarry* c) const {
+  const int64_t b = received.size(0), kept = spec_.kept_image_tokens();
+  // The most attended tokens, back in grid order (positions were added at embedding).
+  const torch::Tensor index = std::get<0>(std::get<1>(received.topk(kept, 1)).sort(1));
+  c->vision_hidden = c->vision_hidden.gather(1, index.unsqueeze(-1).expand({b, kept, c->vision_hidden.size(2)}));
+  if (c->patch_log_gate.defined()) c->patch_log_gate = c->patch_log_gate.gather(1, index);
+  c->patch_index = index.to(torch::kFloat);  // float, as every carried field (exact below 2^24)
 }
 
 }  // namespace vlm

@@ -16,6 +16,9 @@
 // tokens are sent rather than the shared image K/V (2*N*D per sharing group):
 // they are half the size, and a stage recomputes K/V once per sharing group it
 // holds, so a group split across stages costs one extra K/V projection.
+// With saliency gating the patches' log gates travel with the image tokens
+// (N floats); after visual-token pruning inside the vision tower, so do the
+// kept tokens' grid positions (the position bias is looked up by them).
 
 #include <torch/torch.h>
 
@@ -51,9 +54,19 @@ class VlmStageImpl : public torch::nn::Module {
   const std::vector<UniqueParameter>& global_parameters() const { return global_parameters_; }
 
  private:
+  // Block g of the model, with activation checkpointing when the spec asks
+  // for it and gradients are being recorded.
+  torch::Tensor run_block(int64_t g, const torch::Tensor& x, const torch::Tensor& causal_mask, const ImageKV* image_kv,
+                          const torch::Tensor& dropout_keys, const PatchAttention& patches = PatchAttention());
+  // Visual-token pruning: keeps the spec's kept_image_tokens() tokens that
+  // `received` ([b, N] attention) ranks highest, with their gates and positions.
+  void prune_tokens(const torch::Tensor& received, StageCarry* carry) const;
+
   ModelSpec spec_;
   int64_t first_, end_;
   std::vector<Block> blocks_;
+  ConvStem conv_stem_{nullptr};
+  SaliencyHead saliency_{nullptr};
   torch::nn::Linear patch_embed_{nullptr}, image_proj_{nullptr}, text_proj_{nullptr}, lm_head_{nullptr};
   torch::nn::LayerNorm vision_norm_{nullptr}, text_embed_norm_{nullptr}, caption_norm_{nullptr};
   torch::nn::Embedding token_embed_{nullptr};

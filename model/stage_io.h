@@ -30,7 +30,11 @@ struct StageCarry {
   torch::Tensor image_tokens;     // [b, N, D]
   torch::Tensor image_embedding;  // [b, E]
   torch::Tensor text_hidden;      // [b, T, D]
-  std::vector<torch::Tensor*> fields() { return {&vision_hidden, &image_tokens, &image_embedding, &text_hidden}; }
+  torch::Tensor patch_log_gate;   // [b, N]: log saliency of the image tokens (model.saliency)
+  torch::Tensor patch_index;      // [b, N] float: the kept tokens' grid positions, after pruning in the vision tower
+  std::vector<torch::Tensor*> fields() {
+    return {&vision_hidden, &image_tokens, &image_embedding, &text_hidden, &patch_log_gate, &patch_index};
+  }
 };
 
 struct StageInputs {
@@ -38,12 +42,18 @@ struct StageInputs {
   torch::Tensor tokens;   // by the first text block's stage and the last stage (targets)
   torch::Tensor lengths;  // by the stage of the last unimodal block
   int64_t pad_id = 0;
+  // [b] int64 keys of the samples' dropout masks (model/attention_dropout.h);
+  // undefined (no dropout) outside training.
+  torch::Tensor dropout_keys{};
 };
 
 struct StageOutput {
   StageCarry carry;           // what goes to the next stage
   torch::Tensor contrastive;  // defined on the stage that computes it
   torch::Tensor caption;      // defined on the last stage
+  // [b, N] int64 grid positions of the image tokens kept by visual-token
+  // pruning; defined on the stage that finishes the vision tower, if pruned.
+  torch::Tensor kept_patches;
 
   // contrastive_weight x contrastive + caption_weight x caption, of the parts
   // this stage computed (undefined if none).

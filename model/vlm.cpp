@@ -16,18 +16,21 @@ VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
   CHECK_EQ(spec.image_width % spec.patch_size, 0);
 
   // Vision tower. Blocks of one sharing group receive the same projection module.
+  if (spec.stem_channels > 0) conv_stem_ = register_module("conv_stem", ConvStem(spec));
+  if (spec.saliency) saliency_ = register_module("saliency", SaliencyHead(spec));
   patch_embed_ = register_module("patch_embed", torch::nn::Linear(spec.patch_values(), d));
   vision_pos_ = register_parameter("vision_pos", torch::zeros({1, spec.image_tokens(), d}));
   auto vision_list = register_module("vision_blocks", torch::nn::ModuleList());
   std::vector<SelfAttentionProjections> vision_attn;
   for (int64_t g = 0; g < spec.vision_attn_groups(); ++g) {
+    const int64_t heads = spec.heads_of(AttentionKind::kVisionSelf, g);
     vision_attn.push_back(spec.vision_relative_bias
-                              ? SelfAttentionProjections(d, spec.heads, spec.patch_rows(), spec.patch_columns())
-                              : SelfAttentionProjections(d));
+                              ? SelfAttentionProjections(d, heads, spec.head_dim(), spec.patch_rows(), spec.patch_columns())
+                              : SelfAttentionProjections(d, heads, spec.head_dim()));
   }
   for (int64_t i = 0; i < spec.vision_layers; ++i) {
     auto& attn = vision_attn[ModelSpec::share_group_of(i, spec.vision_self_attn_share)];
-    vision_blocks_.emplace_back(d, spec.heads, spec.ffn_dim(), attn);
+    vision_blocks_.emplace_back(d, spec.ffn_dim(), attn);
     vision_list->push_back(vision_blocks_.back());
   }
   vision_norm_ = register_module("vision_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
@@ -40,14 +43,18 @@ VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
   text_pos_ = register_parameter("text_pos", torch::zeros({1, spec.max_tokens, d}));
   auto text_list = register_module("text_blocks", torch::nn::ModuleList());
   std::vector<SelfAttentionProjections> text_attn;
-  for (int64_t g = 0; g < spec.text_attn_groups(); ++g) text_attn.emplace_back(d);
-  for (int64_t g = 0; g < spec.cross_kv_groups(); ++g) cross_kv_.emplace_back(d);
+  for (int64_t g = 0; g < spec.text_attn_groups(); ++g) {
+    text_attn.emplace_back(d, spec.heads_of(AttentionKind::kTextSelf, g), spec.head_dim());
+  }
+  for (int64_t g = 0; g < spec.cross_kv_groups(); ++g) {
+    cross_kv_.emplace_back(d, spec.heads_of(AttentionKind::kCross, g), spec.head_dim());
+  }
   for (int64_t i = 0; i < spec.text_layers(); ++i) {
     auto& attn = text_attn[ModelSpec::share_group_of(i, spec.text_self_attn_share)];
     const int64_t m = i - spec.unimodal_layers;  // index among multimodal blocks
     CrossKVProjection cross = m >= 0 ? cross_kv_[ModelSpec::share_group_of(m, spec.cross_kv_share)]
                                      : CrossKVProjection(nullptr);
-    text_blocks_.emplace_back(d, spec.heads, spec.ffn_dim(), attn, cross);
+    text_blocks_.emplace_back(d, spec.ffn_dim(), attn, cross);
     text_list->push_back(text_blocks_.back());
   }
   text_embed_norm_ = register_module("text_embed_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
@@ -68,7 +75,8 @@ void VlmModelImpl::init_weights() {
   for (auto& p : named_parameters()) {
     const std::string& name = p.key();
     torch::Tensor& t = p.value();
-    if (name == "logit_scale") continue;
+    // The convolutional parts keep their own (model/conv_stem.cpp, model/saliency.cpp).
+    if (name == "logit_scale" || name.rfind("conv_stem.", 0) == 0 || name.rfind("saliency.", 0) == 0) continue;
     if (t.dim() >= 2) {
       t.normal_(0.0, 0.02);
     } else if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
@@ -83,10 +91,15 @@ torch::Tensor causal_mask(const torch::Tensor& full_mask, int64_t tokens) {
 
 torch::Tensor VlmModelImpl::causal_mask(int64_t tokens) const { return vlm::causal_mask(causal_mask_, tokens); }
 
-torch::Tensor VlmModelImpl::encode_image(const torch::Tensor& images) {
-  torch::Tensor x = embed_patches(images);
-  for (auto& block : vision_blocks_) x = block->forward(x, torch::Tensor());
-  return vision_norm_->forward(x);
+torch::Tensor VlmModelImpl::encode_image(const torch::Tensor& images, torch::Tensor* log_gate,
+                                         torch::Tensor* kept_patches) {
+  if (!vision_) vision_ = std::make_shared<VlmStageImpl>(*this, 0, spec_.vision_layers);
+  StageInputs inputs;
+  inputs.images = images;
+  StageOutput out = vision_->forward(StageCarry{}, inputs);
+  if (log_gate != nullptr) *log_gate = out.carry.patch_log_gate;
+  if (kept_patches != nullptr) *kept_patches = out.kept_patches;
+  return out.carry.image_tokens;
 }
 
 torch::Tensor patchify(const torch::Tensor& images, int64_t p) {
@@ -105,17 +118,18 @@ torch::Tensor last_token(const torch::Tensor& hidden, const torch::Tensor& lengt
   return hidden.gather(1, (lengths - 1).view({b, 1, 1}).expand({b, 1, d})).squeeze(1);
 }
 
-torch::Tensor embed_patches(torch::nn::Linear& patch_embed, const torch::Tensor& positions, const torch::Tensor& images,
-                            const ModelSpec& spec) {
+torch::Tensor embed_patches(ConvStem& stem, torch::nn::Linear& patch_embed, const torch::Tensor& positions,
+                            const torch::Tensor& images, const ModelSpec& spec) {
   TORCH_CHECK(images.size(1) == spec.image_channels && images.size(2) == spec.image_height &&
                   images.size(3) == spec.image_width,
               "images are ", images.size(1), "x", images.size(2), "x", images.size(3), " (channels x height x width) but "
               "the model was built for ", spec.image_channels, "x", spec.image_height, "x", spec.image_width);
-  return patch_embed->forward(patchify(images, spec.patch_size)) + positions;
+  const torch::Tensor maps = stem.is_empty() ? images : stem->forward(images);
+  return patch_embed->forward(patchify(maps, spec.patch_size)) + positions;
 }
 
 torch::Tensor VlmModelImpl::embed_patches(const torch::Tensor& images) {
-  return vlm::embed_patches(patch_embed_, vision_pos_, images, spec_);
+  return vlm::embed_patches(conv_stem_, patch_embed_, vision_pos_, images, spec_);
 }
 
 torch::Tensor VlmModelImpl::image_embedding(const torch::Tensor& image_tokens) {
@@ -144,7 +158,7 @@ torch::Tensor VlmModelImpl::text_embedding(const torch::Tensor& hidden, const to
   return unit_embedding(text_proj_, text_embed_norm_->forward(last_token(hidden, lengths)));
 }
 
-std::vector<ImageKV> VlmModelImpl::image_kv(const torch::Tensor& image_tokens) {
+std::vector<ImageKV> VlmModelImpl::image_kv(const torch::Tensor& image_tokens, const torch::Tensor& log_gate) {
   std::vector<ImageKV> per_layer;
   per_layer.reserve(spec_.multimodal_layers);
   for (int64_t m = 0; m < spec_.multimodal_layers; ++m) {
@@ -154,7 +168,8 @@ std::vector<ImageKV> VlmModelImpl::image_kv(const torch::Tensor& image_tokens) {
     if (spec_.reuse_image_kv && !first_of_group) {
       per_layer.push_back(per_layer.back());  // same tensors: computed once per group
     } else {
-      per_layer.push_back(text_blocks_[spec_.unimodal_layers + m]->cross_kv->project(image_tokens, spec_.heads));
+      per_layer.push_back(text_blocks_[spec_.unimodal_layers + m]->cross_kv->project(image_tokens));
+      per_layer.back().log_gate = log_gate;
     }
   }
   return per_layer;
@@ -177,21 +192,28 @@ StageOutput VlmModelImpl::forward(const StageInputs& inputs, const LossReduction
 
 DecodeState VlmModelImpl::start_decoding(const torch::Tensor& images) {
   DecodeState state;
-  state.image_kv = image_kv(encode_image(images));
+  torch::Tensor log_gate;
+  const torch::Tensor image_tokens = encode_image(images, &log_gate, &state.kept_patches);
+  state.image_kv = image_kv(image_tokens, log_gate);
   const int64_t b = images.size(0);
   for (int64_t i = 0; i < spec_.text_layers(); ++i) {
-    auto shape = std::vector<int64_t>{b, spec_.heads, spec_.max_tokens, spec_.head_dim()};
+    auto shape = std::vector<int64_t>{b, text_blocks_[i]->self_heads(), spec_.max_tokens, spec_.head_dim()};
     state.self_kv.push_back({torch::empty(shape, images.options()), torch::empty(shape, images.options())});
   }
   return state;
 }
 
 torch::Tensor VlmModelImpl::decode_step(const torch::Tensor& token, int64_t position, DecodeState* state) {
+  torch::Tensor attention;  // summed over multimodal layers, when recorded
   torch::Tensor x = token_embed_->forward(token.view({-1, 1})) + text_pos_.narrow(1, position, 1);
   for (int64_t i = 0; i < spec_.text_layers(); ++i) {
     const int64_t m = i - spec_.unimodal_layers;
-    x = text_blocks_[i]->step(x, position, &state->self_kv[i], m >= 0 ? &state->image_kv[m] : nullptr);
+    torch::Tensor weights;
+    x = text_blocks_[i]->step(x, position, &state->self_kv[i], m >= 0 ? &state->image_kv[m] : nullptr,
+                              state->record_cross_attention && m >= 0 ? &weights : nullptr);
+    if (weights.defined()) attention = attention.defined() ? attention + weights.mean({1, 2}) : weights.mean({1, 2});
   }
+  if (attention.defined()) state->cross_attention.push_back(attention / static_cast<double>(spec_.multimodal_layers));
   return lm_head_->forward(caption_norm_->forward(x)).squeeze(1);
 }
 

@@ -9,6 +9,8 @@
 
 #include "model/attention.h"
 #include "model/block.h"
+#include "model/conv_stem.h"
+#include "model/saliency.h"
 #include "model/spec.h"
 #include "model/stage_io.h"
 
@@ -20,15 +22,22 @@ namespace vlm {
 struct DecodeState {
   std::vector<ImageKV> image_kv;
   std::vector<SelfKVCache> self_kv;
+  // [B, N] int64 grid position of each image token after visual-token pruning; undefined without.
+  torch::Tensor kept_patches;
+  // When set, each decode_step appends its cross-attention to the image
+  // tokens, [B, N] averaged over heads and multimodal layers (vlm-attn).
+  bool record_cross_attention = false;
+  std::vector<torch::Tensor> cross_attention;
 };
 
 class VlmStageImpl;
 
 // [B, C, H, W] -> [B, (H/p)(W/p), C*p*p], rows of patches left to right.
 torch::Tensor patchify(const torch::Tensor& images, int64_t patch_size);
-// Patches embedded, plus positions: the vision blocks' input [B, N, D].
-torch::Tensor embed_patches(torch::nn::Linear& patch_embed, const torch::Tensor& positions, const torch::Tensor& images,
-                            const ModelSpec& spec);
+// The conv stem's maps (if any) cut into patches and embedded, plus
+// positions: the vision blocks' input [B, N, D]. `stem` may be empty.
+torch::Tensor embed_patches(ConvStem& stem, torch::nn::Linear& patch_embed, const torch::Tensor& positions,
+                            const torch::Tensor& images, const ModelSpec& spec);
 // Tokens embedded, plus positions: the text blocks' input [B, T, D].
 torch::Tensor embed_tokens(torch::nn::Embedding& token_embed, const torch::Tensor& positions,
                            const torch::Tensor& tokens, const ModelSpec& spec);
@@ -44,8 +53,13 @@ class VlmModelImpl : public torch::nn::Module {
   explicit VlmModelImpl(const ModelSpec& spec);
   const ModelSpec& spec() const { return spec_; }
 
-  // images [B, 1, H, W] (normalised) -> image tokens [B, N, D] after the final norm.
-  torch::Tensor encode_image(const torch::Tensor& images);
+  // images [B, 1, H, W] (normalised) -> image tokens [B, N, D] after the
+  // final norm (N = spec.kept_image_tokens()). `log_gate`, if given, receives
+  // their log saliency [B, N] (undefined without model.saliency).
+  // `kept_patches`, if given, receives their grid positions [B, N] after
+  // visual-token pruning (undefined without pruning).
+  torch::Tensor encode_image(const torch::Tensor& images, torch::Tensor* log_gate = nullptr,
+                             torch::Tensor* kept_patches = nullptr);
   // Patches embedded, plus positions: the vision blocks' input [B, N, D].
   torch::Tensor embed_patches(const torch::Tensor& images);
   // Tokens embedded, plus positions: the text blocks' input [B, T, D].
@@ -61,8 +75,9 @@ class VlmModelImpl : public torch::nn::Module {
   // Output at the last token (position lengths-1), projected and normalised [B, E].
   torch::Tensor text_embedding(const torch::Tensor& hidden, const torch::Tensor& lengths);
   // Image K/V for each multimodal layer: once per sharing group when
-  // spec.reuse_image_kv, else recomputed in every layer.
-  std::vector<ImageKV> image_kv(const torch::Tensor& image_tokens);
+  // spec.reuse_image_kv, else recomputed in every layer; carrying the tokens'
+  // log gate (from encode_image) when there is one.
+  std::vector<ImageKV> image_kv(const torch::Tensor& image_tokens, const torch::Tensor& log_gate = {});
   // Multimodal blocks and LM head over unimodal hidden states -> [B, T, V].
   torch::Tensor caption_logits(const torch::Tensor& hidden, const std::vector<ImageKV>& image_kv);
 
@@ -75,13 +90,16 @@ class VlmModelImpl : public torch::nn::Module {
   torch::Tensor decode_step(const torch::Tensor& token, int64_t position, DecodeState* state);
 
   torch::Tensor logit_scale;  // log of the contrastive temperature's inverse
-  const std::vector<Block>& vision_blocks() const { return vision_blocks_; }
+  std::vector<Block>& vision_blocks() { return vision_blocks_; }
+  std::vector<Block>& text_blocks() { return text_blocks_; }
 
  private:
   friend class VlmStageImpl;  // cuts its stage's modules out of a full model
   void init_weights();
 
   ModelSpec spec_;
+  ConvStem conv_stem_{nullptr};  // empty without model.vision.conv_stem
+  SaliencyHead saliency_{nullptr};  // empty without model.saliency
   torch::nn::Linear patch_embed_{nullptr};
   torch::Tensor vision_pos_;
   std::vector<Block> vision_blocks_;
@@ -96,7 +114,8 @@ class VlmModelImpl : public torch::nn::Module {
   torch::nn::LayerNorm caption_norm_{nullptr};
   torch::nn::Linear lm_head_{nullptr};
   torch::Tensor causal_mask_;  // [max_tokens, max_tokens], true above the diagonal
-  std::shared_ptr<VlmStageImpl> whole_;  // every block: what forward() runs; made on first use
+  std::shared_ptr<VlmStageImpl> whole_;   // every block: what forward() runs; made on first use
+  std::shared_ptr<VlmStageImpl> vision_;  // the vision blocks: what encode_image() runs; made on first use
 };
 TORCH_MODULE(VlmModel);
 

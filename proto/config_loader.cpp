@@ -202,6 +202,35 @@ void check_rules(const TrainConfig& c, const Origins& origins, const std::string
                       ": model.vision.patch_size(" + std::to_string(m.vision().patch_size()) +
                       ") must divide the Fashion-MNIST image side 28; use 1, 2, 4, 7, 14 or 28");
   }
+  const TokenPruningConfig& pruning = m.vision().token_pruning();
+  if (pruning.after_layer() > m.vision().layers()) {
+    throw ConfigError(where(origins, "model.vision.token_pruning.after_layer", file) +
+                      ": model.vision.token_pruning.after_layer(" + std::to_string(pruning.after_layer()) +
+                      ") names a vision block after the last; use 1 to model.vision.layers(" +
+                      std::to_string(m.vision().layers()) + ")");
+  }
+  // One kept-head count per sharing group, each 1..heads (vlm-heads writes them).
+  const auto groups = [](int32_t layers, int32_t share) { return share == 0 ? 1 : (layers + share - 1) / share; };
+  const struct {
+    const char* field;
+    const google::protobuf::RepeatedField<int32_t>& kept;
+    int32_t groups;
+  } kept_heads[] = {
+      {"model.kept_heads.vision", m.kept_heads().vision(), groups(m.vision().layers(), m.vision().self_attn_share_group())},
+      {"model.kept_heads.text", m.kept_heads().text(),
+       groups(m.text().unimodal_layers() + m.text().multimodal_layers(), m.text().self_attn_share_group())},
+      {"model.kept_heads.cross", m.kept_heads().cross(), groups(m.text().multimodal_layers(), m.text().cross_kv_share_group())},
+  };
+  for (const auto& k : kept_heads) {
+    if (k.kept.empty()) continue;
+    bool ok = k.kept.size() == k.groups;
+    for (int32_t n : k.kept) ok = ok && n >= 1 && n <= m.heads();
+    if (!ok) {
+      throw ConfigError(where(origins, k.field, file) + ": " + k.field + " needs one count per sharing group (" +
+                        std::to_string(k.groups) + "), each 1 to model.heads(" + std::to_string(m.heads()) +
+                        "); it is written by vlm-heads --remove, leave it empty otherwise");
+    }
+  }
 }
 
 void fill_defaults(pb::Message* message) {

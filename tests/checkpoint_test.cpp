@@ -77,6 +77,21 @@ class Checkpoint : public ::testing::Test {
 
 TEST_F(Checkpoint, ResumeIsBitExact) { expect_bit_exact_resume("resume", {}); }
 
+// The stem's and saliency head's tensors are checkpointed; the dropout masks
+// of steps 3-5 are the same after the resume; the manifest's KV-cache layout
+// counts the image tokens left after pruning (32 x 0.5).
+TEST_F(Checkpoint, ResumeWithTheAttentionToolboxIsBitExact) {
+  expect_bit_exact_resume("resume-toolbox",
+                          {"model.vision.conv_stem.channels=4", "model.dropout.attention=0.2", "model.dropout.head=0.25",
+                           "model.dropout.token=0.3", "model.saliency.enabled=true",
+                           "model.vision.token_pruning.keep_ratio=0.5"},
+                          [](const CheckpointReader& saved) {
+                            EXPECT_EQ(saved.manifest().kv_cache().image_tokens(), 16);
+                            EXPECT_EQ(find_record(saved.manifest(), "conv_stem.input.weight")->name(), "conv_stem.input.weight");
+                            EXPECT_EQ(find_record(saved.manifest(), "saliency.score.weight")->name(), "saliency.score.weight");
+                          });
+}
+
 TEST_F(Checkpoint, AsyncSaveCapturesTheStepBoundaryWhileTrainingGoesOn) {
   const SharedDirectory scratch("async");
   const std::string& root = scratch.path();

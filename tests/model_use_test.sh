@@ -5,9 +5,11 @@
 # by an independent reader), a new run started from its weights, and
 # vlm-embed and vlm-caption over a folder of images and texts, whose
 # zero-shot accuracy must agree with the trainer's validation.
-# usage: model_use_test.sh VLM_DATA VLM_TRAIN VLM_CKPT VLM_EMBED VLM_CAPTION CONFIG
+# vlm-attn writes one heat map per caption token. vlm-heads scores the heads
+# and writes a smaller model that the other tools read.
+# usage: model_use_test.sh VLM_DATA VLM_TRAIN VLM_CKPT VLM_EMBED VLM_CAPTION VLM_ATTN VLM_HEADS CONFIG
 set -uo pipefail
-data=$1 train=$2 ckpt=$3 embed=$4 caption=$5 config=$6
+data=$1 train=$2 ckpt=$3 embed=$4 caption=$5 attn=$6 heads=$7 config=$8
 source "$(dirname "$0")/script_lib.sh"
 export OMPI_MCA_rmaps_base_oversubscribe=1
 mpi=(mpirun --oversubscribe -np 2)
@@ -175,5 +177,57 @@ cmp -s "$root/sampled6.tsv" "$root/captions.tsv" && fail "sampling at temperatur
 "$embed" --model "$root/ck/best" --temperature 1 "$root/imgs" > "$root/bad.log" 2>&1
 [[ $? == 2 ]] && grep -q "unknown option '--temperature'" "$root/bad.log" || fail "vlm-embed took --temperature: $(cat "$root/bad.log")"
 pass "vlm-caption sampling"
+
+echo "== vlm-attn: a heat map of cross-attention per caption token"
+mkdir -p "$root/attn_imgs"
+cp $(ls "$root"/imgs/*.png | head -3) "$root/attn_imgs/"
+"$attn" --model "$root/ck/best" --out "$root/attn" "$root/attn_imgs" > "$root/attn.log" 2> "$root/attn.err" ||
+  fail "vlm-attn: $(tail -3 "$root/attn.err")"
+[[ $(wc -l < "$root/attn.log") == 3 ]] || fail "vlm-attn printed $(wc -l < "$root/attn.log") captions for 3 images"
+# Every file the index names is a 224 x 224 RGB PNG (the SINGLE task's 28 x 28 image enlarged 8 times) that is not one colour.
+"$python" - "$root/attn" <<'EOF' || fail "vlm-attn's PNG files"
+import os, struct, sys, zlib
+rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(sys.argv[1], "index.tsv"))]
+assert rows and all(len(r) == 4 for r in rows), rows[:3]
+assert len({r[0] for r in rows}) == 3, "not 3 images in the index"
+for image, position, token, name in rows:
+    data = open(os.path.join(sys.argv[1], name), "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", name + ": not a PNG"
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    assert (width, height, depth, colour) == (224, 224, 8, 2), f"{name}: {width}x{height}, depth {depth}, colour type {colour}"
+    chunks, at = b"", 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        if kind == b"IDAT":
+            chunks += data[at + 8:at + 8 + length]
+        at += 12 + length
+    raw = zlib.decompress(chunks)
+    assert len(raw) == height * (1 + 3 * width), name + ": wrong amount of pixel data"
+    assert len(set(raw)) > 8, name + ": one colour"
+print(f"{len(rows)} heat maps checked")
+EOF
+"$attn" --model "$root/ck/best" "$root/attn_imgs" > "$root/bad.log" 2>&1
+[[ $? == 1 ]] && grep -q "\-\-out DIR is required" "$root/bad.log" || fail "vlm-attn without --out: $(cat "$root/bad.log")"
+echo "vlm-attn: $(head -1 "$root/attn.log"); $(wc -l < "$root/attn/index.tsv") heat maps"
+pass "vlm-attn"
+
+echo "== vlm-heads: head scores, and a model with the lowest-scoring heads removed"
+"$heads" --model "$root/ck/best" --batches 2 --batch 32 --scores "$root/scores.tsv" --remove 2 --out "$root/pruned.vlm" \
+  > "$root/heads.log" 2>&1 || fail "vlm-heads: $(tail -3 "$root/heads.log")"
+# tiny_test: 4 weight sets (vision 1, text 2, cross-attention 1) of 2 heads: 8 scores, at most 4 heads can go.
+[[ $(wc -l < "$root/scores.tsv") == 8 ]] || fail "scores.tsv has $(wc -l < "$root/scores.tsv") rows, not 8"
+awk -F'\t' '$3 < 0 || $3 != $3 + 0 { exit 1 }' "$root/scores.tsv" || fail "a score is not a non-negative number: $(cat "$root/scores.tsv")"
+grep -q "removed 2 heads: $root/pruned.vlm" "$root/heads.log" || fail "vlm-heads --remove: $(tail -2 "$root/heads.log")"
+"$ckpt" verify "$root/pruned.vlm" > /dev/null || fail "the pruned model does not verify"
+read -r after before <<< "$(sed -nE 's/^removed 2 heads: .* \(([0-9]+) parameters, ([0-9]+) before\)$/\1 \2/p' "$root/heads.log")"
+[[ -n $after && $after -lt $before ]] || fail "the pruned model is not smaller: $(tail -1 "$root/heads.log")"
+"$caption" --model "$root/pruned.vlm" --out "$root/pruned_captions.tsv" "$root/attn_imgs" > /dev/null 2>&1 ||
+  fail "vlm-caption cannot read the pruned model"
+[[ $(wc -l < "$root/pruned_captions.tsv") == 3 ]] || fail "vlm-caption on the pruned model: $(cat "$root/pruned_captions.tsv")"
+"$heads" --model "$root/ck/best" --batches 1 --batch 8 --remove 5 --out "$root/too_many.vlm" > "$root/bad.log" 2>&1
+[[ $? == 2 && ! -e $root/too_many.vlm ]] && grep -q "at most 4 can go" "$root/bad.log" ||
+  fail "vlm-heads --remove 5 of 8 heads in 4 sets: $(cat "$root/bad.log")"
+echo "vlm-heads: $(tail -1 "$root/heads.log")"
+pass "vlm-heads"
 
 echo "model use tests: $passed passed, 0 failed"

@@ -30,10 +30,12 @@ int stages_from_environment() {
 
 // tiny_test: blocks V0 V1 | U0 M0 M1. The two vision blocks share one attention
 // set, U0 and M0 another, M0 and M1 one image K/V: the cuts below split groups.
-TrainConfig pipeline_config(int stages, int dp, const std::string& schedule) {
-  std::vector<std::string> sets = {"parallel.pipeline_stages=" + std::to_string(stages), "parallel.schedule=" + schedule,
+TrainConfig pipeline_config(int stages, int dp, const std::string& schedule, const std::vector<std::string>& more = {}) {
+  std::vector<std::string> sets = more;
+  sets.insert(sets.end(), {"parallel.pipeline_stages=" + std::to_string(stages), "parallel.schedule=" + schedule,
                                    "loop.micro_batches=4", "loop.global_batch_size=" + std::to_string(16 * dp),
-                                   "loop.steps=5", "comm.first_bucket_bytes=4096", "comm.bucket_cap_bytes=32768"};
+                                   "loop.steps=5", "comm.first_bucket_bytes=4096", "comm.bucket_cap_bytes=32768",
+                                   "optim.eps=1e-3"});  // Note [Parity and Adam's eps] (tests/dp_parity_test.cpp)
   if (stages == 2) sets.push_back("parallel.stage_starts=1");
   if (stages == 3) sets.insert(sets.end(), {"parallel.stage_starts=1", "parallel.stage_starts=4"});
   return load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt", sets);
@@ -63,12 +65,11 @@ std::vector<std::string> all_fingerprints(const std::string& mine) {
 }
 
 void expect_parity(const std::string& schedule, bool keep_groups_together = false, int zero_stage = 0,
-                   bool relative_bias = false) {
+                   const std::vector<std::string>& model_sets = {}) {
   const int stages = stages_from_environment();
   const Topology topology = make_topology(detect_process(), stages, 0);
-  TrainConfig config = pipeline_config(stages, topology.data_parallel, schedule);
+  TrainConfig config = pipeline_config(stages, topology.data_parallel, schedule, model_sets);
   config.mutable_optim()->set_zero_stage(zero_stage);
-  config.mutable_model()->mutable_vision()->set_relative_position_bias(relative_bias);
   if (keep_groups_together) {
     config.mutable_parallel()->clear_stage_starts();
     config.mutable_parallel()->set_keep_sharing_groups_together(true);
@@ -174,7 +175,20 @@ TEST(PipelineParity, GPipeMatchesOneProcess) { expect_parity("GPIPE"); }
 // over its replicas, and weights tied across stages stay bit-identical.
 TEST(PipelineParity, ZeroOneMatchesOneProcess) { expect_parity("ONE_F_ONE_B", false, 1); }
 // The cut after V0 splits the vision sharing group: its bias table is tied across stages.
-TEST(PipelineParity, RelativePositionBiasMatchesOneProcess) { expect_parity("ONE_F_ONE_B", false, 0, true); }
+TEST(PipelineParity, RelativePositionBiasMatchesOneProcess) {
+  expect_parity("ONE_F_ONE_B", false, 0, {"model.vision.relative_position_bias=true"});
+}
+TEST(PipelineParity, ConvStemDropoutAndActivationCheckpointingMatchOneProcess) {
+  expect_parity("ONE_F_ONE_B", false, 0,
+                {"model.vision.conv_stem.channels=4", "model.dropout.attention=0.2", "model.dropout.head=0.25",
+                 "model.dropout.token=0.3", "model.activation_checkpointing=true"});
+}
+// Pruned after block 0, the end of stage 0: the kept tokens' positions and gates cross the boundary.
+TEST(PipelineParity, SaliencyGatingAndTokenPruningMatchOneProcess) {
+  expect_parity("ONE_F_ONE_B", false, 0,
+                {"model.saliency.enabled=true", "model.saliency.gate_vision=true",
+                 "model.vision.token_pruning.keep_ratio=0.5", "model.vision.relative_position_bias=true"});
+}
 TEST(PipelineParity, PartitionKeepingSharingGroupsTogether) {
   if (stages_from_environment() > 2) GTEST_SKIP() << "tiny_test has only one cut between sharing groups (after the vision blocks)";
   expect_parity("ONE_F_ONE_B", true);

@@ -11,6 +11,8 @@
 #include <string>
 
 #include "data/batch.h"
+#include "data/sampler.h"
+#include "model/attention_dropout.h"
 #include "model/parameters.h"
 #include "model/vlm.h"
 #include "proto/config.pb.h"
@@ -43,7 +45,13 @@ class ReferenceTraining {
       const Batch batch = data_.train_set->batch(indices, step_ / sampler_.steps_per_epoch(), max_tokens, false);
       LossReduction reduction;
       reduction.caption_targets_per_rank = static_cast<double>(data_.train_set->caption_targets(indices, max_tokens));
-      const StageOutput out = model_->forward({batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad}, reduction);
+      StageInputs inputs{batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad};
+      if (model_->spec().has_dropout()) {  // the masks of the samples' places in the global batch
+        const int64_t global = config_.loop().global_batch_size();
+        inputs.dropout_keys = dropout_keys(static_cast<uint64_t>(config_.data().seed()), step_,
+                                           global_batch_positions(global, micro_batches, 1, 0, micro), torch::kCPU);
+      }
+      const StageOutput out = model_->forward(inputs, reduction);
       const torch::Tensor micro_loss = out.weighted_loss(model_->spec()) / static_cast<double>(micro_batches);
       micro_loss.backward();
       loss += micro_loss.item<double>();

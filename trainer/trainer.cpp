@@ -14,6 +14,8 @@
 #include "comm/fault_injection.h"
 #include "comm/gather_with_grad.h"
 #include "data/batch.h"
+#include "data/sampler.h"
+#include "model/attention_dropout.h"
 #include "model/autocast.h"
 #include "model/flops.h"
 #include "model/kv_cache_layout.h"
@@ -300,6 +302,12 @@ void Trainer::load(int micro) {
   const LoadedBatch loaded = loader_->get(step_, micro);
   const Batch batch = to_device(loaded.batch, device_);
   mb.inputs = {batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad};
+  if (stage_->spec().has_dropout()) {  // Note [Keyed dropout]
+    const std::vector<int64_t> positions =
+        global_batch_positions(config_.loop().global_batch_size(), config_.loop().micro_batches(),
+                               topology_.data_parallel, topology_.dp_rank(), micro);
+    mb.inputs.dropout_keys = dropout_keys(static_cast<uint64_t>(config_.data().seed()), step_, positions, device_);
+  }
   // Every rank knows the whole global micro-batch: no communication needed for its token count.
   mb.reduction.caption_targets_per_rank = static_cast<double>(loaded.global_caption_targets) / topology_.data_parallel;
   if (data_parallel_.size() > 1) {
@@ -338,8 +346,10 @@ void Trainer::backward(int micro, bool last_backward) {
   size_t next = 0;
   for (torch::Tensor* field : mb.output.carry.fields()) {
     if (!field->defined()) continue;
+    const torch::Tensor& gradient = mb.output_gradients.at(next++);
+    if (!field->requires_grad()) continue;  // positions of pruned tokens
     outputs.push_back(*field);
-    gradients.push_back(mb.output_gradients.at(next++));
+    gradients.push_back(gradient);
   }
   const torch::Tensor loss = mb.output.weighted_loss(stage_->spec());
   if (loss.defined()) {
