@@ -19,11 +19,13 @@
 
 namespace vlm {
 
+// 6: the KV-cache layout gives each layer's heads after head pruning
+//    (LayerKvCache.cross_heads); the config may carry the attention toolbox.
 // 5: optimizer state in pieces (OptimizerRecord.start): ZeRO-1 shards.
 // 4: the data identity.
 // 3: the manifest and `latest` carry their own CRC-32C; a lineage id.
 // 2: CRC-32C tensor checksums (still read).
-constexpr int kCheckpointFormatVersion = 5;
+constexpr int kCheckpointFormatVersion = 6;
 constexpr int kOldestReadableFormatVersion = 2;
 
 class CheckpointError : public std::runtime_error {

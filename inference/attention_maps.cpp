@@ -9,7 +9,7 @@ namespace {
 
 // [N] values of the kept tokens -> [rows, columns] on the full grid (0 where pruned).
 torch::Tensor on_grid(const torch::Tensor& values, const torch::Tensor& kept, const ModelSpec& spec) {
-  torch::Tensor grid = torch::zeros({spec.image_tokens()}, values.options().dtype(torch::kFloat));
+  torch::Tensor grid = torch::zeros({spec.image_tokens()});  // on the host, where the PNG is drawn
   if (kept.defined()) {
     grid.index_copy_(0, kept.to(torch::kCPU), values.to(torch::kCPU, torch::kFloat));
   } else {

@@ -31,6 +31,17 @@ struct Options {
   int64_t batches = 4, batch = 128, remove = 0;
 };
 
+int64_t count(const std::string& flag, const std::string& value) {
+  size_t used = 0;
+  int64_t n = -1;
+  try {
+    n = std::stoll(value, &used);
+  } catch (const std::exception&) {
+  }
+  if (used != value.size() || n < 0) throw std::invalid_argument(flag + " takes a whole number, not '" + value + "'");
+  return n;
+}
+
 Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; i += 2) {
@@ -41,20 +52,25 @@ Options parse(int argc, char** argv) {
     else if (flag == "--tokenizer") o.tokenizer = value;
     else if (flag == "--scores") o.scores = value;
     else if (flag == "--out") o.out = value;
-    else if (flag == "--batches") o.batches = std::stoll(value);
-    else if (flag == "--batch") o.batch = std::stoll(value);
-    else if (flag == "--remove") o.remove = std::stoll(value);
+    else if (flag == "--batches") o.batches = count(flag, value);
+    else if (flag == "--batch") o.batch = count(flag, value);
+    else if (flag == "--remove") o.remove = count(flag, value);
     else throw std::invalid_argument("unknown flag " + flag);
   }
   if (o.model.empty()) throw std::invalid_argument("--model is required");
   if (o.batches < 1 || o.batch < 1) throw std::invalid_argument("--batches and --batch must be at least 1");
-  if (o.remove < 0) throw std::invalid_argument("--remove must be 0 or more");
   if ((o.remove > 0) != !o.out.empty()) throw std::invalid_argument("--remove K and --out PRUNED.vlm go together");
   return o;
 }
 
 int run(const Options& o) {
   TrainedModel trained = load_trained_model(o.model, o.tokenizer);
+  int64_t removable = 0;
+  for (const HeadSet& set : head_sets(trained.model->spec())) removable += set.heads - 1;
+  if (o.remove > removable) {
+    throw std::invalid_argument("cannot remove " + std::to_string(o.remove) +
+                                " heads: every attention set keeps one, so at most " + std::to_string(removable) + " can go");
+  }
   const HeadScores scores = score_trained_heads(trained, o.batches, o.batch);
   std::FILE* table = o.scores.empty() ? nullptr : open_output(o.scores);
   std::printf("%-32s %5s %14s\n", "head set", "head", "score");

@@ -20,7 +20,10 @@ TrainedModel load_trained_model(const std::string& checkpoint, const std::string
   TrainedModel out;
   out.config = reader.manifest().config();
   DataConfig data = out.config.data();
-  if (!tokenizer_model.empty()) data.set_tokenizer_model(tokenizer_model);
+  if (!tokenizer_model.empty()) {
+    data.set_tokenizer_model(tokenizer_model);
+    out.config.mutable_data()->set_tokenizer_model(tokenizer_model);  // for whatever reads the run's data next
+  }
   if (!tokenizer_model.empty() && !fs::exists(tokenizer_model)) {
     throw DataError("--tokenizer " + tokenizer_model + ": no such file");
   }

@@ -19,7 +19,7 @@ struct TrainedModel {
   VlmModel model{nullptr};
   std::unique_ptr<Tokenizer> tokenizer;
   ImageFormat format;
-  TrainConfig config;  // the run's
+  TrainConfig config;  // the run's (with --tokenizer's path, if given)
 };
 
 // `checkpoint`: a step directory, a checkpoint root or its latest/best file,

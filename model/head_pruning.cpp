@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <tuple>
 
@@ -108,7 +109,18 @@ void set_head_gates(VlmModel& model, const std::vector<torch::Tensor>& gates) {
   }
 }
 
+namespace {
+
+// Clears the gates however scoring ends.
+struct GatesCleared {
+  VlmModel& model;
+  ~GatesCleared() { set_head_gates(model, {}); }
+};
+
+}  // namespace
+
 HeadScores score_heads(VlmModel& model, const std::vector<StageInputs>& batches) {
+  GatesCleared cleared{model};
   HeadScores out;
   out.sets = head_sets(model->spec());
   std::vector<torch::Tensor> totals;
@@ -123,9 +135,10 @@ HeadScores score_heads(VlmModel& model, const std::vector<StageInputs>& batches)
     const torch::Tensor loss = model->forward(batch).weighted_loss(model->spec());
     // Gradients of the gates alone: the parameters' .grad stay as they were.
     const std::vector<torch::Tensor> grads = torch::autograd::grad({loss}, gates);
-    for (size_t s = 0; s < gates.size(); ++s) totals[s] += grads[s].abs().sum({0, 2, 3}).to(torch::kDouble);
+    // The loss is the batch's mean: times the batch size, each sample counts alike in any batch.
+    const double samples = static_cast<double>(batch.tokens.size(0));
+    for (size_t s = 0; s < gates.size(); ++s) totals[s] += grads[s].abs().sum({0, 2, 3}).to(torch::kDouble) * samples;
   }
-  set_head_gates(model, {});
   for (const torch::Tensor& t : totals) {
     const torch::Tensor host = t.cpu();
     out.scores.emplace_back(host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
@@ -138,7 +151,14 @@ std::vector<std::vector<int64_t>> heads_to_keep(const HeadScores& scores, int64_
   std::vector<int64_t> left;
   for (size_t s = 0; s < scores.sets.size(); ++s) {
     left.push_back(scores.sets[s].heads);
-    for (int64_t h = 0; h < scores.sets[s].heads; ++h) order.emplace_back(scores.scores[s][static_cast<size_t>(h)], s, h);
+    for (int64_t h = 0; h < scores.sets[s].heads; ++h) {
+      const double score = scores.scores[s][static_cast<size_t>(h)];
+      if (!std::isfinite(score)) {
+        throw std::runtime_error(scores.sets[s].name() + " head " + std::to_string(h) +
+                                 " has a non-finite score: the model or the batches give a non-finite loss");
+      }
+      order.emplace_back(score, s, h);
+    }
   }
   std::sort(order.begin(), order.end());
   std::vector<std::vector<bool>> removed(scores.sets.size());

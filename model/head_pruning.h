@@ -13,7 +13,8 @@
 // the loss when the head is removed (xi -> 0). A head's score is
 // sum over samples |dL/dxi_sample| (Michel et al., 2019, "Are Sixteen Heads
 // Really Better than One?"; the notes' section 3.1), in the loss's units, so
-// scores compare across sets.
+// scores compare across sets. (L is a batch's mean loss; each sample's
+// term is taken times the batch size, so batches of any size weigh alike.)
 
 #include <torch/torch.h>
 

@@ -28,16 +28,28 @@ std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& s, int64_t end, 
           end >= v && end < v + u ? std::vector<int64_t>{batch, s.embed_dim} : none,
           end > v ? std::vector<int64_t>{batch, s.max_tokens, s.d_model} : none,
           s.saliency ? std::vector<int64_t>{batch, tokens} : none,
-          end < v && tokens < s.image_tokens() ? std::vector<int64_t>{batch, kept} : none};
+          // Whenever the ranking ran, even if it kept every token: the sender has the positions.
+          end < v && s.prunes_tokens() && end >= s.prune_after_layer ? std::vector<int64_t>{batch, kept} : none};
 }
 
 std::vector<double> block_costs(const ModelSpec& s) {
   const double d = s.d_model, f = s.ffn_dim(), n = s.kept_image_tokens(), t = s.max_tokens;
-  auto self_block = [&](double tokens) { return 2 * tokens * d * 4 * d + 4 * tokens * tokens * d + 4 * tokens * d * f; };
+  // w: the width of the block's heads, d unless heads were pruned.
+  auto self_block = [&](double tokens, double w) { return 2 * tokens * d * 4 * w + 4 * tokens * tokens * w + 4 * tokens * d * f; };
+  auto width = [&](AttentionKind kind, int64_t layer, int64_t share) {
+    return static_cast<double>(s.heads_of(kind, ModelSpec::share_group_of(layer, share)) * s.head_dim());
+  };
   std::vector<double> costs;
-  for (int64_t i = 0; i < s.vision_layers; ++i) costs.push_back(self_block(static_cast<double>(s.vision_tokens_at(i))));
-  for (int64_t i = 0; i < s.unimodal_layers; ++i) costs.push_back(self_block(t));
-  for (int64_t i = 0; i < s.multimodal_layers; ++i) costs.push_back(self_block(t) + 4 * t * d * d + 4 * t * n * d + 4 * n * d * d);
+  for (int64_t i = 0; i < s.vision_layers; ++i) {
+    costs.push_back(self_block(static_cast<double>(s.vision_tokens_at(i)), width(AttentionKind::kVisionSelf, i, s.vision_self_attn_share)));
+  }
+  for (int64_t i = 0; i < s.text_layers(); ++i) {
+    costs.push_back(self_block(t, width(AttentionKind::kTextSelf, i, s.text_self_attn_share)));
+    const int64_t m = i - s.unimodal_layers;
+    if (m < 0) continue;
+    const double w = width(AttentionKind::kCross, m, s.cross_kv_share);
+    costs.back() += 4 * t * d * w + 4 * t * n * w + 4 * n * d * w;
+  }
   return costs;
 }
 

@@ -1,8 +1,11 @@
 #pragma once
 // Saliency-gated attention (model.saliency; the Open-AutoGLM notes in the
 // seeds): a light convolutional head predicts how much each patch matters,
-// s in [0, 1] per patch, and attention logits toward patch j get + log(s_j).
-// s_j = 1 leaves attention as it was; s_j = 0 removes patch j entirely.
+// s in [0, 1] per patch, and attention logits toward patch j get + log(s_j),
+// added as every logit bias is, before the 1/sqrt(head_dim) scale: the
+// weight of patch j is scaled by s_j^(1/sqrt(head_dim)) before the softmax
+// renormalises. s_j = 1 leaves attention as it was; s_j = 0 removes patch j
+// entirely.
 
 #include <torch/torch.h>
 

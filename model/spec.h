@@ -56,6 +56,7 @@ struct ModelSpec {
   int64_t patch_rows() const { return image_height / patch_size; }
   int64_t patch_columns() const { return image_width / patch_size; }
   int64_t image_tokens() const { return patch_rows() * patch_columns(); }
+  // Whether the ranking and gather run (a ratio just below 1 may still keep every token).
   bool prunes_tokens() const { return prune_keep_ratio < 1; }
   // Image tokens after the vision tower: what cross-attention and the image K/V cache see.
   int64_t kept_image_tokens() const;

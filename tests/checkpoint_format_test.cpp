@@ -204,6 +204,21 @@ TEST(CheckpointFormat, Version4FixtureLoadsIntoShardedOptimizerState) {
   }
 }
 
+// Format 5 (before head counts in the KV-cache layout): loads and resumes.
+TEST(CheckpointFormat, Version5FixtureStillLoads) {
+  const std::string fixture = std::string(VLM_SOURCE_DIR) + "/tests/fixtures/checkpoint-v5";
+  const CheckpointReader reader(resolve_checkpoint(fixture + "/ckpt", "latest"));
+  EXPECT_EQ(reader.manifest().format_version(), 5);
+  EXPECT_GT(reader.verify_all(), 0);
+  const TrainConfig config = load_config(fixture + "/config.pbtxt");
+  const auto data = load_training_data(config.data());
+  EXPECT_NO_THROW(check_same_data(reader, data_identity(*data, config.data())));
+  VlmModel model(model_spec_for(config, *data));
+  std::vector<AdamState> adam = AdamW(unique_parameters(*model), config.optim()).state();
+  EXPECT_EQ(restore_checkpoint(reader, config, 0, unique_parameters(*model), &adam), 2);
+  EXPECT_EQ(adam.front().step, 2);
+}
+
 // Format 4 records the data: a resume on other data is refused, naming why.
 TEST(CheckpointFormat, OtherDataIsRefusedOnResume) {
   Manifest m = fixture_manifest();

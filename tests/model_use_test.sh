@@ -227,6 +227,8 @@ read -r after before <<< "$(sed -nE 's/^removed 2 heads: .* \(([0-9]+) parameter
 "$heads" --model "$root/ck/best" --batches 1 --batch 8 --remove 5 --out "$root/too_many.vlm" > "$root/bad.log" 2>&1
 [[ $? == 2 && ! -e $root/too_many.vlm ]] && grep -q "at most 4 can go" "$root/bad.log" ||
   fail "vlm-heads --remove 5 of 8 heads in 4 sets: $(cat "$root/bad.log")"
+"$heads" --model "$root/ck/best" --remove 2x --out "$root/bad.vlm" > "$root/bad.log" 2>&1
+[[ $? == 2 ]] && grep -q "takes a whole number, not '2x'" "$root/bad.log" || fail "vlm-heads --remove 2x: $(cat "$root/bad.log")"
 echo "vlm-heads: $(tail -1 "$root/heads.log")"
 pass "vlm-heads"
 
