@@ -90,15 +90,15 @@ ls "$root"/zero/step-00000006/shard-00001.bin > /dev/null || fail "rank 1 wrote 
 grep -q "resumed from $root/zero/step-00000006 at step 6" "$root/zero1.log" || fail "did not resume the ZeRO-1 checkpoint"
 pass "ZeRO-1 checkpoints"
 
-echo "== formats 2, 3 and 4 (the committed fixtures) resume and continue in format 5"
-for version in 2 3 4; do
+echo "== formats 2 to 5 (the committed fixtures) resume and continue in format 6"
+for version in 2 3 4 5; do
   dir=${fixture%-v2}-v$version
   "$train" --config "$dir/config.pbtxt" --set checkpoint.dir="$root/v$version" --set loop.steps=4 \
     --resume "$dir/ckpt/latest" > "$root/v$version.log" 2>&1 || fail "resuming the format-$version fixture"$'\n'"$(tail -5 "$root/v$version.log")"
   grep -q "resumed from $dir/ckpt/step-00000002 at step 2" "$root/v$version.log" || fail "did not resume the format-$version fixture at step 2"
-  "$ckpt" inspect "$root/v$version" | grep -q "format 5, step 4" || fail "the continued format-$version run did not write format 5"
+  "$ckpt" inspect "$root/v$version" | grep -q "format 6, step 4" || fail "the continued format-$version run did not write format 6"
 done
-pass "formats 2, 3 and 4 load"
+pass "formats 2 to 5 load"
 
 echo "== preemption: SIGUSR1 to mpirun, and SIGTERM to one rank alone"
 mpirun --oversubscribe -np 2 "$train" --config "$config" --set checkpoint.dir="$root/p" --set loop.steps=100000 \
