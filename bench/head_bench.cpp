@@ -47,8 +47,7 @@ int bench(int argc, char** argv) {
   if (flags["model"].empty()) throw std::invalid_argument("--model CHECKPOINT is required");
   TrainedModel trained = load_trained_model(flags["model"]);
   const HeadScores scores = score_trained_heads(trained, std::stoll(flags["batches"]), std::stoll(flags["batch"]));
-  int64_t removable = 0;
-  for (const HeadSet& set : scores.sets) removable += set.heads - 1;
+  const int64_t removable = removable_heads(scores.sets);
   const int64_t max_remove = flags["max-remove"] == "all" ? removable : std::min<int64_t>(removable, std::stoll(flags["max-remove"]));
   const HeadScores shuffled = random_scores(scores, std::stoull(flags["seed"]));
 

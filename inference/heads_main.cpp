@@ -65,8 +65,7 @@ Options parse(int argc, char** argv) {
 
 int run(const Options& o) {
   TrainedModel trained = load_trained_model(o.model, o.tokenizer);
-  int64_t removable = 0;
-  for (const HeadSet& set : head_sets(trained.model->spec())) removable += set.heads - 1;
+  const int64_t removable = removable_heads(head_sets(trained.model->spec()));
   if (o.remove > removable) {
     throw std::invalid_argument("cannot remove " + std::to_string(o.remove) +
                                 " heads: every attention set keeps one, so at most " + std::to_string(removable) + " can go");

@@ -94,6 +94,12 @@ std::vector<HeadSet> head_sets(const ModelSpec& spec) {
   return sets;
 }
 
+int64_t removable_heads(const std::vector<HeadSet>& sets) {
+  int64_t removable = 0;
+  for (const HeadSet& set : sets) removable += set.heads - 1;
+  return removable;
+}
+
 void set_head_gates(VlmModel& model, const std::vector<torch::Tensor>& gates) {
   const std::vector<HeadSet> sets = head_sets(model->spec());
   CHECK(gates.empty() || gates.size() == sets.size()) << "one gate per head set";

@@ -36,6 +36,8 @@ struct HeadSet {
 
 // Every head set of the model, vision, then text, then cross-attention.
 std::vector<HeadSet> head_sets(const ModelSpec& spec);
+// How many heads can go: every set keeps one.
+int64_t removable_heads(const std::vector<HeadSet>& sets);
 
 struct HeadScores {
   std::vector<HeadSet> sets;

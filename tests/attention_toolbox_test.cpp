@@ -11,37 +11,10 @@
 #include "model/kv_cache_layout.h"
 #include "model/parameters.h"
 #include "model/vlm.h"
+#include "tests/small_model.h"
 
 namespace vlm {
 namespace {
-
-ModelSpec small_spec() {
-  ModelSpec s;
-  s.d_model = 16;
-  s.heads = 2;
-  s.ffn_mult = 2;
-  s.embed_dim = 8;
-  s.image_height = 28;
-  s.image_width = 56;
-  s.vision_layers = 2;
-  s.vision_self_attn_share = 0;
-  s.unimodal_layers = 1;
-  s.multimodal_layers = 2;
-  s.text_self_attn_share = 0;
-  s.cross_kv_share = 0;
-  s.vocab_size = 20;
-  s.max_tokens = 8;
-  return s;
-}
-
-StageInputs random_inputs(const ModelSpec& s, int64_t batch, uint64_t seed) {
-  torch::manual_seed(seed);
-  StageInputs in{torch::randn({batch, s.image_channels, s.image_height, s.image_width}),
-                 torch::randint(4, s.vocab_size, {batch, s.max_tokens}, torch::kLong),
-                 torch::randint(3, s.max_tokens + 1, {batch}, torch::kLong), 0};
-  in.tokens.select(1, 0).fill_(1);
-  return in;
-}
 
 std::vector<int64_t> range(int64_t n) {
   std::vector<int64_t> r(n);
@@ -126,10 +99,7 @@ TEST(KeyedDropout, HeadDropoutDropsWholeHeadsAndTokenDropoutKeepsOneToken) {
 // A sample's masks follow it whatever batch it is in: what makes DP and PP
 // parity possible with dropout on.
 TEST(KeyedDropout, ASampleSeesTheSameMasksInAnyBatch) {
-  ModelSpec s = small_spec();
-  s.attention_dropout = 0.3;
-  s.head_dropout = 0.3;
-  s.token_dropout = 0.3;
+  const ModelSpec s = with_dropout(small_spec(), 0.3);
   torch::manual_seed(2);
   VlmModel model(s);
   const StageInputs in = random_inputs(s, 4, 5);
@@ -146,10 +116,7 @@ TEST(KeyedDropout, ASampleSeesTheSameMasksInAnyBatch) {
 }
 
 TEST(KeyedDropout, WithoutKeysTheModelIsTheModelWithoutDropout) {
-  ModelSpec with = small_spec();
-  with.attention_dropout = 0.5;
-  with.head_dropout = 0.5;
-  with.token_dropout = 0.5;
+  const ModelSpec with = with_dropout(small_spec(), 0.5);
   torch::manual_seed(4);
   VlmModel a(small_spec());
   torch::manual_seed(4);

@@ -11,37 +11,16 @@
 #include "model/kv_cache_layout.h"
 #include "model/parameters.h"
 #include "proto/config.pb.h"
+#include "tests/small_model.h"
 
 namespace vlm {
 namespace {
 
-ModelSpec small_spec() {
-  ModelSpec s;
-  s.d_model = 16;
-  s.heads = 4;
-  s.ffn_mult = 2;
-  s.embed_dim = 8;
-  s.image_height = 28;
-  s.image_width = 56;
-  s.vision_layers = 2;
-  s.vision_self_attn_share = 0;
+// 4 heads per set, and the position bias: every kind of head-sized tensor.
+ModelSpec pruning_spec() {
+  ModelSpec s = small_spec(/*heads=*/4);
   s.vision_relative_bias = true;
-  s.unimodal_layers = 1;
-  s.multimodal_layers = 2;
-  s.text_self_attn_share = 0;
-  s.cross_kv_share = 0;
-  s.vocab_size = 20;
-  s.max_tokens = 8;
   return s;
-}
-
-StageInputs random_inputs(const ModelSpec& s, int64_t batch, uint64_t seed, torch::Dtype dtype = torch::kFloat) {
-  torch::manual_seed(seed);
-  StageInputs in{torch::randn({batch, s.image_channels, s.image_height, s.image_width}, dtype),
-                 torch::randint(4, s.vocab_size, {batch, s.max_tokens}, torch::kLong),
-                 torch::randint(3, s.max_tokens + 1, {batch}, torch::kLong), 0};
-  in.tokens.select(1, 0).fill_(1);
-  return in;
 }
 
 // A trained-looking model: random weights everywhere, the position bias included.
@@ -67,7 +46,7 @@ std::vector<torch::Tensor> gates_with(const std::vector<HeadSet>& sets, int64_t 
 }
 
 TEST(HeadPruning, ASetPerSharingGroupWithEveryLayerOfIt) {
-  ModelSpec s = small_spec();
+  ModelSpec s = pruning_spec();
   s.multimodal_layers = 3;
   s.cross_kv_share = 2;  // cross groups: layers {0, 1} and {2}, text blocks 1, 2 and 3
   const std::vector<HeadSet> sets = head_sets(s);
@@ -82,7 +61,7 @@ TEST(HeadPruning, ASetPerSharingGroupWithEveryLayerOfIt) {
 }
 
 TEST(HeadPruning, AHeadsScoreIsTheLossGradientOfAGateOnItInEveryLayerOfItsGroup) {
-  const ModelSpec s = small_spec();
+  const ModelSpec s = pruning_spec();
   VlmModel model = random_model(s, 1);
   // Finite differences need the precision. Module::to(dtype) would convert the
   // integer and bool buffers too (position index, causal mask): parameters only.
@@ -108,7 +87,7 @@ TEST(HeadPruning, AHeadsScoreIsTheLossGradientOfAGateOnItInEveryLayerOfItsGroup)
 }
 
 TEST(HeadPruning, KeepingEveryHeadIsTheSameModel) {
-  const ModelSpec s = small_spec();
+  const ModelSpec s = pruning_spec();
   VlmModel model = random_model(s, 3);
   ModelConfig config;
   const std::vector<int64_t> all{0, 1, 2, 3};
@@ -119,7 +98,7 @@ TEST(HeadPruning, KeepingEveryHeadIsTheSameModel) {
 }
 
 TEST(HeadPruning, ARemovedHeadIsTheHeadGatedToZeroInEveryLayerOfItsGroup) {
-  const ModelSpec s = small_spec();
+  const ModelSpec s = pruning_spec();
   VlmModel model = random_model(s, 5);
   const StageInputs in = random_inputs(s, 3, 6);
   const std::vector<HeadSet> sets = head_sets(s);
@@ -147,7 +126,7 @@ TEST(HeadPruning, ARemovedHeadIsTheHeadGatedToZeroInEveryLayerOfItsGroup) {
 
 TEST(HeadPruning, TheLowestScoringHeadsGoAndEverySetKeepsOne) {
   HeadScores scores;
-  scores.sets = head_sets(small_spec());
+  scores.sets = head_sets(pruning_spec());
   scores.scores = {{0.5, 0.1, 0.2, 0.9}, {0.05, 0.04, 0.03, 0.02}, {1.0, 2.0, 3.0, 4.0}};
   EXPECT_EQ(heads_to_keep(scores, 2), (std::vector<std::vector<int64_t>>{{0, 1, 2, 3}, {0, 1}, {0, 1, 2, 3}}));
   // The text set's last head stays; the next lowest are vision's heads 1 and 2.
