@@ -8,19 +8,21 @@
 # mean zero-shot accuracy beats the first's by more than the wider of their
 # two spreads (max - min over the seeds).
 #
-#   bash bench/ablation.sh [--seeds 3] [--steps N] NAME=overrides ...
+#   bash bench/ablation.sh [--seeds 3] [--first-seed 1] [--steps N] NAME=overrides ...
 #   bash bench/ablation.sh default= rpb=model.vision.relative_position_bias=true
 # Overrides: comma-separated field=value, as vlm-train --set takes them.
+# --first-seed S runs seeds S..--seeds only, to add seeds to an earlier run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seeds=3 steps=""
+seeds=3 first_seed=1 steps=""
 variants=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) seeds=$2; shift 2 ;;
+    --first-seed) first_seed=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
     *=*) variants+=("$1"); shift ;;
-    *) echo "ablation.sh: '$1' is neither a flag (--seeds N, --steps N) nor NAME=overrides" >&2; exit 2 ;;
+    *) echo "ablation.sh: '$1' is neither a flag (--seeds N, --first-seed S, --steps N) nor NAME=overrides" >&2; exit 2 ;;
   esac
 done
 [ ${#variants[@]} -ge 2 ] || { echo "ablation.sh: give at least two variants, the first the baseline" >&2; exit 2; }
@@ -29,7 +31,7 @@ work=$(mktemp -d /tmp/vlm-ablation.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 value() { sed -nE "s|$2|\1|p" "$1" | tail -1; }
 declare -A results  # "name metric" -> space-separated values, one per seed
-for seed in $(seq 1 "$seeds"); do
+for seed in $(seq "$first_seed" "$seeds"); do
   for variant in "${variants[@]}"; do
     name=${variant%%=*} overrides=${variant#*=}
     sets=(--set metrics.port_base=0 --set metrics.enabled=false --set loop.seed="$seed" --set checkpoint.dir="$work/$name-$seed")
