@@ -91,7 +91,7 @@ TEST(Config, MissingFileSaysHowToFixIt) {
 }
 
 TEST(Config, ShippedConfigsAreValid) {
-  for (const char* name : {"fashion_mnist", "tiny_test", "bench"}) {
+  for (const char* name : {"fashion_mnist", "fashion_mnist_best", "tiny_test", "bench", "pipeline_bench"}) {
     EXPECT_NO_THROW(load_config(std::string(VLM_SOURCE_DIR) + "/configs/" + name + ".pbtxt")) << name;
   }
 }
