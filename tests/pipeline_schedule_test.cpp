@@ -26,8 +26,13 @@ TEST_P(Schedules, EachForwardPrecedesItsBackwardExactlyOnce) {
         std::map<int, int> forward_at, backward_at;
         const auto actions = pipeline_schedule(GetParam(), p, m, s);
         for (int k = 0; k < static_cast<int>(actions.size()); ++k) {
-          if (actions[k].kind == ActionKind::kForward) ASSERT_TRUE(forward_at.emplace(actions[k].micro_batch, k).second);
-          if (actions[k].kind == ActionKind::kBackward) ASSERT_TRUE(backward_at.emplace(actions[k].micro_batch, k).second);
+          // Braces: ASSERT_TRUE expands to an if/else of its own.
+          if (actions[k].kind == ActionKind::kForward) {
+            ASSERT_TRUE(forward_at.emplace(actions[k].micro_batch, k).second);
+          }
+          if (actions[k].kind == ActionKind::kBackward) {
+            ASSERT_TRUE(backward_at.emplace(actions[k].micro_batch, k).second);
+          }
         }
         ASSERT_EQ(static_cast<int>(forward_at.size()), m);
         ASSERT_EQ(static_cast<int>(backward_at.size()), m);
