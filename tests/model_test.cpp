@@ -8,6 +8,7 @@
 #include "model/parameters.h"
 #include "model/vlm.h"
 #include "proto/config.pb.h"
+#include "tests/small_model.h"
 #include "trainer/optimizer.h"
 
 namespace vlm {
@@ -33,19 +34,6 @@ ModelSpec tiny_spec(int64_t vision_share, int64_t text_share, int64_t cross_shar
   return s;
 }
 
-struct Inputs {
-  torch::Tensor images, tokens, lengths;
-};
-
-Inputs random_inputs(const ModelSpec& s, int64_t batch, uint64_t seed) {
-  torch::manual_seed(seed);
-  Inputs in{torch::randn({batch, s.image_channels, s.image_height, s.image_width}),
-            torch::randint(4, s.vocab_size, {batch, s.max_tokens}, torch::kLong),
-            torch::randint(3, s.max_tokens + 1, {batch}, torch::kLong)};
-  in.tokens.select(1, 0).fill_(1);
-  return in;
-}
-
 torch::Tensor find(const torch::nn::Module& m, const std::string& name) {
   return m.named_parameters()[name];
 }
@@ -60,7 +48,7 @@ TEST(SharedAttention, SharedGradientIsSumOfUntiedLayerGradients) {
     torch::NoGradGuard no_grad;
     for (auto& p : untied->named_parameters()) p.value().copy_(find(*shared, p.key()));
   }
-  const Inputs in = random_inputs(shared->spec(), 4, 2);
+  const StageInputs in = random_inputs(shared->spec(), 4, 2);
   for (VlmModel* m : {&shared, &untied}) {
     (*m)->forward({in.images, in.tokens, in.lengths, 0}).weighted_loss((*m)->spec()).backward();
   }
@@ -86,7 +74,7 @@ TEST(SharedAttention, ImageKvComputedOnceEqualsRecomputedPerLayer) {
   torch::manual_seed(3);
   VlmModel b(recompute);
   torch::NoGradGuard no_grad;
-  const Inputs in = random_inputs(reuse, 3, 4);
+  const StageInputs in = random_inputs(reuse, 3, 4);
   torch::Tensor tokens = a->encode_image(in.images);
   const auto once = a->image_kv(tokens), every = b->image_kv(tokens);
   ASSERT_EQ(once.size(), 3u);
@@ -109,7 +97,7 @@ TEST(Captioning, KvCachedDecodingEqualsFullRecomputation) {
     VlmModel model(tiny_spec(sharing[0], sharing[1], sharing[2]));
     model->eval();
     torch::NoGradGuard no_grad;
-    const Inputs in = random_inputs(model->spec(), 4, 6);
+    const StageInputs in = random_inputs(model->spec(), 4, 6);
     torch::Tensor full = model->caption_logits(model->encode_text(in.tokens), model->image_kv(model->encode_image(in.images)));
     torch::Tensor cached = cached_caption_logits(model, in.images, in.tokens);
     EXPECT_LE((full - cached).abs().max().item<double>(), 1e-5);
@@ -123,7 +111,7 @@ TEST(Captioning, LaterTokensDoNotChangeEarlierLogits) {
   torch::manual_seed(7);
   VlmModel model(tiny_spec(1, 0, 0));
   torch::NoGradGuard no_grad;
-  const Inputs in = random_inputs(model->spec(), 2, 8);
+  const StageInputs in = random_inputs(model->spec(), 2, 8);
   const int64_t keep = 4;
   torch::Tensor changed = in.tokens.clone();
   changed.narrow(1, keep, changed.size(1) - keep).random_(4, model->spec().vocab_size);
@@ -193,7 +181,7 @@ TEST(RelativePositionBias, AZeroBiasIsTheModelWithoutIt) {
       }
     }
   }
-  const Inputs in = random_inputs(plain, 4, 13);
+  const StageInputs in = random_inputs(plain, 4, 13);
   const StageOutput a = without->forward({in.images, in.tokens, in.lengths, 0});
   const StageOutput b = with->forward({in.images, in.tokens, in.lengths, 0});
   EXPECT_TRUE(torch::equal(a.contrastive, b.contrastive));
@@ -208,7 +196,7 @@ TEST(Model, TrainingForwardMatchesTheInferencePieces) {
   torch::manual_seed(11);
   VlmModel model(tiny_spec(2, 3, 2));
   torch::NoGradGuard no_grad;
-  const Inputs in = random_inputs(model->spec(), 4, 12);
+  const StageInputs in = random_inputs(model->spec(), 4, 12);
   const StageOutput out = model->forward({in.images, in.tokens, in.lengths, 0});
   const torch::Tensor image_tokens = model->encode_image(in.images);
   const torch::Tensor hidden = model->encode_text(in.tokens);
@@ -262,7 +250,7 @@ TEST(SharedAttention, OptimizerStepMovesASharedWeightExactlyOnce) {
   auto step_and_measure = [&](bool deduplicated) {
     torch::manual_seed(9);
     VlmModel model(tiny_spec(0, 0, 0));
-    const Inputs in = random_inputs(model->spec(), 4, 10);
+    const StageInputs in = random_inputs(model->spec(), 4, 10);
     torch::Tensor w = find(*model, "vision_blocks.0.self_attn.qkv.weight");
     torch::Tensor before = w.detach().clone();
     model->forward({in.images, in.tokens, in.lengths, 0}).weighted_loss(model->spec()).backward();
@@ -319,7 +307,7 @@ TEST(Model, ReadsRgbImages) {
   ModelSpec s = tiny_spec(0, 2, 0);
   s.image_channels = 3;
   VlmModel model(s);
-  const Inputs in = random_inputs(s, 4, 5);
+  const StageInputs in = random_inputs(s, 4, 5);
   const StageOutput out = model->forward({in.images, in.tokens, in.lengths, 0}, {});
   EXPECT_TRUE(torch::isfinite(out.weighted_loss(s)).item<bool>());
   EXPECT_THROW(model->forward({in.images.slice(1, 0, 1), in.tokens, in.lengths, 0}, {}), c10::Error);
