@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -15,6 +16,7 @@ struct Fault {
   std::string kind, point;
   int rank = -1;
   int64_t step = 0;
+  int64_t last_step = std::numeric_limits<int64_t>::max();  // nan: the last step that is NaN
 };
 
 Fault parse_fault() {
@@ -26,10 +28,12 @@ Fault parse_fault() {
   for (std::string part; std::getline(in, part, ':');) parts.push_back(part);
   if (parts.size() >= 3 && parts[0] == "stop") {
     fault = {"stop", parts[1], std::stoi(parts[2]), parts.size() > 3 ? std::stoll(parts[3]) : 0};
-  } else if (parts.size() == 3 && parts[0] == "nan") {
+  } else if ((parts.size() == 3 || parts.size() == 4) && parts[0] == "nan") {
     fault = {"nan", "", std::stoi(parts[1]), std::stoll(parts[2])};
+    if (parts.size() == 4) fault.last_step = std::stoll(parts[3]);
   } else {
-    std::fprintf(stderr, "VLM_FAULT='%s' is not stop:<point>:<rank>[:<step>] or nan:<rank>:<step>; ignored\n", text);
+    std::fprintf(stderr, "VLM_FAULT='%s' is not stop:<point>:<rank>[:<step>] or nan:<rank>:<from>[:<to>]; ignored\n",
+                 text);
   }
   return fault;
 }
@@ -60,7 +64,7 @@ void fault_point(const std::string& point, int64_t step) {
 
 bool inject_nan_loss(int64_t step) {
   const Fault& f = fault();
-  return f.kind == "nan" && step >= f.step && this_rank(f.rank);
+  return f.kind == "nan" && step >= f.step && step <= f.last_step && this_rank(f.rank);
 }
 
 }  // namespace vlm

@@ -3,10 +3,10 @@
 // environment variable VLM_FAULT is set:
 //   VLM_FAULT=stop:<point>:<rank>[:<step>]  world rank <rank> stops itself
 //       (SIGSTOP: a hang, not a death) at fault point <point>, at the first
-//       passage with step >= <step>. Points: start-up, step, stop-agreement,
-//       checkpoint, evaluation, end.
-//   VLM_FAULT=nan:<rank>:<step>  world rank <rank>'s loss is NaN at every
-//       step >= <step>.
+//       passage with step >= <step>. Points: comm-setup, start-up, step,
+//       stop-agreement, checkpoint, evaluation, end.
+//   VLM_FAULT=nan:<rank>:<from>[:<to>]  world rank <rank>'s loss is NaN at
+//       every 0-based step from <from> (to <to>, inclusive, if given).
 
 #include <cstdint>
 #include <string>

@@ -147,8 +147,10 @@ for round in 1 2; do
   "$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=100000 "${big[@]}" > "$dir.log" 2>&1 &
   pid=$!; pids+=($pid)
   wait_for "$dir.log" "^step $((round + 1))/"
-  for _ in $(seq 2400); do compgen -G "$dir/step-*/shard-*.bin.tmp" > /dev/null && break; sleep 0.05; done
+  seen=false
+  for _ in $(seq 2400); do compgen -G "$dir/step-*/shard-*.bin.tmp" > /dev/null && { seen=true; break; }; sleep 0.05; done
   kill -9 $pid; wait $pid 2> /dev/null
+  $seen || fail "round $round: no shard was seen being written in 120 s: the kill would prove nothing"
   "$ckpt" verify "$dir" > /dev/null || fail "after SIGKILL while a shard was being written, latest does not verify"
   unfinished=$(find "$dir" -maxdepth 1 -name 'step-*' -type d '!' -exec test -e '{}/manifest.pb' ';' -print | wc -l)
   echo "round $round: killed while writing a shard; latest=$(latest_name "$dir"), unfinished step directories: $unfinished"

@@ -3,9 +3,9 @@
 # killed (SIGKILL) or stopped (SIGSTOP: a hang, not a death) at every phase
 # of a run, started with mismatched configs, fed non-finite losses, or given
 # a bad folder or port. Every wait is for an event, with a generous bound.
-# usage: fault_test.sh VLM_TRAIN CONFIG
+# usage: fault_test.sh VLM_TRAIN CONFIG VLM_CKPT
 set -uo pipefail
-train=$1 config=$2
+train=$1 config=$2 ckpt=$3
 source "$(dirname "$0")/script_lib.sh"
 timeout_s=10
 bound=$((timeout_s + 30))  # the issue's bound: the timeout plus 30 s
@@ -57,17 +57,21 @@ pass "kill -9"
 
 echo "== a rank stopped (SIGSTOP) at each phase: the job ends within the bound and names it"
 eval_args=(--set eval.enabled=true --set eval.batch_size=16 --set eval.caption_samples=64)
-for phase in start-up step stop-agreement checkpoint evaluation end; do
-  dir="$root/stop-$phase"
-  extra=() at_step=""
+# comm-setup: before the communicators exist (the others wait in MPI_Comm_dup).
+# checkpoint: inside an asynchronous save; checkpoint-sync: a synchronous one.
+# evaluation: flight records go to run.dir, not beside the checkpoints.
+for phase in comm-setup start-up step stop-agreement checkpoint checkpoint-sync evaluation end; do
+  dir="$root/stop-$phase" flight="$root/stop-$phase/flight"
+  point=$phase extra=() at_step=""
   case $phase in
     step | stop-agreement) at_step=":2" ;;
     checkpoint) at_step=":2" extra=(--set checkpoint.every_steps=1) ;;
-    evaluation) extra=("${eval_args[@]}") ;;
+    checkpoint-sync) point=checkpoint at_step=":2" extra=(--set checkpoint.every_steps=1 --set checkpoint.async=false) ;;
+    evaluation) flight="$root/run-evaluation/flight" extra=("${eval_args[@]}" --set run.dir="$root/run-evaluation") ;;
   esac
-  start "stop-$phase" -np 3 -x VLM_FAULT="stop:$phase:1$at_step" "$train" --config "$config" --set loop.steps=4 \
+  start "stop-$phase" -np 3 -x VLM_FAULT="stop:$point:1$at_step" "$train" --config "$config" --set loop.steps=4 \
     --set loop.global_batch_size=48 --set checkpoint.dir="$dir" "${short[@]}" "${extra[@]}"
-  wait_for "$log" "rank 1 stops itself at $phase"
+  wait_for "$log" "rank 1 stops itself at $point"
   children=($(pgrep -P $pid -f vlm-train))
   finish
   ((status != 0)) || fail "$phase: mpirun exited 0 with a stopped rank"
@@ -76,9 +80,10 @@ for phase in start-up step stop-agreement checkpoint evaluation end; do
     fail "$phase: no report naming rank 1: $(grep -E 'vlm:|error' "$log" | head -5)"
   grep -q "rank 1: NOT RESPONDING (stopped or dead)" "$log" || fail "$phase: rank 1 not reported as not responding"
   for r in 0 2; do
-    [[ -f $dir/flight/rank-$r.json ]] || fail "$phase: no flight record of rank $r"
-    valid_json "$dir/flight/rank-$r.json" || fail "$phase: $dir/flight/rank-$r.json is not valid JSON"
+    [[ -f $flight/rank-$r.json ]] || fail "$phase: no flight record of rank $r in $flight"
+    valid_json "$flight/rank-$r.json" || fail "$phase: $flight/rank-$r.json is not valid JSON"
   done
+  [[ $flight == "$dir/flight" || ! -e $dir/flight ]] || fail "$phase: flight records beside the checkpoints, not in run.dir"
   all_gone "${children[@]}" || fail "$phase: rank processes survive the job"
   echo "$phase: ended after ${elapsed}s: $(grep -m1 -oE '[a-z_]+ #[0-9]+ on group [^:]+: ranks \{1\} never arrived' "$log")"
 done
@@ -105,7 +110,27 @@ finish
 grep -q "step 4: loss nan" "$log" || fail "the first skipped step is not logged"
 grep -q "not finite for 3 consecutive steps (steps 4..6)" "$log" || fail "no stop after 3 skipped steps: $(tail -3 "$log")"
 grep -q "^step 7/" "$log" && fail "trained on after the limit"
-pass "non-finite loss"
+# One non-finite step (0-based 3, logged as step 4) in a 4-step run: skipped,
+# and the run ends normally; its parameters are those of a 3-step run, bit for bit.
+for steps in 3 4; do
+  fault=()
+  ((steps == 4)) && fault=(-x VLM_FAULT=nan:0:3:3)
+  start "nan-once-$steps" -np 2 "${fault[@]}" "$train" --config "$config" --set loop.steps=$steps --set loop.log_every=1 \
+    --set checkpoint.dir="$root/nan-once-$steps" "${short[@]}"
+  finish
+  ((status == 0)) || fail "one skipped step in $steps steps failed the run: $(tail -3 "$log")"
+  "$ckpt" export "$root/nan-once-$steps/latest" "$root/nan-once-$steps.safetensors" > /dev/null ||
+    fail "cannot export the $steps-step run's checkpoint"
+done
+grep -q "step 4: loss nan" "$log" || fail "the skipped step is not logged"
+tensors() {  # FILE: the bytes after a safetensors header (the header holds the step)
+  local header
+  header=$(od -An -t u8 -N 8 "$1" | tr -d ' ')
+  tail -c +$((8 + header + 1)) "$1"
+}
+cmp -s <(tensors "$root/nan-once-3.safetensors") <(tensors "$root/nan-once-4.safetensors") ||
+  fail "the skipped step changed the parameters"
+pass "non-finite loss (a run of skips stops the job; one skipped step leaves the parameters as they were)"
 
 echo "== start-up checks: what would fail later fails before the first step"
 expect_startup_error() {  # NAME PATTERN ARGS...

@@ -36,7 +36,8 @@ still_good() {
 echo "== a call of the save fails (EIO)"
 case_number=0
 for fault in write:shard-00000.bin.tmp fsync:shard-00000.bin.tmp close:shard-00000.bin.tmp \
-             write:manifest.pb.tmp close:manifest.pb.tmp rename:manifest.pb rename:latest; do
+             write:manifest.pb.tmp fsync:manifest.pb.tmp close:manifest.pb.tmp rename:manifest.pb \
+             write:latest.tmp fsync:latest.tmp rename:latest; do
   case_number=$((case_number + 1))
   dir="$root/case$case_number"  # a name the fault's path text does not match
   cp -r "$root/base" "$dir"

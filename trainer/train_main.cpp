@@ -61,6 +61,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   // Start-up: everything that would otherwise fail later fails now.
   const torch::Device device = use_device(device_request(config.device().kind()), topology.process);
   LOG(INFO) << "computing on " << device << (config.device().precision() == DeviceConfig::BF16 ? " (bf16 autocast)" : "");
+  fault_point("comm-setup");  // a test stops a rank here: the others wait in communicator creation
   const ProcessGroups groups(topology, backend_options(config, device));
   fault_point("start-up");  // a test stops a rank here
   check_same_config(groups.control(), config, init_timeout);
