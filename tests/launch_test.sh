@@ -30,12 +30,12 @@ for r in 0 1; do
   grep -q "compute threads" "$dir/run/attempt-0/rank-$r.log" || fail "no log for rank $r"
 done
 grep -q "step 30/30" "$dir/run/attempt-0/rank-0.log" || fail "rank 0's log lacks its steps"
-[[ $(jq length "$dir/run/targets.json") == 2 ]] || fail "targets.json does not list 2 ranks: $(cat "$dir/run/targets.json")"
-for r in 0 1; do
+for r in 0 1; do  # the targets the launcher wrote while the ranks ran
   port=$(sed -nE 's/.*metrics on http:\/\/[^:]+:([0-9]+)\/metrics.*/\1/p' "$dir/run/attempt-0/rank-$r.log")
-  jq -e --arg r "$r" --arg p "$port" '.[] | select(.labels.rank == $r) | .targets[0] | endswith(":" + $p)' \
-    "$dir/run/targets.json" > /dev/null || fail "targets.json lacks rank $r's port $port"
+  grep -qE "scrape targets: .*rank $r [^,]+:$port(,|$)" "$dir/run/launch.log" ||
+    fail "the targets lacked rank $r's port $port: $(grep 'scrape targets' "$dir/run/launch.log")"
 done
+[[ $(jq length "$dir/run/targets.json") == 0 ]] || fail "a finished run left scrape targets: $(cat "$dir/run/targets.json")"
 [[ $(wc -l < "$dir/run/metrics.jsonl") == 3 ]] || fail "metrics.jsonl should have 3 lines (steps 10, 20, 30)"
 jq -e 'select(.step == 30) | .loss > 0' "$dir/run/metrics.jsonl" > /dev/null || fail "metrics.jsonl has no loss at step 30"
 grep -q "starting fresh" "$dir/run/attempt-0/rank-0.log" || fail "--resume auto did not start fresh"
@@ -77,8 +77,8 @@ grep -q "resumed from $dir/ckpt/step-" "$dir/run/attempt-1/rank-0.log" || fail "
 grep -q "step 300/300" "$dir/run/attempt-1/rank-0.log" || fail "attempt 1 did not finish"
 grep -q "summary: 1 of 1 restarts used" "$dir.out" || fail "no summary: $(tail "$dir.out")"
 port=$(sed -nE 's/.*metrics on http:\/\/[^:]+:([0-9]+)\/metrics.*/\1/p' "$dir/run/attempt-1/rank-0.log")
-jq -e --arg p "$port" '.[] | select(.labels.rank == "0") | .targets[0] | endswith(":" + $p)' "$dir/run/targets.json" \
-  > /dev/null || fail "targets.json was not updated with the restarted rank 0's port $port"
+grep -qE "scrape targets: rank 0 [^,]+:$port," "$dir/run/launch.log" ||
+  fail "targets.json was not updated with the restarted rank 0's port $port: $(grep 'scrape targets' "$dir/run/launch.log")"
 "$ckpt" verify "$dir/ckpt/latest" > /dev/null || fail "the final checkpoint does not verify"
 pass "kill -9 of rank 1: reported (rank, host, signal, log tail), restarted from the latest checkpoint with new targets, finished"
 
@@ -105,6 +105,8 @@ LD_PRELOAD=$shim VLM_SLOW_FSYNC="shard-:4" "$launch" --nproc-per-node 2 --run-di
 pid=$!
 pids+=("$pid")
 wait_for "$dir/run/attempt-0/rank-0.log" "step 20/"
+wait_for "$dir/run/launch.log" "scrape targets: rank 0 .*, rank 1 "
+[[ $(jq length "$dir/run/targets.json") == 2 ]] || fail "a running job's targets.json does not list 2 ranks: $(cat "$dir/run/targets.json")"
 signalled=$SECONDS
 kill -TERM "$pid"
 kill -USR1 "$pid"  # a second stop signal (a scheduler's, scancel --full) must not cut the save short
@@ -149,10 +151,12 @@ pass "10 rounds of USR1 to every process of the job: each ended 75; ranks that i
 
 # 6. The restart budget is for the whole job; usage errors are named.
 dir=$root/budget
-"$launch" --max-restarts 2 --restart-backoff 0 --run-dir "$dir/run" -- "$train" --config "$root/missing.pbtxt" \
+"$launch" --max-restarts 2 --restart-backoff 1 --run-dir "$dir/run" -- "$train" --config "$root/missing.pbtxt" \
   > "$dir.out" 2>&1
 rc=$?
 ((rc == 1)) || fail "a job that always fails should exit 1, got $rc"
+grep -q "restart 1 of 2 in 1s" "$dir.out" && grep -q "restart 2 of 2 in 2s" "$dir.out" ||
+  fail "the backoff does not double: $(grep restart "$dir.out")"
 [[ -d $dir/run/attempt-2 && ! -d $dir/run/attempt-3 ]] || fail "not exactly 3 attempts"
 grep -q "summary: 2 of 2 restarts used" "$dir.out" || fail "no summary: $(tail "$dir.out")"
 grep -q "first to fail: rank 0 on .*exit code 1" "$dir/run/attempt-2/failure.txt" ||
@@ -163,6 +167,17 @@ grep -q "first to fail: rank 0 on .*exit code 1" "$dir/run/attempt-2/failure.txt
 (($? == 2)) && grep -q "needs --hostfile" "$dir.usage" || fail "--nnodes 2 without hosts is not a usage error"
 "$launch" --tee x -- true > "$dir.usage" 2>&1
 (($? == 2)) && grep -q "\-\-tee 'x'" "$dir.usage" || fail "a bad --tee is not a usage error"
-pass "the restart budget (3 attempts, then exit 1) and usage errors (exit 2)"
+# A stop signal while waiting to restart: nothing runs, the job is preempted (75).
+"$launch" --max-restarts 1 --restart-backoff 600 --run-dir "$dir/run-wait" -- "$train" --config "$root/missing.pbtxt" \
+  > "$dir-wait.out" 2>&1 &
+pid=$!
+pids+=("$pid")
+wait_for "$dir-wait.out" "restart 1 of 1 in 600s"
+kill -TERM "$pid"
+wait_exit "$pid"
+rc=$?
+((rc == 75)) || fail "SIGTERM during the restart wait should end the launcher with 75, got $rc: $(tail -3 "$dir-wait.out")"
+grep -q "stopped by SIGTERM while waiting to restart" "$dir-wait.out" || fail "the summary does not say so: $(tail -3 "$dir-wait.out")"
+pass "the restart budget (3 attempts, backoff 1 s then 2 s, then exit 1), a stop while waiting to restart (75) and usage errors (exit 2)"
 
 echo "launch tests: $passed passed, 0 failed"

@@ -38,6 +38,7 @@ rule_files: ["$rules/recording_rules.yml", "$rules/alerts.yml"]
 scrape_configs:
   - job_name: vlmtrain
     scrape_timeout: 1s
+    honor_labels: true  # as launch/prometheus/prometheus.yml
     file_sd_configs: [{files: ["$run/targets.json"], refresh_interval: 1s}]
 EOF
 promtool check config "$root/prometheus.yml" > "$root/check.out" 2>&1 || fail "promtool check config: $(cat "$root/check.out")"
@@ -52,7 +53,7 @@ done
 curl -sf "$api/-/ready" > /dev/null || fail "Prometheus did not start: $(tail "$root/prometheus.log")"
 
 "$launch" --nproc-per-node 2 --run-dir "$run" -- "$train" --config "$config" --set loop.steps=1000000 \
-  --set loop.log_every=1 --set metrics.enabled=true --set metrics.port_base=0 --set metrics.run_name=e2e \
+  --set loop.log_every=1 --set metrics.enabled=true --set metrics.port_base=0 \
   --set metrics.peak_flops_per_second=1e11 --set checkpoint.dir="$root/ckpt" --set checkpoint.every_steps=50 \
   --set eval.enabled=true --set eval.every_steps=20 --set eval.samples=200 --set eval.caption_samples=0 \
   > "$root/launch.out" 2>&1 &
@@ -80,7 +81,11 @@ series=$(query 'vlm_train_step{rank="0"}')
 [[ $(jq -r '.[0].metric.job' <<< "$series") == vlmtrain && $(jq -r '.[0].metric.run' <<< "$series") == run &&
   $(jq -r '.[0].metric.exported_job' <<< "$series") == null ]] ||
   fail "labels should be the scrape job's job and the targets' run, no exported_job: $series"
-pass "Prometheus scrapes both ranks through the launcher's file_sd targets (job, run and rank labels)"
+exported=$(query '{job="vlmtrain"}' | jq -c '[.[].metric | keys[] | select(startswith("exported_"))] | unique')
+[[ $exported == "[]" ]] || fail "labels clash between the series and the targets (Prometheus renamed them): $exported"
+[[ $(query 'vlm_run_info{run="run"}' | jq length) == 2 ]] ||
+  fail "vlm_run_info should carry the launcher's run name: $(query vlm_run_info)"
+pass "Prometheus scrapes both ranks through the launcher's file_sd targets (job, run and rank labels; no exported_ label)"
 
 # The loss Prometheus stored for a step is the one the trainer logged for it.
 matched_steps() {  # how many scraped (step, loss) pairs of rank 0 match metrics.jsonl; fails on a mismatch
@@ -150,4 +155,6 @@ done
 wait "$job"
 rc=$?
 ((rc == 75)) || fail "the job should stop with 75 after SIGTERM, got $rc: $(tail "$root/launch.out")"
+[[ $(jq length "$run/targets.json") == 0 ]] || fail "a finished job should leave no scrape targets: $(cat "$run/targets.json")"
+pass "after the job, targets.json is empty (no VlmRankDown for a finished run)"
 echo "prometheus tests: $passed passed, 0 failed"
