@@ -6,6 +6,18 @@
 #include <algorithm>
 
 namespace vlm {
+namespace {
+
+// Found at run time: LibTorch may use another OpenMP runtime or another BLAS
+// (MKL on cluster builds), and this library links neither directly.
+template <typename F>
+F find(const char* symbol) {
+  return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, symbol));
+}
+using SetThreads = void (*)(int);
+using GetThreads = int (*)();
+
+}  // namespace
 
 int threads_per_rank(int requested, int cpus, int sharers) {
   if (requested > 0) return requested;
@@ -14,10 +26,28 @@ int threads_per_rank(int requested, int cpus, int sharers) {
 
 void apply_thread_count(int threads) {
   at::set_num_threads(threads);
-  // OpenBLAS keeps its own pool; it is found at run time because LibTorch may
-  // be linked against another BLAS (MKL on cluster builds).
-  using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
+  if (auto set = find<SetThreads>("openblas_set_num_threads")) set(threads);  // OpenBLAS keeps its own pool
+}
+
+OneComputeThread::OneComputeThread() {
+  at::get_num_threads();  // ATen sets up this thread's pool first, or it would undo ours at its first use
+  const auto set_openmp = find<SetThreads>("omp_set_num_threads");
+  const auto get_openmp = find<GetThreads>("omp_get_max_threads");
+  if (set_openmp && get_openmp) {
+    openmp_ = get_openmp();
+    set_openmp(1);
+  }
+  const auto set_openblas = find<SetThreads>("openblas_set_num_threads");
+  const auto get_openblas = find<GetThreads>("openblas_get_num_threads");
+  if (set_openblas && get_openblas) {
+    openblas_ = get_openblas();
+    set_openblas(1);
+  }
+}
+
+OneComputeThread::~OneComputeThread() {
+  if (openblas_ > 0) find<SetThreads>("openblas_set_num_threads")(openblas_);
+  if (openmp_ > 0) find<SetThreads>("omp_set_num_threads")(openmp_);
 }
 
 }  // namespace vlm

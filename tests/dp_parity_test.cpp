@@ -84,6 +84,57 @@ TEST(DataParallelParity, MatchesOneProcessWithSaliencyGatingAndTokenPruning) {
                  "model.activation_checkpointing=true"});
 }
 
+int world_size() {
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
+// Note [Replicas in one process]: K replicas in one process train like K
+// ranks, so like the reference on the whole batch.
+TEST(ReplicasInOneProcess, MatchOneProcessOnTheGlobalBatch) {
+  if (world_size() > 1) GTEST_SKIP() << "replicas are for a job of one process";
+  expect_parity(1, true, {"parallel.replicas_per_process=2"});
+  expect_parity(1, true, {"parallel.replicas_per_process=3"});
+}
+
+TEST(ReplicasInOneProcess, MatchOneProcessWithGradientAccumulationAndDropout) {
+  if (world_size() > 1) GTEST_SKIP() << "replicas are for a job of one process";
+  expect_parity(3, true, {"parallel.replicas_per_process=2"});
+  expect_parity(3, true,
+                {"parallel.replicas_per_process=2", "model.vision.conv_stem.channels=4", "model.dropout.attention=0.2",
+                 "model.dropout.head=0.25", "model.dropout.token=0.3"});
+}
+
+// The replicas' gradients are added in replica order: the same every time.
+TEST(ReplicasInOneProcess, TrainTheSameBitForBit) {
+  if (world_size() > 1) GTEST_SKIP() << "replicas are for a job of one process";
+  const Topology topology = make_topology(detect_process(), 1, 0);
+  ProcessGroups groups(topology);
+  const TrainConfig config = parity_config(1, 1, true, {"parallel.replicas_per_process=3"});
+  Trainer first(config, topology, groups, tiny_data()), second(config, topology, groups, tiny_data());
+  for (int step = 0; step < 3; ++step) {
+    EXPECT_EQ(first.train_step().loss, second.train_step().loss) << "step " << step;
+  }
+  const auto& a = first.stage()->global_parameters();
+  const auto& b = second.stage()->global_parameters();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].tensor, b[i].tensor)) << a[i].name;
+}
+
+TEST(ReplicasInOneProcess, AreRefusedWithSeveralRanks) {
+  if (world_size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  const Topology topology = make_topology(detect_process(), 1, 0);
+  ProcessGroups groups(topology);
+  const TrainConfig config = parity_config(topology.world_size(), 1, true, {"parallel.replicas_per_process=2"});
+  try {
+    Trainer trainer(config, topology, groups, tiny_data());
+    ADD_FAILURE() << "a trainer with replicas on several ranks was built";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("parallel.replicas_per_process(2) needs a job of one process"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(GradientReduction, BucketsCoverEachUniqueParameterOnce) {
   const Topology topology = make_topology(detect_process(), 1, 0);
   ProcessGroups groups(topology);

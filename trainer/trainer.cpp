@@ -94,6 +94,16 @@ struct Trainer::MicroBatch {
   std::vector<torch::Tensor> output_gradients;  // from the next stage
 };
 
+// One replica's share of the step (Note [Replicas in one process]). The
+// pipeline, and a process of one replica, have replica 0 only.
+struct Trainer::Replica {
+  int index = 0;
+  std::unique_ptr<Loader> loader;  // its share of each micro-batch, built ahead
+  std::map<int, MicroBatch> in_flight;
+  torch::Tensor losses;                  // [contrastive, caption]: its share of the step, float64
+  std::vector<torch::Tensor> gradients;  // replicas > 0: of the reducer's parameters, added to replica 0's
+};
+
 // Tensors of this stage that other stages also hold, summed over exactly those stages.
 struct Trainer::TiedGroup {
   std::vector<torch::Tensor> tensors;
@@ -112,13 +122,32 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
       bf16_(config.device().precision() == DeviceConfig::BF16),
       data_parallel_(groups.data_parallel()),
       pipeline_(groups.pipeline()),
-      loader_(std::make_unique<Loader>(*data.train_set, sampler_for(config, data, topology.data_parallel, topology.dp_rank()),
-                                       sampler_for(config, data, 1, 0), loader_options(config, device_))),
       schedule_(lr_schedule_for(config)),
       init_timeout_(seconds_to_millis(config.comm().init_timeout_seconds())),
       timeout_(seconds_to_millis(config.comm().timeout_seconds())),
       lineage_id_(fresh_lineage_id()),
       checkpoints_(groups.checkpoint(), timeout_) {
+  // Each replica of the step is a data-parallel share of its own: K replicas
+  // in one process take the shares that K ranks would.
+  const int replicas = config.parallel().replicas_per_process();
+  if (replicas > 1 && topology.world_size() > 1) {
+    throw std::invalid_argument("parallel.replicas_per_process(" + std::to_string(replicas) + ") needs a job of one "
+                                "process, not " + std::to_string(topology.world_size()) + " ranks. HINT: with several "
+                                "ranks, launch one rank per core instead (docs/performance.md)");
+  }
+  if (replicas > 1 && !device_.is_cpu()) {
+    throw std::invalid_argument("parallel.replicas_per_process(" + std::to_string(replicas) + ") is for CPU "
+                                "cores; a GPU runs one replica (set it to 1)");
+  }
+  for (int k = 0; k < replicas; ++k) {
+    Replica replica;
+    replica.index = k;
+    replica.loader = std::make_unique<Loader>(
+        *data.train_set, sampler_for(config, data, topology.data_parallel * replicas, topology.dp_rank() * replicas + k),
+        sampler_for(config, data, 1, 0), loader_options(config, device_));
+    replicas_.push_back(std::move(replica));
+  }
+  if (replicas > 1) replica_threads_ = std::make_unique<ReplicaThreads>(replicas);
   VlmModel full = initial_model(config, data);
   const ModelSpec& spec = full->spec();
   starts_ = stage_starts_for(config, spec);
@@ -297,27 +326,32 @@ std::vector<std::string> Trainer::tied_parameter_names() const {
   return names;
 }
 
-void Trainer::load(int micro) {
-  MicroBatch& mb = in_flight_[micro];
-  const LoadedBatch loaded = loader_->get(step_, micro);
+void Trainer::load(Replica& replica, int micro) {
+  MicroBatch& mb = replica.in_flight[micro];
+  const LoadedBatch loaded = replica.loader->get(step_, micro);
   const Batch batch = to_device(loaded.batch, device_);
   mb.inputs = {batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad};
   if (stage_->spec().has_dropout()) {  // Note [Keyed dropout]
+    const int replicas = static_cast<int>(replicas_.size());
     const std::vector<int64_t> positions =
         global_batch_positions(config_.loop().global_batch_size(), config_.loop().micro_batches(),
-                               topology_.data_parallel, topology_.dp_rank(), micro);
+                               topology_.data_parallel * replicas, topology_.dp_rank() * replicas + replica.index, micro);
     mb.inputs.dropout_keys = dropout_keys(static_cast<uint64_t>(config_.data().seed()), step_, positions, device_);
   }
   // Every rank knows the whole global micro-batch: no communication needed for its token count.
-  mb.reduction.caption_targets_per_rank = static_cast<double>(loaded.global_caption_targets) / topology_.data_parallel;
-  if (data_parallel_.size() > 1) {
+  mb.reduction.caption_targets_per_rank =
+      static_cast<double>(loaded.global_caption_targets) / (topology_.data_parallel * static_cast<double>(replicas_.size()));
+  if (replica_threads_) {
+    const int k = replica.index;
+    mb.reduction.gather = [this, k](const torch::Tensor& rows) { return replica_threads_->gather_rows(k, rows); };
+  } else if (data_parallel_.size() > 1) {
     const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
     mb.reduction.gather = [this, timeout](const torch::Tensor& rows) { return gather_with_grad(rows, data_parallel_, timeout); };
   }
 }
 
-void Trainer::forward(int micro) {
-  MicroBatch& mb = in_flight_.at(micro);
+void Trainer::forward(Replica& replica, int micro) {
+  MicroBatch& mb = replica.in_flight.at(micro);
   StageCarry carry;
   auto fields = carry.fields();
   size_t next = 0;
@@ -335,13 +369,14 @@ void Trainer::forward(int micro) {
   }
   const double m = config_.loop().micro_batches();
   // Accumulated on the tensors' device; read once per step.
-  if (mb.output.contrastive.defined()) losses_[0] += mb.output.contrastive.detach().to(torch::kDouble) / m;
-  if (mb.output.caption.defined()) losses_[1] += mb.output.caption.detach().to(torch::kDouble) / m;
-  peak_in_flight_ = std::max(peak_in_flight_, ++live_micro_batches_);
+  torch::Tensor& losses = replica.losses;
+  if (mb.output.contrastive.defined()) losses[0] += mb.output.contrastive.detach().to(torch::kDouble) / m;
+  if (mb.output.caption.defined()) losses[1] += mb.output.caption.detach().to(torch::kDouble) / m;
+  if (replica.index == 0) peak_in_flight_ = std::max(peak_in_flight_, ++live_micro_batches_);
 }
 
-void Trainer::backward(int micro, bool last_backward) {
-  MicroBatch& mb = in_flight_.at(micro);
+void Trainer::backward(Replica& replica, int micro, bool last_backward) {
+  MicroBatch& mb = replica.in_flight.at(micro);
   std::vector<torch::Tensor> outputs, gradients;
   size_t next = 0;
   for (torch::Tensor* field : mb.output.carry.fields()) {
@@ -353,13 +388,30 @@ void Trainer::backward(int micro, bool last_backward) {
   }
   const torch::Tensor loss = mb.output.weighted_loss(stage_->spec());
   if (loss.defined()) {
-    outputs.push_back(loss / static_cast<double>(config_.loop().micro_batches()));
+    // The mean over micro-batches, and over replicas as the reducer's over ranks.
+    outputs.push_back(loss / static_cast<double>(config_.loop().micro_batches() * replicas_.size()));
     gradients.push_back(torch::ones_like(loss));
   }
-  reducer_->set_synchronize(last_backward);  // reduce once per step (DDP's no_sync)
-  torch::autograd::backward(outputs, gradients);
+  if (replica.index == 0) {
+    reducer_->set_synchronize(last_backward && !replica_threads_);  // reduce once per step (DDP's no_sync)
+    torch::autograd::backward(outputs, gradients);
+    --live_micro_batches_;
+  } else {  // apart from replica 0's, which accumulate into the reducer's buckets meanwhile
+    std::vector<torch::Tensor> parameters;
+    for (const auto& p : parameters_) parameters.push_back(p.tensor);
+    std::vector<torch::Tensor> mine = torch::autograd::grad(outputs, parameters, gradients, /*retain_graph=*/false,
+                                                            /*create_graph=*/false, /*allow_unused=*/true);
+    if (replica.gradients.empty()) {
+      replica.gradients = std::move(mine);
+    } else {
+      for (size_t i = 0; i < mine.size(); ++i) {
+        if (!mine[i].defined()) continue;
+        if (replica.gradients[i].defined()) replica.gradients[i].add_(mine[i]);
+        else replica.gradients[i] = mine[i];
+      }
+    }
+  }
   mb.output = StageOutput{};  // the graph and activations of this micro-batch are done
-  --live_micro_batches_;
 }
 
 // A receive lands in a fresh flat tensor, unpacked once it has arrived; a
@@ -370,27 +422,27 @@ Trainer::Transfer Trainer::transfer(const Action& a) {
     case ActionKind::kRecvActivation: {
       torch::Tensor flat = torch::empty({message_numel(in_shapes_)}, device_);
       return {{false, flat, stage_index_ - 1, 0}, [this, micro, flat] {
-                for (auto& field : unpack(flat, in_shapes_)) in_flight_.at(micro).received.push_back(field.detach().requires_grad_(true));
+                for (auto& field : unpack(flat, in_shapes_)) replicas_[0].in_flight.at(micro).received.push_back(field.detach().requires_grad_(true));
               }};
     }
     case ActionKind::kRecvGradient: {
       torch::Tensor flat = torch::empty({message_numel(out_shapes_)}, device_);
-      return {{false, flat, stage_index_ + 1, 1}, [this, micro, flat] { in_flight_.at(micro).output_gradients = unpack(flat, out_shapes_); }};
+      return {{false, flat, stage_index_ + 1, 1}, [this, micro, flat] { replicas_[0].in_flight.at(micro).output_gradients = unpack(flat, out_shapes_); }};
     }
     case ActionKind::kSendActivation: {
       std::vector<torch::Tensor> fields;
-      for (torch::Tensor* f : in_flight_.at(micro).output.carry.fields()) {
+      for (torch::Tensor* f : replicas_[0].in_flight.at(micro).output.carry.fields()) {
         if (f->defined()) fields.push_back(*f);
       }
       return {{true, pack(fields, device_), stage_index_ + 1, 0}, nullptr};
     }
     default: {  // kSendGradient: this micro-batch is done on this stage
       std::vector<torch::Tensor> grads;
-      for (const torch::Tensor& leaf : in_flight_.at(micro).received) {
+      for (const torch::Tensor& leaf : replicas_[0].in_flight.at(micro).received) {
         grads.push_back(leaf.grad().defined() ? leaf.grad() : torch::zeros_like(leaf));
       }
       Transfer t{{true, pack(grads, device_), stage_index_ - 1, 1}, nullptr};
-      in_flight_.erase(micro);
+      replicas_[0].in_flight.erase(micro);
       return t;
     }
   }
@@ -409,7 +461,7 @@ size_t Trainer::exchange(size_t first, Millis timeout, StepStats& stats) {
     const Action& a = actions_[i];
     if (a.kind == ActionKind::kLoadMicroBatch) {
       const auto t = Clock::now();
-      load(a.micro_batch);
+      load(replicas_[0], a.micro_batch);
       stats.data_seconds += seconds_since(t);
       continue;
     }
@@ -454,7 +506,11 @@ void Trainer::optimizer_step(StepStats& stats, Millis timeout) {
   torch::Tensor norm_squared = norms.empty() ? torch::zeros({1}, torch::TensorOptions(device_).dtype(torch::kDouble))
                                              : torch::stack(norms).pow(2).sum().view({1});
   if (reducer_->sharded()) norm_squared.mul_(static_cast<double>(data_parallel_.size()));
-  torch::Tensor parts = torch::cat({losses_, norm_squared});
+  // Replicas in this process: their mean, as the DP average below is over ranks.
+  torch::Tensor losses = replicas_[0].losses;
+  for (size_t k = 1; k < replicas_.size(); ++k) losses = losses + replicas_[k].losses;
+  if (replicas_.size() > 1) losses = losses / static_cast<double>(replicas_.size());
+  torch::Tensor parts = torch::cat({losses, norm_squared});
   pipeline_.allreduce(parts, {ReduceOp::kSum, timeout})->wait();
   // The norm too: replicas' norms of the same gradients may differ in the
   // last bit (reduction order with other thread counts); the mean is one value.
@@ -510,13 +566,58 @@ void Trainer::settle() {
   }
 }
 
+// Note [Replicas in one process]: each replica runs the one-stage action
+// list's loads, forwards and backwards on its own thread. Replica 0's times
+// are the step's data, forward and backward times.
+void Trainer::run_replicas(StepStats& stats, Millis timeout) {
+  StepStats replica0;
+  replica_threads_->run(
+      [&](int k) {
+        Replica& replica = replicas_[static_cast<size_t>(k)];
+        replica.gradients.clear();
+        for (const Action& a : actions_) {
+          const auto t = Clock::now();
+          switch (a.kind) {
+            case ActionKind::kLoadMicroBatch:
+              load(replica, a.micro_batch);
+              if (k == 0) replica0.data_seconds += seconds_since(t);
+              break;
+            case ActionKind::kForward:
+              forward(replica, a.micro_batch);
+              if (k == 0) replica0.forward_seconds += seconds_since(t);
+              if (k == 0) fault_point("step", step_);
+              break;
+            case ActionKind::kBackward:
+              backward(replica, a.micro_batch, false);
+              replica.in_flight.erase(a.micro_batch);
+              if (k == 0) replica0.backward_seconds += seconds_since(t);
+              break;
+            default: break;
+          }
+        }
+      },
+      timeout);
+  // In replica order, so that the sum is the same every time.
+  for (size_t k = 1; k < replicas_.size(); ++k) {
+    for (size_t i = 0; i < parameters_.size(); ++i) {
+      const torch::Tensor& g = replicas_[k].gradients[i];
+      if (g.defined()) parameters_[i].tensor.grad().add_(g);
+    }
+    replicas_[k].gradients.clear();
+  }
+  reducer_->set_synchronize(true);
+  stats.data_seconds += replica0.data_seconds;
+  stats.forward_seconds += replica0.forward_seconds;
+  stats.backward_seconds += replica0.backward_seconds;
+}
+
 StepStats Trainer::train_step() {
   const auto start = Clock::now();
   const Millis timeout = step_ == 0 ? init_timeout_ : timeout_;
   reducer_->set_timeout(timeout);
   StepStats stats;
   stats.step = step_;
-  losses_ = torch::zeros({2}, torch::TensorOptions(device_).dtype(torch::kDouble));
+  for (Replica& replica : replicas_) replica.losses = torch::zeros({2}, torch::TensorOptions(device_).dtype(torch::kDouble));
   peak_in_flight_ = 0;
   const int64_t heap_at_start = stages_ > 1 ? heap_bytes() : 0;  // activation memory: a pipeline measurement
   peak_activation_bytes_ = 0;
@@ -524,8 +625,19 @@ StepStats Trainer::train_step() {
   double busy = 0;
   stage_->train();
   reducer_->zero_grad();  // gradients are views into the reducer's buckets: zero, never reset
+  if (replica_threads_) {  // the micro-batches' actions, every replica at once
+    const auto t = Clock::now();
+    run_replicas(stats, timeout);
+    busy = seconds_since(t);
+  }
   for (size_t i = 0; i < actions_.size();) {
     const Action& a = actions_[i];
+    const bool micro_batch_action =
+        a.kind == ActionKind::kLoadMicroBatch || a.kind == ActionKind::kForward || a.kind == ActionKind::kBackward;
+    if (replica_threads_ && micro_batch_action) {  // done above
+      ++i;
+      continue;
+    }
     if (is_transfer(a.kind)) {
       i = exchange(i, timeout, stats);
       continue;
@@ -534,20 +646,20 @@ StepStats Trainer::train_step() {
     const auto t = Clock::now();
     switch (a.kind) {
       case ActionKind::kLoadMicroBatch:
-        load(a.micro_batch);
+        load(replicas_[0], a.micro_batch);
         stats.data_seconds += seconds_since(t);
         break;
       case ActionKind::kForward:
-        forward(a.micro_batch);
+        forward(replicas_[0], a.micro_batch);
         busy += seconds_since(t);
         stats.forward_seconds += seconds_since(t);
         fault_point("step", step_);  // a test stops a rank here: mid-step, between collectives
         break;
       case ActionKind::kBackward:
-        backward(a.micro_batch, --backwards_left == 0);
+        backward(replicas_[0], a.micro_batch, --backwards_left == 0);
         busy += seconds_since(t);
         stats.backward_seconds += seconds_since(t);
-        if (stage_index_ == 0) in_flight_.erase(a.micro_batch);
+        if (stage_index_ == 0) replicas_[0].in_flight.erase(a.micro_batch);
         stats.pipeline_seconds = seconds_since(start);
         break;
       case ActionKind::kReduceDataParallelGradients:
@@ -565,7 +677,7 @@ StepStats Trainer::train_step() {
   }
   for (auto& w : sends_) w->wait();
   sends_.clear();
-  CHECK(in_flight_.empty()) << "micro-batches left over after the step";
+  CHECK(replicas_[0].in_flight.empty()) << "micro-batches left over after the step";
   stats.global_samples = config_.loop().global_batch_size();
   stats.rank_samples = stats.global_samples / topology_.data_parallel;
   stats.model_flops = flops_per_sample_ * static_cast<double>(stats.rank_samples);

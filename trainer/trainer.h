@@ -39,6 +39,7 @@
 #include "scheduler/pipeline_schedule.h"
 #include "trainer/host_readback.h"
 #include "trainer/optimizer.h"
+#include "trainer/replica_threads.h"
 #include "trainer/training_data.h"
 
 namespace vlm {
@@ -127,10 +128,13 @@ class Trainer {
 
  private:
   struct MicroBatch;
+  struct Replica;
   struct TiedGroup;
-  void load(int micro);
-  void forward(int micro);
-  void backward(int micro, bool last_backward);
+  void load(Replica& replica, int micro);
+  void forward(Replica& replica, int micro);
+  void backward(Replica& replica, int micro, bool last_backward);
+  // Note [Replicas in one process]: every replica's micro-batches at once.
+  void run_replicas(StepStats& stats, Millis timeout);
   // One send or receive, and what to do once it has arrived (receives only).
   struct Transfer {
     PointToPointOp op;
@@ -164,11 +168,12 @@ class Trainer {
   Backend& pipeline_;
   std::vector<std::unique_ptr<TiedGroup>> tied_;
   std::unique_ptr<GradientReducer> reducer_;
-  std::unique_ptr<Loader> loader_;  // this rank's share of each micro-batch, built ahead
+  // The step's replicas in this process: one, or parallel.replicas_per_process.
+  std::vector<Replica> replicas_;
+  std::unique_ptr<ReplicaThreads> replica_threads_;  // with more than one replica
   WarmupCosine schedule_;
   std::vector<Action> actions_;
   std::vector<std::vector<int64_t>> in_shapes_, out_shapes_;  // carry fields received / sent
-  std::map<int, MicroBatch> in_flight_;
   std::vector<WorkPtr> sends_;
   Millis init_timeout_;  // start-up and the first step
   Millis timeout_;       // every later step
@@ -178,9 +183,8 @@ class Trainer {
   int64_t skipped_steps_ = 0;
   int consecutive_skips_ = 0;
   int peak_in_flight_ = 0;
-  int live_micro_batches_ = 0;  // forwarded, not yet backwarded
+  int live_micro_batches_ = 0;  // forwarded, not yet backwarded (replica 0's)
   int64_t peak_activation_bytes_ = 0;
-  torch::Tensor losses_;  // [contrastive, caption]: this stage's share of the step, float64
   // The last optimizer step's agreed [contrastive, caption, norm², applied],
   // on its way to the host, and which step that is (-1: none in flight).
   HostReadback outcome_{device_, 4};
