@@ -37,6 +37,17 @@ OneComputeThread::OneComputeThread() {
     openmp_ = get_openmp();
     set_openmp(1);
   }
+  using SetLocal = int (*)(int);  // MKL (cluster builds of LibTorch): returns the previous setting
+  if (const auto set_mkl = find<SetLocal>("mkl_set_num_threads_local")) mkl_ = set_mkl(1);
+}
+
+OneComputeThread::~OneComputeThread() {
+  using SetLocal = int (*)(int);
+  if (mkl_ >= 0) find<SetLocal>("mkl_set_num_threads_local")(mkl_);
+  if (openmp_ > 0) find<SetThreads>("omp_set_num_threads")(openmp_);
+}
+
+OneBlasThread::OneBlasThread() {
   const auto set_openblas = find<SetThreads>("openblas_set_num_threads");
   const auto get_openblas = find<GetThreads>("openblas_get_num_threads");
   if (set_openblas && get_openblas) {
@@ -45,9 +56,8 @@ OneComputeThread::OneComputeThread() {
   }
 }
 
-OneComputeThread::~OneComputeThread() {
+OneBlasThread::~OneBlasThread() {
   if (openblas_ > 0) find<SetThreads>("openblas_set_num_threads")(openblas_);
-  if (openmp_ > 0) find<SetThreads>("omp_set_num_threads")(openmp_);
 }
 
 }  // namespace vlm

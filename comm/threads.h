@@ -13,9 +13,9 @@ int threads_per_rank(int requested, int cpus, int sharers);
 // Applies `threads` to ATen's intra-op pool and to OpenBLAS (when loaded).
 void apply_thread_count(int threads);
 
-// While it lives, the calling thread computes with one thread: OpenMP's
-// setting (ATen's pool, oneDNN) is per thread; OpenBLAS's is the process's,
-// so other threads computing meanwhile must want one too (trainer/replica_threads.h).
+// While it lives, the calling thread computes with one thread: the settings
+// that are per thread (OpenMP's, for ATen's pool and oneDNN; MKL's local one).
+// OpenBLAS's is the process's: see OneBlasThread.
 class OneComputeThread {
  public:
   OneComputeThread();
@@ -24,7 +24,20 @@ class OneComputeThread {
   OneComputeThread& operator=(const OneComputeThread&) = delete;
 
  private:
-  int openmp_ = 0, openblas_ = 0;  // the settings to restore; 0: none to restore
+  int openmp_ = 0, mkl_ = -1;  // the settings to restore (0 / -1: none)
+};
+
+// While it lives, OpenBLAS (when loaded) uses one thread, in the whole
+// process: for threads that call it at once (trainer/replica_threads.h).
+class OneBlasThread {
+ public:
+  OneBlasThread();
+  ~OneBlasThread();
+  OneBlasThread(const OneBlasThread&) = delete;
+  OneBlasThread& operator=(const OneBlasThread&) = delete;
+
+ private:
+  int openblas_ = 0;  // the setting to restore; 0: none
 };
 
 }  // namespace vlm

@@ -106,6 +106,28 @@ TEST(ReplicasInOneProcess, MatchOneProcessWithGradientAccumulationAndDropout) {
                  "model.dropout.head=0.25", "model.dropout.token=0.3"});
 }
 
+// Activation checkpointing runs autograd inside each replica's backward.
+TEST(ReplicasInOneProcess, MatchOneProcessWithCheckpointingSaliencyAndPruning) {
+  if (world_size() > 1) GTEST_SKIP() << "replicas are for a job of one process";
+  expect_parity(1, true,
+                {"parallel.replicas_per_process=2", "model.saliency.enabled=true", "model.saliency.gate_vision=true",
+                 "model.vision.token_pruning.keep_ratio=0.5", "model.activation_checkpointing=true"});
+}
+
+TEST(ReplicasInOneProcess, NeedABatchThatDividesAmongThem) {
+  if (world_size() > 1) GTEST_SKIP() << "replicas are for a job of one process";
+  const Topology topology = make_topology(detect_process(), 1, 0);
+  ProcessGroups groups(topology);
+  const TrainConfig config = parity_config(1, 1, true, {"parallel.replicas_per_process=5"});  // batch 12
+  try {
+    Trainer trainer(config, topology, groups, tiny_data());
+    ADD_FAILURE() << "12 samples were shared among 5 replicas";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("must be divisible by parallel.replicas_per_process(5)"), std::string::npos)
+        << e.what();
+  }
+}
+
 // The replicas' gradients are added in replica order: the same every time.
 TEST(ReplicasInOneProcess, TrainTheSameBitForBit) {
   if (world_size() > 1) GTEST_SKIP() << "replicas are for a job of one process";

@@ -1,6 +1,6 @@
 #include "trainer/replica_threads.h"
 
-#include <optional>
+#include <glog/logging.h>
 
 #include "comm/mpi_check.h"
 #include "comm/threads.h"
@@ -70,6 +70,7 @@ void ReplicaThreads::worker(int replica) {
 }
 
 void ReplicaThreads::run(const std::function<void(int)>& work, Millis timeout) {
+  const OneBlasThread one_blas;  // the replicas call it at once: one thread each, until all are done
   {
     std::lock_guard<std::mutex> lock(mutex_);
     work_ = &work;
@@ -92,7 +93,12 @@ void ReplicaThreads::run(const std::function<void(int)>& work, Millis timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (failed && !failure_) failure_ = failed;
   changed_.notify_all();  // replicas waiting in a barrier for replica 0 give up
-  changed_.wait(lock, [&] { return running_ == 0; });
+  // A replica stuck outside a barrier (a decoder that never returns) must not hang the job.
+  if (!changed_.wait_for(lock, timeout, [&] { return running_ == 0; })) {
+    LOG(FATAL) << running_ << " of this process's " << replicas_ << " replicas did not finish the step within "
+               << timeout.count() / 1000 << " s after replica 0 (comm.timeout_seconds)"
+               << (failure_ ? "; replica 0 or another failed first" : "");
+  }
   work_ = nullptr;
   for (auto& r : rows_) r = torch::Tensor();
   if (failure_) std::rethrow_exception(failure_);

@@ -28,8 +28,9 @@ namespace vlm {
 
 class ReplicaThreads {
  public:
-  // Starts replicas - 1 threads, each computing with one thread (ATen,
-  // OpenMP, OpenBLAS), for the life of this object.
+  // Starts replicas - 1 threads, each computing with one thread (ATen's
+  // pool, oneDNN) for the life of this object; OpenBLAS uses one thread in
+  // the process while run() runs.
   explicit ReplicaThreads(int replicas);
   ~ReplicaThreads();
   ReplicaThreads(const ReplicaThreads&) = delete;
@@ -48,8 +49,9 @@ class ReplicaThreads {
   // k its own slice times K (Note [Contrastive gather]).
   torch::Tensor gather_rows(int replica, const torch::Tensor& local);
 
-  // Waits for every replica to call it with the same `generation` (a
-  // barrier); throws if a replica failed or `timeout_` passed.
+  // A barrier for the replicas of one run(), for gather_rows: returns once
+  // every replica has called it as often as this one; throws if a replica
+  // failed or run()'s timeout passed.
   void arrive_and_wait(const std::string& what);
 
  private:

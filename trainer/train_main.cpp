@@ -57,16 +57,16 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   apply_thread_count(threads);
   LOG_IF(INFO, topology.is_root()) << "resolved config (" << cli.config_path << "):\n" << resolved_config_text(config);
   LOG(INFO) << topology.describe() << ", " << threads << " compute threads";
-  const int replicas = config.parallel().replicas_per_process();
-  LOG_IF(INFO, replicas > 1) << replicas << " replicas of the step at once, one compute thread each";
-  LOG_IF(INFO, replicas == 1 && threads > 1 && topology.world_size() == 1)
-      << "HINT: one process computing with " << threads << " threads is slower than " << threads
-      << " one-thread ranks; --set parallel.replicas_per_process=" << threads
-      << " runs as many replicas of the step at once and is about as fast (docs/performance.md)";
 
   // Start-up: everything that would otherwise fail later fails now.
   const torch::Device device = use_device(device_request(config.device().kind()), topology.process);
   LOG(INFO) << "computing on " << device << (config.device().precision() == DeviceConfig::BF16 ? " (bf16 autocast)" : "");
+  const int replicas = config.parallel().replicas_per_process();
+  LOG_IF(INFO, replicas > 1) << replicas << " replicas of the step at once, one compute thread each";
+  LOG_IF(INFO, replicas == 1 && threads > 1 && topology.world_size() == 1 && device.is_cpu())
+      << "HINT: one process computing with " << threads << " threads is slower than " << threads
+      << " one-thread ranks; --set parallel.replicas_per_process=" << threads
+      << " runs as many replicas of the step at once and is about as fast (docs/performance.md)";
   fault_point("comm-setup");  // a test stops a rank here: the others wait in communicator creation
   const ProcessGroups groups(topology, backend_options(config, device));
   fault_point("start-up");  // a test stops a rank here

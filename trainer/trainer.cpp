@@ -139,12 +139,20 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
     throw std::invalid_argument("parallel.replicas_per_process(" + std::to_string(replicas) + ") is for CPU "
                                 "cores; a GPU runs one replica (set it to 1)");
   }
+  const int64_t shares = static_cast<int64_t>(topology.data_parallel) * replicas * config.loop().micro_batches();
+  if (replicas > 1 && config.loop().global_batch_size() % shares != 0) {
+    throw std::invalid_argument("loop.global_batch_size(" + std::to_string(config.loop().global_batch_size()) +
+                                ") must be divisible by parallel.replicas_per_process(" + std::to_string(replicas) +
+                                ") x loop.micro_batches(" + std::to_string(config.loop().micro_batches()) + ")");
+  }
+  LoaderOptions loading = loader_options(config, device_);
+  if (loading.threads > 0) loading.threads = std::max(1, loading.threads / replicas);  // shared out
   for (int k = 0; k < replicas; ++k) {
     Replica replica;
     replica.index = k;
     replica.loader = std::make_unique<Loader>(
         *data.train_set, sampler_for(config, data, topology.data_parallel * replicas, topology.dp_rank() * replicas + k),
-        sampler_for(config, data, 1, 0), loader_options(config, device_));
+        sampler_for(config, data, 1, 0), loading);
     replicas_.push_back(std::move(replica));
   }
   if (replicas > 1) replica_threads_ = std::make_unique<ReplicaThreads>(replicas);
@@ -401,13 +409,14 @@ void Trainer::backward(Replica& replica, int micro, bool last_backward) {
     for (const auto& p : parameters_) parameters.push_back(p.tensor);
     std::vector<torch::Tensor> mine = torch::autograd::grad(outputs, parameters, gradients, /*retain_graph=*/false,
                                                             /*create_graph=*/false, /*allow_unused=*/true);
-    if (replica.gradients.empty()) {
-      replica.gradients = std::move(mine);
-    } else {
-      for (size_t i = 0; i < mine.size(); ++i) {
-        if (!mine[i].defined()) continue;
-        if (replica.gradients[i].defined()) replica.gradients[i].add_(mine[i]);
-        else replica.gradients[i] = mine[i];
+    replica.gradients.resize(mine.size());
+    for (size_t i = 0; i < mine.size(); ++i) {
+      torch::Tensor& sum = replica.gradients[i];
+      if (!mine[i].defined()) continue;
+      if (sum.defined()) {
+        sum.add_(mine[i]);
+      } else {  // later micro-batches add to it in place: an expanded view would refuse, so copy one
+        sum = mine[i].is_non_overlapping_and_dense() ? mine[i] : mine[i].contiguous();
       }
     }
   }
