@@ -90,6 +90,18 @@ int world_size() {
   return size;
 }
 
+// Building a trainer of `config` on this job's ranks throws invalid_argument containing `message`.
+void expect_refused(const TrainConfig& config, const std::string& message) {
+  const Topology topology = make_topology(detect_process(), 1, 0);
+  ProcessGroups groups(topology);
+  try {
+    Trainer trainer(config, topology, groups, tiny_data());
+    ADD_FAILURE() << "the trainer was built; expected: " << message;
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+  }
+}
+
 // Note [Replicas in one process]: K replicas in one process train like K
 // ranks, so like the reference on the whole batch.
 TEST(ReplicasInOneProcess, MatchOneProcessOnTheGlobalBatch) {
@@ -116,16 +128,8 @@ TEST(ReplicasInOneProcess, MatchOneProcessWithCheckpointingSaliencyAndPruning) {
 
 TEST(ReplicasInOneProcess, NeedABatchThatDividesAmongThem) {
   if (world_size() > 1) GTEST_SKIP() << "replicas are for a job of one process";
-  const Topology topology = make_topology(detect_process(), 1, 0);
-  ProcessGroups groups(topology);
-  const TrainConfig config = parity_config(1, 1, true, {"parallel.replicas_per_process=5"});  // batch 12
-  try {
-    Trainer trainer(config, topology, groups, tiny_data());
-    ADD_FAILURE() << "12 samples were shared among 5 replicas";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("must be divisible by parallel.replicas_per_process(5)"), std::string::npos)
-        << e.what();
-  }
+  expect_refused(parity_config(1, 1, true, {"parallel.replicas_per_process=5"}),  // batch 12
+                 "must be divisible by parallel.replicas_per_process(5)");
 }
 
 // The replicas' gradients are added in replica order: the same every time.
@@ -145,16 +149,8 @@ TEST(ReplicasInOneProcess, TrainTheSameBitForBit) {
 
 TEST(ReplicasInOneProcess, AreRefusedWithSeveralRanks) {
   if (world_size() < 2) GTEST_SKIP() << "needs 2 ranks";
-  const Topology topology = make_topology(detect_process(), 1, 0);
-  ProcessGroups groups(topology);
-  const TrainConfig config = parity_config(topology.world_size(), 1, true, {"parallel.replicas_per_process=2"});
-  try {
-    Trainer trainer(config, topology, groups, tiny_data());
-    ADD_FAILURE() << "a trainer with replicas on several ranks was built";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("parallel.replicas_per_process(2) needs a job of one process"), std::string::npos)
-        << e.what();
-  }
+  expect_refused(parity_config(world_size(), 1, true, {"parallel.replicas_per_process=2"}),
+                 "parallel.replicas_per_process(2) needs a job of one process");
 }
 
 TEST(GradientReduction, BucketsCoverEachUniqueParameterOnce) {

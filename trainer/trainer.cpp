@@ -211,6 +211,7 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
 
   ReducerOptions reduction = reducer_options(config.comm(), init_timeout_);
   reduction.shard = config.optim().zero_stage() == 1;
+  parameter_tensors_ = tensors;
   reducer_ = std::make_unique<GradientReducer>(tensors, data_parallel_, reduction, tied);
   reducer_->broadcast_parameters(0, init_timeout_);  // replicas start identical whatever their seeds
   // The optimizer updates this rank's segments of the reducer's buckets: all
@@ -405,9 +406,7 @@ void Trainer::backward(Replica& replica, int micro, bool last_backward) {
     torch::autograd::backward(outputs, gradients);
     --live_micro_batches_;
   } else {  // apart from replica 0's, which accumulate into the reducer's buckets meanwhile
-    std::vector<torch::Tensor> parameters;
-    for (const auto& p : parameters_) parameters.push_back(p.tensor);
-    std::vector<torch::Tensor> mine = torch::autograd::grad(outputs, parameters, gradients, /*retain_graph=*/false,
+    std::vector<torch::Tensor> mine = torch::autograd::grad(outputs, parameter_tensors_, gradients, /*retain_graph=*/false,
                                                             /*create_graph=*/false, /*allow_unused=*/true);
     replica.gradients.resize(mine.size());
     for (size_t i = 0; i < mine.size(); ++i) {

@@ -158,6 +158,7 @@ class Trainer {
   bool bf16_ = false;     // device.precision BF16: forward under autocast
   VlmStage stage_{nullptr};
   std::vector<UniqueParameter> parameters_;    // this stage's
+  std::vector<torch::Tensor> parameter_tensors_;  // their tensors, in the same order (autograd::grad's inputs)
   std::vector<UniqueParameter> owned_;         // those no earlier stage holds: counted once in norms, checkpointed here
   std::vector<torch::Tensor> owned_gradients_;  // their averaged gradients this rank updates (its shard under ZeRO-1)
   std::vector<std::vector<std::string>> owned_by_stage_;  // every stage's owned names, for whole_model()
