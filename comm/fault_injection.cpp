@@ -2,11 +2,13 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 namespace vlm {
@@ -31,8 +33,12 @@ Fault parse_fault() {
   } else if ((parts.size() == 3 || parts.size() == 4) && parts[0] == "nan") {
     fault = {"nan", "", std::stoi(parts[1]), std::stoll(parts[2])};
     if (parts.size() == 4) fault.last_step = std::stoll(parts[3]);
+  } else if (parts.size() == 2 && parts[0] == "hold") {
+    fault = {"hold", "", -1, std::stoll(parts[1])};
   } else {
-    std::fprintf(stderr, "VLM_FAULT='%s' is not stop:<point>:<rank>[:<step>] or nan:<rank>:<from>[:<to>]; ignored\n",
+    std::fprintf(stderr,
+                 "VLM_FAULT='%s' is not stop:<point>:<rank>[:<step>], nan:<rank>:<from>[:<to>] or hold:<step>; "
+                 "ignored\n",
                  text);
   }
   return fault;
@@ -65,6 +71,17 @@ void fault_point(const std::string& point, int64_t step) {
 bool inject_nan_loss(int64_t step) {
   const Fault& f = fault();
   return f.kind == "nan" && step >= f.step && step <= f.last_step && this_rank(f.rank);
+}
+
+void hold_for_stop_signal(int64_t step, const std::atomic<int>& stop_requested) {
+  const Fault& f = fault();
+  if (f.kind != "hold" || step != f.step) return;
+  std::fprintf(stderr, "VLM_FAULT: holding after step %lld until a stop signal arrives\n", static_cast<long long>(step));
+  std::fflush(stderr);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  while (stop_requested.load() == 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls the signal handler's flag
+  }
 }
 
 }  // namespace vlm

@@ -7,7 +7,11 @@
 //       stop-agreement, checkpoint, evaluation, end.
 //   VLM_FAULT=nan:<rank>:<from>[:<to>]  world rank <rank>'s loss is NaN at
 //       every 0-based step from <from> (to <to>, inclusive, if given).
+//   VLM_FAULT=hold:<step>  every rank, once step <step> is done, waits for
+//       its stop signal (at most 300 s) before the stop agreement, so that a
+//       test's signal lands after a known step however fast the steps are.
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -15,5 +19,6 @@ namespace vlm {
 
 void fault_point(const std::string& point, int64_t step = 0);
 bool inject_nan_loss(int64_t step);
+void hold_for_stop_signal(int64_t step, const std::atomic<int>& stop_requested);
 
 }  // namespace vlm

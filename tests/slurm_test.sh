@@ -46,7 +46,7 @@ SlurmctldHost=$node
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$root/munge.sock
+AuthInfo=socket=$root/munge.sock,cred_expire=10
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/affinity
@@ -128,7 +128,9 @@ reference=$(final_loss "$root/jobs/whole.out")
 pass "sbatch with srun --mpi=pmix: COMPLETED 0:0, a verified checkpoint ($reference)"
 
 # 2. USR1 to the batch shell only (what --signal=B:USR1@120 sends): saved, ended 0; then requeued.
-job=$(submit train-srun.sbatch stopped) || fail "sbatch refused the job"
+# The job holds after step 20 until its signal arrives: a whole run takes ~1 s,
+# less than scancel may (munge). The requeued run, resuming at step 20, does not hold.
+job=$(VLM_FAULT=hold:20 submit train-srun.sbatch stopped) || fail "sbatch refused the job"
 wait_for "$root/jobs/stopped.out" "step 20/$steps"
 scancel --signal=USR1 --batch "$job"
 wait_state "$job" COMPLETED FAILED CANCELLED
@@ -136,6 +138,7 @@ expect_completed "$job" stopped "after USR1"
 grep -q "stopped by a signal after step" "$root/jobs/stopped.out" || fail "no save on USR1: $(tail "$root/jobs/stopped.out")"
 "$ckpt" verify "$root/stopped.ckpt/latest" > /dev/null || fail "the checkpoint saved on USR1 does not verify"
 saved=$(sed -nE 's/.*stopped by a signal after step ([0-9]+).*/\1/p' "$root/jobs/stopped.out" | tail -1)
+((saved == 20)) || fail "held after step 20, the job saved at step $saved"
 pass "scancel --signal=USR1 --batch: the trap forwards it, the job saves at step $saved and ends COMPLETED 0:0"
 
 scontrol requeue "$job" || fail "scontrol requeue $job refused"
@@ -149,7 +152,7 @@ resumed=$(final_loss "$root/jobs/stopped.out")
 pass "scontrol requeue: SLURM_RESTART_COUNT=1, resumed from step $saved, the same final loss as the uninterrupted run"
 
 # 3. vlm-launch inside the allocation (mpirun), USR1 to every process of the job.
-job=$(submit train-launch.sbatch launched) || fail "sbatch refused the job"
+job=$(VLM_FAULT=hold:20 submit train-launch.sbatch launched) || fail "sbatch refused the job"
 wait_for "$root/jobs/launched.out" "\[rank 0\] step 20/$steps"
 scancel --signal=USR1 --full "$job"
 wait_state "$job" COMPLETED FAILED CANCELLED

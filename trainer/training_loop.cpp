@@ -21,6 +21,7 @@ namespace {
 bool any_rank_stopping(Backend& control, const std::atomic<int>& stop_requested, int64_t step, Millis timeout) {
   set_phase("stop agreement after step " + std::to_string(step));
   fault_point("stop-agreement", step);  // a test stops a rank here
+  hold_for_stop_signal(step, stop_requested);  // or holds every rank until its signal
   torch::Tensor stop = torch::full({1}, stop_requested.load(), torch::kInt);
   control.allreduce(stop, {ReduceOp::kMax, timeout})->wait();
   return stop.item<int>() != 0;
