@@ -7,12 +7,16 @@
 //
 //   mpirun -np 2 build/bench/vlm-dp-bench [--config configs/bench.pbtxt] [--steps 8] [--warmup 2]
 //                                         [--precision fp32|bf16] [--overlap both|on] [--set a=1,b=2]
+//                                         [--profile trace.json]   (then: python3 bench/op_profile.py trace.json)
 
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "comm/process_groups.h"
 #include "comm/threads.h"
@@ -36,9 +40,13 @@ struct Breakdown {
 };
 
 Breakdown measure(const TrainConfig& config, const Topology& topology, const ProcessGroups& groups,
-                  const TrainingData& data, int warmup, int steps) {
+                  const TrainingData& data, int warmup, int steps, const std::string& profile) {
   Trainer trainer(config, topology, groups, data);
   for (int i = 0; i < warmup; ++i) trainer.train_step();
+  // LibTorch's operator profiler over the timed steps (rank 0): a Chrome trace
+  // that bench/op_profile.py sums by operator. It slows the steps it records.
+  std::optional<torch::autograd::profiler::RecordProfile> recording;
+  if (!profile.empty() && topology.is_root()) recording.emplace(profile);
   Breakdown b;
   b.parameters = unique_parameter_count(*trainer.stage());
   b.optimizer_state_bytes = trainer.optimizer_state_bytes();
@@ -61,7 +69,7 @@ Breakdown measure(const TrainConfig& config, const Topology& topology, const Pro
 int bench(int argc, char** argv) {
   auto flags = parse_bench_flags(argc, argv, {{"config", std::string(VLM_SOURCE_DIR) + "/configs/bench.pbtxt"},
                                                 {"steps", "8"}, {"warmup", "2"}, {"precision", "fp32"},
-                                                {"overlap", "both"}, {"set", ""}});
+                                                {"overlap", "both"}, {"set", ""}, {"profile", ""}});
   const std::string config_path = flags["config"];
   const std::string precision = precision_override(flags["precision"]);
   if (flags["overlap"] != "both" && flags["overlap"] != "on") throw std::invalid_argument("--overlap: both or on");
@@ -77,7 +85,7 @@ int bench(int argc, char** argv) {
   };
   const TrainConfig on = config("true");
   const auto data = load_training_data(on.data());
-  const auto run = [&](const TrainConfig& c) { return measure(c, topology, groups, *data, warmup, steps); };
+  const auto run = [&](const TrainConfig& c) { return measure(c, topology, groups, *data, warmup, steps, flags["profile"]); };
   std::vector<std::pair<const char*, Breakdown>> rows = {{"on", run(on)}};
   if (flags["overlap"] == "both") rows.emplace_back("off", run(config("false")));
 

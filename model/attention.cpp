@@ -2,13 +2,15 @@
 
 #include <cmath>
 
+#include "model/batched_matmul.h"
+
 namespace vlm {
 
 SelfAttentionProjectionsImpl::SelfAttentionProjectionsImpl(int64_t d_model, int64_t heads, int64_t head_dim,
                                                            int64_t rows, int64_t columns)
     : heads(heads),
-      qkv(register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 3 * heads * head_dim).bias(false)))),
-      out(register_module("out", torch::nn::Linear(heads * head_dim, d_model))) {
+      qkv(register_module("qkv", Linear(torch::nn::LinearOptions(d_model, 3 * heads * head_dim).bias(false)))),
+      out(register_module("out", Linear(heads * head_dim, d_model))) {
   if (rows == 0) return;
   // Patch (r, c) is token r x columns + c; the offset (dr, dc) of j from i,
   // each shifted to be non-negative, picks the column dr' x (2 columns - 1) + dc'.
@@ -27,7 +29,7 @@ torch::Tensor SelfAttentionProjectionsImpl::position_bias() const {
 
 CrossKVProjectionImpl::CrossKVProjectionImpl(int64_t d_model, int64_t heads, int64_t head_dim)
     : heads(heads),
-      kv(register_module("kv", torch::nn::Linear(torch::nn::LinearOptions(d_model, 2 * heads * head_dim).bias(false)))) {}
+      kv(register_module("kv", Linear(torch::nn::LinearOptions(d_model, 2 * heads * head_dim).bias(false)))) {}
 
 ImageKV CrossKVProjectionImpl::project(const torch::Tensor& image_tokens) {
   auto kv_parts = kv->forward(image_tokens).chunk(2, /*dim=*/-1);
@@ -51,14 +53,16 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
                      const torch::Tensor& causal_mask, const torch::Tensor& bias, const torch::Tensor& keep,
                      torch::Tensor* weights_out) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));
-  if (bias.defined()) scores.add_(bias);  // in place keeps the scores' dtype (bf16 under autocast)
+  torch::Tensor scores = batched_matmul(q, k, /*transpose_b=*/true);
+  // The bias in the scores' dtype (bf16 under autocast): an in-place add of a
+  // float32 tensor into bf16 ones takes LibTorch 1.13's slow mixed-type path.
+  if (bias.defined()) scores.add_(bias.to(scores.scalar_type()));
   scores.mul_(scale);
   if (causal_mask.defined()) scores.masked_fill_(causal_mask, -std::numeric_limits<float>::infinity());
   torch::Tensor weights = torch::softmax(scores, -1);
   if (weights_out != nullptr) *weights_out = weights;
   if (keep.defined()) weights = weights * keep.to(weights.scalar_type());
-  return torch::matmul(weights, v);
+  return batched_matmul(weights, v, /*transpose_b=*/false);
 }
 
 }  // namespace vlm

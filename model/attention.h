@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 
+#include "model/linear.h"
+
 namespace vlm {
 
 // Note [Bias-free projections]: W_q, W_k, W_v (and the cross-attention W_k,
@@ -24,8 +26,8 @@ struct SelfAttentionProjectionsImpl : torch::nn::Module {
   // without the bias.
   torch::Tensor position_bias() const;
   int64_t heads;
-  torch::nn::Linear qkv{nullptr};
-  torch::nn::Linear out{nullptr};
+  Linear qkv{nullptr};
+  Linear out{nullptr};
   torch::Tensor relative_position_bias;  // the table, or undefined
   torch::Tensor offset_index;            // [T, T]: each pair's column of the table
 };
@@ -45,7 +47,7 @@ struct CrossKVProjectionImpl : torch::nn::Module {
   CrossKVProjectionImpl(int64_t d_model, int64_t heads, int64_t head_dim);
   ImageKV project(const torch::Tensor& image_tokens);
   int64_t heads;
-  torch::nn::Linear kv{nullptr};
+  Linear kv{nullptr};
 };
 TORCH_MODULE(CrossKVProjection);
 

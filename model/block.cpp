@@ -23,13 +23,13 @@ BlockImpl::BlockImpl(int64_t d_model, int64_t ffn_dim, SelfAttentionProjections 
   if (!shared_cross_kv.is_empty()) {
     ln_cross = register_module("ln_cross", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d_model})));
     const int64_t width = shared_cross_kv->kv->options.out_features() / 2;  // heads x head_dim
-    cross_q = register_module("cross_q", torch::nn::Linear(d_model, width));
+    cross_q = register_module("cross_q", Linear(d_model, width));
     cross_kv = register_module("cross_kv", std::move(shared_cross_kv));
-    cross_out = register_module("cross_out", torch::nn::Linear(width, d_model));
+    cross_out = register_module("cross_out", Linear(width, d_model));
   }
   ln_ffn = register_module("ln_ffn", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d_model})));
-  ffn_in = register_module("ffn_in", torch::nn::Linear(d_model, ffn_dim));
-  ffn_out = register_module("ffn_out", torch::nn::Linear(ffn_dim, d_model));
+  ffn_in = register_module("ffn_in", Linear(d_model, ffn_dim));
+  ffn_out = register_module("ffn_out", Linear(ffn_dim, d_model));
 }
 
 torch::Tensor BlockImpl::ffn(const torch::Tensor& x) {

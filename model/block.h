@@ -59,12 +59,12 @@ struct BlockImpl : torch::nn::Module {
   torch::nn::LayerNorm ln_self{nullptr};
   SelfAttentionProjections self_attn{nullptr};
   torch::nn::LayerNorm ln_cross{nullptr};
-  torch::nn::Linear cross_q{nullptr};
+  Linear cross_q{nullptr};
   CrossKVProjection cross_kv{nullptr};
-  torch::nn::Linear cross_out{nullptr};
+  Linear cross_out{nullptr};
   torch::nn::LayerNorm ln_ffn{nullptr};
-  torch::nn::Linear ffn_in{nullptr};
-  torch::nn::Linear ffn_out{nullptr};
+  Linear ffn_in{nullptr};
+  Linear ffn_out{nullptr};
 
  private:
   torch::Tensor cross_attention(const torch::Tensor& x, const ImageKV& image_kv, const DropoutDraw& dropout,

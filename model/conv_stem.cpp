@@ -14,8 +14,8 @@ torch::nn::Conv2d same_conv(int64_t in, int64_t out, int64_t kernel, bool bias =
 
 CbamImpl::CbamImpl(int64_t channels, int64_t reduction) {
   const int64_t hidden = std::max<int64_t>(1, channels / reduction);
-  mlp_in = register_module("mlp_in", torch::nn::Linear(channels, hidden));
-  mlp_out = register_module("mlp_out", torch::nn::Linear(hidden, channels));
+  mlp_in = register_module("mlp_in", Linear(channels, hidden));
+  mlp_out = register_module("mlp_out", Linear(hidden, channels));
   spatial = register_module("spatial", same_conv(2, 1, 7));
 }
 

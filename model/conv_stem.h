@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "model/linear.h"
 #include "model/spec.h"
 
 namespace vlm {
@@ -22,7 +23,7 @@ struct CbamImpl : torch::nn::Module {
   // sigmoid(conv7x7([mean over channels; max over channels])): [B, 1, H, W] in [0, 1].
   torch::Tensor spatial_map(const torch::Tensor& x);
 
-  torch::nn::Linear mlp_in{nullptr}, mlp_out{nullptr};  // shared by both pooled descriptors
+  Linear mlp_in{nullptr}, mlp_out{nullptr};  // shared by both pooled descriptors
   torch::nn::Conv2d spatial{nullptr};
 };
 TORCH_MODULE(Cbam);

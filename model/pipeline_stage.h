@@ -67,7 +67,7 @@ class VlmStageImpl : public torch::nn::Module {
   std::vector<Block> blocks_;
   ConvStem conv_stem_{nullptr};
   SaliencyHead saliency_{nullptr};
-  torch::nn::Linear patch_embed_{nullptr}, image_proj_{nullptr}, text_proj_{nullptr}, lm_head_{nullptr};
+  Linear patch_embed_{nullptr}, image_proj_{nullptr}, text_proj_{nullptr}, lm_head_{nullptr};
   torch::nn::LayerNorm vision_norm_{nullptr}, text_embed_norm_{nullptr}, caption_norm_{nullptr};
   torch::nn::Embedding token_embed_{nullptr};
   torch::Tensor vision_pos_, text_pos_, logit_scale_, causal_mask_;

@@ -18,7 +18,7 @@ VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
   // Vision tower. Blocks of one sharing group receive the same projection module.
   if (spec.stem_channels > 0) conv_stem_ = register_module("conv_stem", ConvStem(spec));
   if (spec.saliency) saliency_ = register_module("saliency", SaliencyHead(spec));
-  patch_embed_ = register_module("patch_embed", torch::nn::Linear(spec.patch_values(), d));
+  patch_embed_ = register_module("patch_embed", Linear(spec.patch_values(), d));
   vision_pos_ = register_parameter("vision_pos", torch::zeros({1, spec.image_tokens(), d}));
   auto vision_list = register_module("vision_blocks", torch::nn::ModuleList());
   std::vector<SelfAttentionProjections> vision_attn;
@@ -35,7 +35,7 @@ VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
   }
   vision_norm_ = register_module("vision_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
   image_proj_ = register_module("image_proj",
-                                torch::nn::Linear(torch::nn::LinearOptions(d, spec.embed_dim).bias(false)));
+                                Linear(torch::nn::LinearOptions(d, spec.embed_dim).bias(false)));
 
   // Text tower: unimodal blocks then multimodal blocks, one self-attention
   // sharing sequence over both; cross K/V shared over multimodal blocks.
@@ -59,9 +59,9 @@ VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
   }
   text_embed_norm_ = register_module("text_embed_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
   text_proj_ = register_module("text_proj",
-                               torch::nn::Linear(torch::nn::LinearOptions(d, spec.embed_dim).bias(false)));
+                               Linear(torch::nn::LinearOptions(d, spec.embed_dim).bias(false)));
   caption_norm_ = register_module("caption_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
-  lm_head_ = register_module("lm_head", torch::nn::Linear(d, spec.vocab_size));
+  lm_head_ = register_module("lm_head", Linear(d, spec.vocab_size));
   logit_scale = register_parameter("logit_scale", torch::full({1}, std::log(1.0 / 0.07)));
 
   causal_mask_ = register_buffer("causal_mask", torch::ones({spec.max_tokens, spec.max_tokens}, torch::kBool).triu(1));
@@ -108,7 +108,7 @@ torch::Tensor patchify(const torch::Tensor& images, int64_t p) {
   return images.reshape({b, c, rows, p, cols, p}).permute({0, 2, 4, 1, 3, 5}).reshape({b, rows * cols, c * p * p});
 }
 
-torch::Tensor unit_embedding(torch::nn::Linear& projection, const torch::Tensor& rows) {
+torch::Tensor unit_embedding(Linear& projection, const torch::Tensor& rows) {
   return torch::nn::functional::normalize(projection->forward(rows),
                                           torch::nn::functional::NormalizeFuncOptions().dim(-1));
 }
@@ -118,7 +118,7 @@ torch::Tensor last_token(const torch::Tensor& hidden, const torch::Tensor& lengt
   return hidden.gather(1, (lengths - 1).view({b, 1, 1}).expand({b, 1, d})).squeeze(1);
 }
 
-torch::Tensor embed_patches(ConvStem& stem, torch::nn::Linear& patch_embed, const torch::Tensor& positions,
+torch::Tensor embed_patches(ConvStem& stem, Linear& patch_embed, const torch::Tensor& positions,
                             const torch::Tensor& images, const ModelSpec& spec) {
   TORCH_CHECK(images.size(1) == spec.image_channels && images.size(2) == spec.image_height &&
                   images.size(3) == spec.image_width,

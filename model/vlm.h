@@ -36,7 +36,7 @@ class VlmStageImpl;
 torch::Tensor patchify(const torch::Tensor& images, int64_t patch_size);
 // The conv stem's maps (if any) cut into patches and embedded, plus
 // positions: the vision blocks' input [B, N, D]. `stem` may be empty.
-torch::Tensor embed_patches(ConvStem& stem, torch::nn::Linear& patch_embed, const torch::Tensor& positions,
+torch::Tensor embed_patches(ConvStem& stem, Linear& patch_embed, const torch::Tensor& positions,
                             const torch::Tensor& images, const ModelSpec& spec);
 // Tokens embedded, plus positions: the text blocks' input [B, T, D].
 torch::Tensor embed_tokens(torch::nn::Embedding& token_embed, const torch::Tensor& positions,
@@ -44,7 +44,7 @@ torch::Tensor embed_tokens(torch::nn::Embedding& token_embed, const torch::Tenso
 // The top-left [tokens, tokens] of a [max_tokens, max_tokens] mask, true above the diagonal.
 torch::Tensor causal_mask(const torch::Tensor& full_mask, int64_t tokens);
 // Projected and L2-normalised rows: the contrastive embeddings.
-torch::Tensor unit_embedding(torch::nn::Linear& projection, const torch::Tensor& rows);
+torch::Tensor unit_embedding(Linear& projection, const torch::Tensor& rows);
 // The hidden state at each sequence's last token (position lengths-1): [B, D].
 torch::Tensor last_token(const torch::Tensor& hidden, const torch::Tensor& lengths);
 
@@ -100,19 +100,19 @@ class VlmModelImpl : public torch::nn::Module {
   ModelSpec spec_;
   ConvStem conv_stem_{nullptr};  // empty without model.vision.conv_stem
   SaliencyHead saliency_{nullptr};  // empty without model.saliency
-  torch::nn::Linear patch_embed_{nullptr};
+  Linear patch_embed_{nullptr};
   torch::Tensor vision_pos_;
   std::vector<Block> vision_blocks_;
   torch::nn::LayerNorm vision_norm_{nullptr};
-  torch::nn::Linear image_proj_{nullptr};
+  Linear image_proj_{nullptr};
   torch::nn::Embedding token_embed_{nullptr};
   torch::Tensor text_pos_;
   std::vector<Block> text_blocks_;
   std::vector<CrossKVProjection> cross_kv_;  // one per cross-attention sharing group
   torch::nn::LayerNorm text_embed_norm_{nullptr};
-  torch::nn::Linear text_proj_{nullptr};
+  Linear text_proj_{nullptr};
   torch::nn::LayerNorm caption_norm_{nullptr};
-  torch::nn::Linear lm_head_{nullptr};
+  Linear lm_head_{nullptr};
   torch::Tensor causal_mask_;  // [max_tokens, max_tokens], true above the diagonal
   std::shared_ptr<VlmStageImpl> whole_;   // every block: what forward() runs; made on first use
   std::shared_ptr<VlmStageImpl> vision_;  // the vision blocks: what encode_image() runs; made on first use
