@@ -85,9 +85,11 @@ int bench(int argc, char** argv) {
   };
   const TrainConfig on = config("true");
   const auto data = load_training_data(on.data());
-  const auto run = [&](const TrainConfig& c) { return measure(c, topology, groups, *data, warmup, steps, flags["profile"]); };
-  std::vector<std::pair<const char*, Breakdown>> rows = {{"on", run(on)}};
-  if (flags["overlap"] == "both") rows.emplace_back("off", run(config("false")));
+  const auto run = [&](const TrainConfig& c, const std::string& profile) {
+    return measure(c, topology, groups, *data, warmup, steps, profile);
+  };
+  std::vector<std::pair<const char*, Breakdown>> rows = {{"on", run(on, flags["profile"])}};  // the run profiled
+  if (flags["overlap"] == "both") rows.emplace_back("off", run(config("false"), ""));
 
   if (topology.is_root()) {
     std::printf("%s, %s, %d ranks x %d threads, global batch %d, %d timed steps after %d warm-up (rank 0, ms/step)\n",

@@ -4,7 +4,6 @@
 
 #include <vector>
 
-#include "model/autocast.h"
 #include "model/cpu_sgemm.h"
 
 namespace vlm {
@@ -87,12 +86,8 @@ class BatchedMatmul : public torch::autograd::Function<BatchedMatmul> {
 };
 
 bool direct(const torch::Tensor& a, const torch::Tensor& b) {
-  const auto on_cpu_fp32 = [](const torch::Tensor& x) {
-    return x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() >= 3 && x.numel() > 0;
-  };
-  return on_cpu_fp32(a) && on_cpu_fp32(b) && a.dim() == b.dim() &&
-         a.sizes().slice(0, a.dim() - 2) == b.sizes().slice(0, b.dim() - 2) && !autocast_enabled(a.device()) &&
-         cpu_sgemm_available();
+  return takes_cpu_sgemm(a) && takes_cpu_sgemm(b) && a.dim() >= 3 && a.dim() == b.dim() && a.numel() > 0 &&
+         b.numel() > 0 && a.sizes().slice(0, a.dim() - 2) == b.sizes().slice(0, b.dim() - 2);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "model/cpu_sgemm.h"
 
+#include "model/autocast.h"
+
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -36,6 +38,11 @@ const Kernel& kernel() {
 }  // namespace
 
 bool cpu_sgemm_available() { return kernel().dnnl != nullptr || kernel().cblas != nullptr; }
+
+bool takes_cpu_sgemm(const torch::Tensor& x) {
+  return x.device().is_cpu() && x.scalar_type() == torch::kFloat && !autocast_enabled(x.device()) &&
+         cpu_sgemm_available();
+}
 
 const char* cpu_sgemm_name() {
   return kernel().dnnl ? "dnnl_sgemm" : kernel().cblas ? "cblas_sgemm" : "none";

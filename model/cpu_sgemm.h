@@ -10,6 +10,8 @@
 // cblas_sgemm; a build whose LibTorch exports neither (pip wheels with MKL)
 // keeps ATen's path, which is fast there.
 
+#include <torch/torch.h>
+
 #include <cstdint>
 
 namespace vlm {
@@ -30,6 +32,9 @@ struct SgemmArgs {
 
 // Whether a kernel was found (and VLM_CPU_SGEMM is not "off": ATen's path, to compare).
 bool cpu_sgemm_available();
+// Whether `x` takes the direct kernel: float32 on a CPU, outside autocast
+// (whose products are bf16, LibTorch's), with a kernel found.
+bool takes_cpu_sgemm(const torch::Tensor& x);
 // Which: "dnnl_sgemm", "cblas_sgemm" or "none".
 const char* cpu_sgemm_name();
 void cpu_sgemm(const SgemmArgs& args);

@@ -1,6 +1,5 @@
 #include "model/linear.h"
 
-#include "model/autocast.h"
 #include "model/cpu_sgemm.h"
 
 namespace vlm {
@@ -56,10 +55,8 @@ class DirectLinear : public torch::autograd::Function<DirectLinear> {
 };
 
 bool direct(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias) {
-  const auto cpu_fp32 = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat; };
-  return cpu_fp32(input) && cpu_fp32(weight) && (!bias.defined() || cpu_fp32(bias)) && input.dim() >= 2 &&
-         input.numel() > 0 && weight.is_contiguous() && (!bias.defined() || bias.is_contiguous()) &&
-         !autocast_enabled(input.device()) && cpu_sgemm_available();
+  return takes_cpu_sgemm(input) && takes_cpu_sgemm(weight) && weight.is_contiguous() && input.dim() >= 2 &&
+         input.numel() > 0 && (!bias.defined() || (takes_cpu_sgemm(bias) && bias.is_contiguous()));
 }
 
 }  // namespace
