@@ -3,8 +3,10 @@
 //  - LibTorch 1.13's forward runs, for inputs of more than two dimensions, a
 //    matmul and then `output += bias`: under bf16 autocast that adds a float32
 //    bias into a bfloat16 output in place, through 1.13's slow mixed-type
-//    path, and in fp32 it costs a pass over the output. at::linear lets
-//    autocast cast the bias and folds it into the addmm.
+//    path (measured alone: 108 ms against 0.5 ms for a bf16 bias, on
+//    [64, 32, 1024] and one thread; the bf16 step was not measured side by
+//    side with and without it), and in fp32 it costs a pass over the output.
+//    at::linear lets autocast cast the bias and folds it into the addmm.
 //  - float32 on a CPU: the three products of forward and backward go to the
 //    direct kernel of Note [CPU sgemm] (oneDNN's, with AVX-512 where the CPU
 //    has it) when there is one.
