@@ -62,8 +62,10 @@ class FlightRecorder {
   // The newest completed operation ("allreduce #11 on dp(stage 0)"), or "".
   std::string last_completed() const;
 
-  // The ring as a JSON document; `reason` says why it was written.
-  std::string to_json(int rank, const std::string& reason) const;
+  // The ring as a JSON document; `reason` says why it was written and
+  // `did_not_answer` lists the ranks that ignored this rank's survey (the
+  // evidence for a stopped rank, whose own record can come late and current).
+  std::string to_json(int rank, const std::string& reason, const std::vector<int>& did_not_answer = {}) const;
 
   static double now();  // seconds since the process started
   // Changes with every recorded operation or state change (heartbeats are sent on change).

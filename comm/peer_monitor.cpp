@@ -137,7 +137,7 @@ void set_run_directory(const std::string& dir) {
   g_run_directory = dir.empty() ? "." : dir;
 }
 
-std::string write_flight_record(const std::string& reason) {
+std::string write_flight_record(const std::string& reason, const std::vector<int>& did_not_answer) {
   std::string dir;
   {
     std::lock_guard<std::mutex> lock(g_mutex);
@@ -152,7 +152,7 @@ std::string write_flight_record(const std::string& reason) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << FlightRecorder::instance().to_json(rank, reason);
+    out << FlightRecorder::instance().to_json(rank, reason, did_not_answer);
     if (!out.good()) return "";
   }
   return std::rename(tmp.c_str(), path.c_str()) == 0 ? path : "";
@@ -291,18 +291,34 @@ std::vector<std::optional<RankProgress>> PeerMonitor::survey(const std::string& 
   return known;
 }
 
+namespace {
+
+// The ranks other than this one that did not answer a survey.
+std::vector<int> did_not_answer(const std::vector<std::optional<RankProgress>>& known) {
+  std::vector<int> silent;
+  for (int q = 0; q < static_cast<int>(known.size()); ++q) {
+    if (q != world_rank() && !(known[q] && known[q]->answered)) silent.push_back(q);
+  }
+  return silent;
+}
+
+}  // namespace
+
 void end_job_on_hang(const StuckOperation& stuck) {
   const int rank = world_rank();
   char header[512];
   std::snprintf(header, sizeof header, "%s did not complete within %.1f s (%s)", stuck.description.c_str(),
                 stuck.waited_seconds, current_phase().c_str());
   std::string report;
+  std::vector<int> silent;
   if (PeerMonitor* monitor = g_monitor.load()) {
-    report = describe_hang(stuck, rank, monitor->survey(header, kHangSurveyPatience));
+    const auto known = monitor->survey(header, kHangSurveyPatience);
+    report = describe_hang(stuck, rank, known);
+    silent = did_not_answer(known);
   } else {
     report = describe_hang(stuck, rank, std::vector<std::optional<RankProgress>>(static_cast<size_t>(rank) + 1));
   }
-  const std::string record = write_flight_record(std::string("HANG: ") + header + "\n" + report);
+  const std::string record = write_flight_record(std::string("HANG: ") + header + "\n" + report, silent);
   std::fprintf(stderr, "vlm: HANG detected by rank %d: %s\nvlm: %s", rank, header, report.c_str());
   if (!record.empty()) {
     std::fprintf(stderr, "vlm: flight records: %s (and rank-*.json beside it from every rank that answered)\n",
@@ -312,8 +328,9 @@ void end_job_on_hang(const StuckOperation& stuck) {
 }
 
 void end_job(const std::string& reason, int exit_code) {
-  if (PeerMonitor* monitor = g_monitor.load()) monitor->survey(reason, kErrorSurveyPatience);
-  const std::string record = write_flight_record(reason);
+  std::vector<int> silent;
+  if (PeerMonitor* monitor = g_monitor.load()) silent = did_not_answer(monitor->survey(reason, kErrorSurveyPatience));
+  const std::string record = write_flight_record(reason, silent);
   if (!record.empty()) std::fprintf(stderr, "vlm: flight record: %s\n", record.c_str());
   MpiRuntime::abort_job(exit_code);
 }

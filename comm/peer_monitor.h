@@ -23,6 +23,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "comm/hang_report.h"
 
@@ -69,8 +70,9 @@ void set_phase(const std::string& phase);
 std::string current_phase();
 // Where flight records go: <dir>/flight/rank-<r>.json (default: the working directory).
 void set_run_directory(const std::string& dir);
-// Writes this rank's flight record; returns its path ("" if it could not be written).
-std::string write_flight_record(const std::string& reason);
+// Writes this rank's flight record; returns its path ("" if it could not be
+// written). `did_not_answer`: the ranks that ignored this rank's survey.
+std::string write_flight_record(const std::string& reason, const std::vector<int>& did_not_answer = {});
 
 // The job cannot go on: report who is stuck (when a monitor runs), have every
 // live rank write its flight record, and end every rank (MPI_Abort). Called

@@ -89,6 +89,8 @@ TEST(FlightRecorder, SequenceNumbersAreCountedPerChannel) {
   EXPECT_EQ(recorder.current().rfind("barrier #1 on test-channel-b", 0), 0u) << "the oldest unfinished";
   const std::string json = recorder.to_json(3, "a \"quoted\" reason");
   EXPECT_NE(json.find("\"reason\": \"a \\\"quoted\\\" reason\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"did_not_answer\": []"), std::string::npos) << json;
+  EXPECT_NE(recorder.to_json(3, "hang", {1, 4}).find("\"did_not_answer\": [1, 4]"), std::string::npos);
   EXPECT_NE(json.find("{\"channel\": \"test-channel-a\", \"seq\": " + std::to_string(seq_c) +
                       ", \"op\": \"broadcast\", \"detail\": \"Float x 4\", \"bytes\": 16, \"state\": \"started\""),
             std::string::npos) << json;

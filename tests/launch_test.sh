@@ -92,7 +92,7 @@ wait_exit "$pid"
 rc=$?
 ((rc == 1)) || fail "a hung job should end with 1, got $rc: $(tail "$dir.out")"
 report=$(cat "$dir/run/attempt-0/failure.txt")
-grep -qE "no flight record from ranks 1|rank 1 \(.*\) is behind on dp" <<< "$report" || fail "the report does not blame rank 1: $report"
+grep -qE "no flight record from ranks 1|rank 1 did not answer the survey of rank 0|rank 1 \(.*\) is behind on dp" <<< "$report" || fail "the report does not blame rank 1: $report"
 grep -q "first to fail: rank 0 on .*MPI_Abort" <<< "$report" || fail "the report does not say rank 0 ended the job: $report"
 grep -q "victims: 0" <<< "$report" || fail "the report does not call rank 0 a victim: $report"
 grep -q "hang report: .*ranks {1} never arrived" <<< "$report" || fail "no hang report line: $report"
