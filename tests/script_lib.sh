@@ -7,7 +7,16 @@ pids=()
 # Everything the test started names $root on its command line: mpirun outlives a killed launcher.
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null; done; pkill -9 -f "$root/" 2> /dev/null; rm -rf "$root"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+# A failure also shows the ranks' last log lines: the folder goes with the test.
+fail() {
+  echo "FAIL: $*"
+  local log
+  find "$root" -name 'rank-*.log' 2> /dev/null | sort | head -8 | while IFS= read -r log; do
+    echo "--- the last lines of $log:"
+    tail -n 15 "$log"
+  done
+  exit 1
+}
 passed=0
 pass() { echo "ok: $*"; passed=$((passed + 1)); }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
