@@ -118,11 +118,9 @@ std::string FlightRecorder::last_completed() const {
 
 std::string FlightRecorder::to_json(int rank, const std::string& reason, const std::vector<int>& did_not_answer) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::string silent;
-  for (int r : did_not_answer) silent += (silent.empty() ? "" : ", ") + std::to_string(r);
   std::string out = "{\n  \"rank\": " + std::to_string(rank) + ",\n  \"host\": " + json_string(host_name()) +
                     ",\n  \"pid\": " + std::to_string(getpid()) + ",\n  \"reason\": " + json_string(reason) +
-                    ",\n  \"did_not_answer\": [" + silent + "]" +
+                    ",\n  \"did_not_answer\": [" + comma_separated(did_not_answer) + "]" +
                     ",\n  \"process_start_unix_seconds\": " + number(kProcessStartUnix) +
                     ",\n  \"written_at_seconds\": " + number(now()) + ",\n  \"channels\": [";
   bool first = true;

@@ -4,14 +4,12 @@
 #include <cstdio>
 #include <sstream>
 
+#include "comm/text.h"
+
 namespace vlm {
 namespace {
 
-std::string set_text(const std::vector<int>& ranks) {
-  std::string out = "{";
-  for (size_t i = 0; i < ranks.size(); ++i) out += (i ? ", " : "") + std::to_string(ranks[i]);
-  return out + "}";
-}
+std::string set_text(const std::vector<int>& ranks) { return "{" + comma_separated(ranks) + "}"; }
 
 std::string seconds_text(double seconds) {
   char text[32];

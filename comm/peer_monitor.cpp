@@ -119,6 +119,15 @@ struct PendingSend {
   bool heartbeat = false;
 };
 
+// The ranks other than this one that did not answer a survey.
+std::vector<int> did_not_answer(const std::vector<std::optional<RankProgress>>& known) {
+  std::vector<int> silent;
+  for (int q = 0; q < static_cast<int>(known.size()); ++q) {
+    if (q != world_rank() && !(known[q] && known[q]->answered)) silent.push_back(q);
+  }
+  return silent;
+}
+
 }  // namespace
 
 void set_phase(const std::string& phase) {
@@ -290,19 +299,6 @@ std::vector<std::optional<RankProgress>> PeerMonitor::survey(const std::string& 
   // Requests to ranks that never answered stay pending: the job ends next.
   return known;
 }
-
-namespace {
-
-// The ranks other than this one that did not answer a survey.
-std::vector<int> did_not_answer(const std::vector<std::optional<RankProgress>>& known) {
-  std::vector<int> silent;
-  for (int q = 0; q < static_cast<int>(known.size()); ++q) {
-    if (q != world_rank() && !(known[q] && known[q]->answered)) silent.push_back(q);
-  }
-  return silent;
-}
-
-}  // namespace
 
 void end_job_on_hang(const StuckOperation& stuck) {
   const int rank = world_rank();

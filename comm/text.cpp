@@ -28,4 +28,10 @@ std::string json_string(const std::string& text) {
   return out + "\"";
 }
 
+std::string comma_separated(const std::vector<int>& numbers) {
+  std::string out;
+  for (size_t i = 0; i < numbers.size(); ++i) out += (i ? ", " : "") + std::to_string(numbers[i]);
+  return out;
+}
+
 }  // namespace vlm

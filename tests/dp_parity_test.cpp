@@ -29,11 +29,14 @@ namespace {
 // above every gradient here, the update is close to linear in g and the
 // parameters differ as little as the gradients (1e-8 tried: passes or fails
 // with the rounding of unrelated changes; 1e-6: worse).
-// The parameters' bound is 3e-5, relative: a gradient summed over shares of
-// the batch and then over the shares rounds differently from one summed over
-// the whole batch. With oneDNN's sgemm (Note [CPU sgemm]) the replicas' test
-// with dropout reached 1.04e-5 after the first step (an attention output
-// bias), where OpenBLAS had stayed below 1e-5.
+
+// The parameters' relative bound: a gradient summed over shares of the batch
+// and then over the shares rounds differently from one summed over the whole
+// batch. With oneDNN's sgemm (Note [CPU sgemm]) the replicas' test with
+// dropout reached 1.04e-5 after the first step (an attention output bias),
+// where OpenBLAS had stayed below 1e-5.
+constexpr double kParameterBound = 3e-5;
+
 TrainConfig parity_config(int world, int micro_batches, bool overlap = true, std::vector<std::string> more = {}) {
   // Small buckets: several of them, so the reducer's ordering is exercised.
   more.insert(more.end(), {"loop.global_batch_size=" + std::to_string(12 * world),
@@ -60,7 +63,7 @@ void expect_parity(int micro_batches, bool overlap = true, std::vector<std::stri
       const double error = relative_error(p.tensor, reference_parameters.at(p.name));
       if (error > worst) worst = error, worst_name = p.name;
     }
-    EXPECT_LE(worst, 3e-5) << "step " << step << ": " << worst_name << " differs by " << worst << " (relative)";
+    EXPECT_LE(worst, kParameterBound) << "step " << step << ": " << worst_name << " differs by " << worst << " (relative)";
   }
 }
 

@@ -45,6 +45,7 @@ pass "nothing to blame: the logs"
 dir=$root/old && mkdir -p "$dir"
 for r in 0 1 2; do record "$r" "x" 3; done
 sed -i 's/"did_not_answer": \[\],//' "$dir"/rank-*.json
+! grep -q did_not_answer "$dir"/rank-*.json || fail "the older records still carry did_not_answer"
 out=$(cause) || fail "older records do not read: $out"
 grep -q "none is behind" <<< "$out" || fail "older records: $out"
 pass "records without did_not_answer"
