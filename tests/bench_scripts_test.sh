@@ -2,8 +2,9 @@
 # The benchmark scripts stay true: the PyTorch DDP reference
 # (bench/ddp_reference.py) builds the same model as vlmtrain (same unique
 # parameter count, finite loss in fp32 and bf16), and the scaling model
-# (bench/scaling_model.py) prints its closed forms, and bench/zero_compare.sh
-# measures ZeRO-1's optimizer state at 1/ranks of the unsharded one.
+# (bench/scaling_model.py) prints its closed forms, bench/zero_compare.sh
+# measures ZeRO-1's optimizer state at 1/ranks of the unsharded one, and
+# bench/onednn_time.py counts a bf16 step's oneDNN products.
 # usage: bench_scripts_test.sh VLM_DP_BENCH SOURCE_DIR
 set -uo pipefail
 dp_bench=$1 source=$2
@@ -42,5 +43,20 @@ echo "$out"
 share=$(echo "$out" | sed -nE 's/.*unsharded = ([0-9.]+)$/\1/p')
 awk -v s="$share" 'BEGIN { exit !(s >= 1 && s < 1.05) }' || fail "rank 0's shard x 2 / unsharded state: want 1 (padding only), got '$share'"
 pass "ZeRO-1 holds 1/2 of the optimizer state per rank ($share x the even share)"
+
+echo "== oneDNN's time in a bf16 step"
+# The tiny model, 2 samples a step on one rank; oneDNN's bf16 products need AVX512-BF16 or AMX.
+if grep -q -w 'avx512_bf16\|amx_bf16' /proc/cpuinfo; then
+  out=$("$python" "$source/bench/onednn_time.py" --ranks 1 --steps 1 3 -- "$dp_bench" --precision bf16 --overlap on \
+    --warmup 1 --steps '{steps}' --config "$source/configs/tiny_test.pbtxt" --set loop.global_batch_size=2 2>&1) ||
+    fail "onednn_time.py: $(echo "$out" | tail -3)"
+  echo "$out"
+  calls=$(echo "$out" | awk '/^linear layers/ { print $(NF-2) }')
+  awk -v c="$calls" 'BEGIN { exit !(c > 0 && c == int(c)) }' ||
+    fail "want a whole number of linear products per step, above 0: '$calls'"
+  pass "oneDNN timed $calls linear products per step"
+else
+  pass "oneDNN's bf16 timing skipped: this CPU has neither AVX512-BF16 nor AMX"
+fi
 
 echo "bench script tests: $passed passed, 0 failed"
