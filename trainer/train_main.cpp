@@ -43,6 +43,15 @@ std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Top
   return metrics;
 }
 
+// Prints the error, naming this rank. With other ranks it then ends every
+// rank (end_job: flight records, MPI_Abort), so that none is left blocked in
+// a collective; it returns only in a one-process job.
+void report_error(const std::exception& e, const MpiRuntime& mpi) {
+  const std::string message = "vlm-train: error on " + process_label() + ": " + e.what();
+  std::fprintf(stderr, "%s\n", message.c_str());
+  if (mpi.size() > 1) end_job(message);
+}
+
 int train(const CommandLine& cli, MpiRuntime& mpi) {
   const TrainConfig config = load_config(cli.config_path, cli.overrides);
   const Millis init_timeout = seconds_to_millis(config.comm().init_timeout_seconds());
@@ -80,42 +89,52 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   const auto data = load_training_data(config.data(), config.eval());
 
   Trainer trainer(config, topology, groups, *data);
-  if (!resume.empty()) {
-    const std::string from = resolve_checkpoint(config.checkpoint().dir(), resume);
-    trainer.load_checkpoint(from);
-    LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done()
-                                     << (cli.init_from.empty() ? "" : " (--init-from applies only to a fresh start)");
-  } else if (!init_from.empty()) {
-    trainer.init_from(init_from);
-    LOG_IF(INFO, topology.is_root()) << "a new run from the weights of " << init_from;
-  }
-  std::unique_ptr<Validator> validator;
-  if (data->validation_set) {
-    validator = std::make_unique<Validator>(*data->validation_set, *data->tokenizer, config.eval());
-  }
-  std::string layout;
-  for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
-    layout += " [" + std::to_string(trainer.stage_starts()[s]) + ", " + std::to_string(trainer.stage_starts()[s + 1]) + ")";
-  }
-  LOG_IF(INFO, topology.is_root() && topology.pipeline_stages > 1) << "pipeline stages (blocks):" << layout;
-  LOG_IF(INFO, topology.is_root()) << "optimizer state: " << trainer.optimizer_state_bytes() << " bytes on rank 0"
-                                   << (config.optim().zero_stage() == 1 ? " (ZeRO-1: its shard of its stage's)" : "");
-  if (metrics) metrics->record_buckets(trainer.bucket_bytes());
-
-  if (run_training_loop(trainer, config, topology, groups.control(), validator.get(), metrics.get(),
-                        step_log.get(), stop_requested) &&
-      config.eval().enabled() && reads_fashion_canvas(*data)) {
-    VlmModel whole = trainer.whole_model();
-    const EvalResult result = evaluate(whole, *data, config.eval(), groups.control(), timeout);
-    if (topology.is_root()) {
-      std::printf("%s", result.summary().c_str());
-      std::fflush(stdout);
+  // Note [Errors end the job with the trainer whole]: an error from here on ends
+  // the job before the trainer's destructors run, which would join its threads
+  // (a checkpoint writer may wait in a collective) and free tensors a step
+  // still uses. CI once saw rank 1 crash in ~Trainer while unwinding, before
+  // its error was printed.
+  try {
+    if (!resume.empty()) {
+      const std::string from = resolve_checkpoint(config.checkpoint().dir(), resume);
+      trainer.load_checkpoint(from);
+      LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done()
+                                       << (cli.init_from.empty() ? "" : " (--init-from applies only to a fresh start)");
+    } else if (!init_from.empty()) {
+      trainer.init_from(init_from);
+      LOG_IF(INFO, topology.is_root()) << "a new run from the weights of " << init_from;
     }
+    std::unique_ptr<Validator> validator;
+    if (data->validation_set) {
+      validator = std::make_unique<Validator>(*data->validation_set, *data->tokenizer, config.eval());
+    }
+    std::string layout;
+    for (size_t s = 0; s + 1 < trainer.stage_starts().size(); ++s) {
+      layout += " [" + std::to_string(trainer.stage_starts()[s]) + ", " + std::to_string(trainer.stage_starts()[s + 1]) + ")";
+    }
+    LOG_IF(INFO, topology.is_root() && topology.pipeline_stages > 1) << "pipeline stages (blocks):" << layout;
+    LOG_IF(INFO, topology.is_root()) << "optimizer state: " << trainer.optimizer_state_bytes() << " bytes on rank 0"
+                                     << (config.optim().zero_stage() == 1 ? " (ZeRO-1: its shard of its stage's)" : "");
+    if (metrics) metrics->record_buckets(trainer.bucket_bytes());
+
+    if (run_training_loop(trainer, config, topology, groups.control(), validator.get(), metrics.get(),
+                          step_log.get(), stop_requested) &&
+        config.eval().enabled() && reads_fashion_canvas(*data)) {
+      VlmModel whole = trainer.whole_model();
+      const EvalResult result = evaluate(whole, *data, config.eval(), groups.control(), timeout);
+      if (topology.is_root()) {
+        std::printf("%s", result.summary().c_str());
+        std::fflush(stdout);
+      }
+    }
+    set_phase("end of the job");
+    fault_point("end");  // a test stops a rank here
+    groups.control().barrier({timeout})->wait();  // every rank reached the end: MPI_Finalize will not wait
+    return 0;
+  } catch (const std::exception& e) {
+    report_error(e, mpi);  // with other ranks: ends the job, never returns
+    return 1;
   }
-  set_phase("end of the job");
-  fault_point("end");  // a test stops a rank here
-  groups.control().barrier({timeout})->wait();  // every rank reached the end: MPI_Finalize will not wait
-  return 0;
 }
 
 }  // namespace
@@ -136,10 +155,7 @@ int main(int argc, char** argv) {
     }
     return vlm::train(cli, mpi);
   } catch (const std::exception& e) {
-    const std::string message = "vlm-train: error on " + vlm::process_label() + ": " + e.what();
-    std::fprintf(stderr, "%s\n", message.c_str());
-    // One failed rank must not leave the others blocked in a collective.
-    if (mpi.size() > 1) vlm::end_job(message);
+    vlm::report_error(e, mpi);  // with other ranks: ends the job, never returns
     return 1;
   }
 }
