@@ -3,8 +3,11 @@
 #include <glog/logging.h>
 
 #include <atomic>
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
+#include <thread>
 
 #include "checkpoint/format.h"
 #include "comm/fault_injection.h"
@@ -32,7 +35,25 @@ namespace {
 
 // Set by SIGTERM/SIGUSR1; acted on at the next step boundary.
 std::atomic<int> stop_requested{0};
-extern "C" void request_stop(int) { stop_requested.store(1); }
+
+// Note [Stop signals on one thread]: SIGTERM and SIGUSR1 are blocked in every
+// thread (set before any thread starts: threads inherit the mask) and taken by
+// one thread that waits for them. A handler would run on whichever thread the
+// signal lands on, in the middle of MPI, oneDNN's generated code or a system
+// call. With a handler, a stop signal under load was followed by "double
+// free or corruption" in the step it landed in (1 run in 30 of
+// checkpoint_cli's preemption case with both cores busy; CI saw it twice).
+void take_stop_signals_on_one_thread() {
+  sigset_t stops;
+  sigemptyset(&stops);
+  sigaddset(&stops, SIGTERM);
+  sigaddset(&stops, SIGUSR1);
+  CHECK_EQ(pthread_sigmask(SIG_BLOCK, &stops, nullptr), 0);
+  std::thread([stops] {
+    int signal = 0;
+    while (sigwait(&stops, &signal) == 0) stop_requested.store(1);
+  }).detach();
+}
 
 std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Topology& topology) {
   if (!config.metrics().enabled()) return nullptr;
@@ -144,8 +165,7 @@ int main(int argc, char** argv) {
   vlm::keep_freed_memory_for_reuse();  // Note [Host allocator]
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
-  std::signal(SIGTERM, vlm::request_stop);
-  std::signal(SIGUSR1, vlm::request_stop);
+  vlm::take_stop_signals_on_one_thread();  // before any other thread starts
   vlm::MpiRuntime mpi(&argc, &argv);
   try {
     const vlm::CommandLine cli = vlm::parse_command_line(argc, argv);
