@@ -80,7 +80,7 @@ void hold_for_stop_signal(int64_t step, const std::atomic<int>& stop_requested) 
   std::fflush(stderr);
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(300);
   while (stop_requested.load() == 0 && std::chrono::steady_clock::now() < give_up) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls the signal handler's flag
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls the stop flag (Note [Stop signals on one thread])
   }
 }
 

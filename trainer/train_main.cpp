@@ -1,10 +1,9 @@
 // vlm-train: one worker per rank. Parse, check, build, train, evaluate, close.
 
 #include <glog/logging.h>
-
-#include <atomic>
 #include <pthread.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <thread>
@@ -113,8 +112,8 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   // Note [Errors end the job with the trainer whole]: an error from here on ends
   // the job before the trainer's destructors run, which would join its threads
   // (a checkpoint writer may wait in a collective) and free tensors a step
-  // still uses. CI once saw rank 1 crash in ~Trainer while unwinding, before
-  // its error was printed.
+  // still uses. Unwinding first, a crash in ~Trainer once hid the error's
+  // message (CI, rank 1).
   try {
     if (!resume.empty()) {
       const std::string from = resolve_checkpoint(config.checkpoint().dir(), resume);
