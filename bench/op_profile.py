@@ -7,7 +7,8 @@ per operator name (the time not spent in operators it called), largest first.
 
 The profiler's own cost per call swells what it measures: it put GELU at 14%
 of a bf16 step that oneDNN's clock puts at 8%. For the time in oneDNN's
-primitives (bf16 products, GELU), bench/onednn_time.py reads oneDNN's clock.
+primitives (bf16 products, GELU), bench/onednn_time.py reads oneDNN's clock;
+for shares of CPU time without per-call overhead, bench/perf_ops.py samples.
 """
 import argparse
 import collections

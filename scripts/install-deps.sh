@@ -20,6 +20,7 @@ PACKAGES=(
   jq                                   # vlm-launch reads flight records and writes targets; tests check JSON
   python3                              # tests read safetensors and embeddings with an independent reader
   python3-torch                        # bench/ddp_compare.sh: PyTorch DDP on the same LibTorch
+  linux-perf                           # bench/perf_ops.py: a step's CPU time by LibTorch operator
   prometheus                           # promtool and a real server for the monitoring tests
   slurm-wlm munge                      # a real Slurm for the job-script tests
   gnuplot-nox                          # vlm-report's pictures

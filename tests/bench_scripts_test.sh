@@ -4,7 +4,8 @@
 # parameter count, finite loss in fp32 and bf16), and the scaling model
 # (bench/scaling_model.py) prints its closed forms, bench/zero_compare.sh
 # measures ZeRO-1's optimizer state at 1/ranks of the unsharded one, and
-# bench/onednn_time.py counts a bf16 step's oneDNN products.
+# bench/onednn_time.py counts a bf16 step's oneDNN products, and
+# bench/perf_ops.py finds LibTorch's operators and their callers on perf's stacks.
 # usage: bench_scripts_test.sh VLM_DP_BENCH SOURCE_DIR
 set -uo pipefail
 dp_bench=$1 source=$2
@@ -57,6 +58,21 @@ if grep -q -w 'avx512_bf16\|amx_bf16' /proc/cpuinfo; then
   pass "oneDNN timed $calls linear products per step"
 else
   pass "oneDNN's bf16 timing skipped: this CPU has neither AVX512-BF16 nor AMX"
+fi
+
+echo "== perf's samples by operator"
+if ! perf record -q -o "$root/probe.data" -- true > "$root/probe.log" 2>&1; then
+  pass "perf_ops.py skipped: perf cannot sample here ($(head -1 "$root/probe.log"))"
+else
+  out=$("$python" "$source/bench/perf_ops.py" --last 1 --top 40 -- "$dp_bench" --overlap on --warmup 1 --steps 100 \
+    --config "$source/configs/tiny_test.pbtxt" --set loop.global_batch_size=8 2>&1) ||
+    fail "perf_ops.py: $(echo "$out" | tail -3)"
+  echo "$out" | head -12
+  samples=$(echo "$out" | sed -nE 's/^perf_ops: vlm-dp-bench, 1 process\(es\), .*: ([0-9]+) samples$/\1/p')
+  [[ -n $samples && $samples -gt 0 ]] || fail "want samples from vlm-dp-bench: $(echo "$out" | head -1)"
+  attributed=$(echo "$out" | grep -cE '^ *[0-9.]+%  [a-z_]+ <- (vlm::|[A-Za-z]+Backward[0-9])')
+  ((attributed > 0)) || fail "want LibTorch operators attributed to a vlmtrain function or an autograd node"
+  pass "perf_ops.py attributed $samples samples, $attributed operator rows with their callers"
 fi
 
 echo "bench script tests: $passed passed, 0 failed"
