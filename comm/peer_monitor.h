@@ -76,7 +76,9 @@ std::string write_flight_record(const std::string& reason, const std::vector<int
 
 // The job cannot go on: report who is stuck (when a monitor runs), have every
 // live rank write its flight record, and end every rank (MPI_Abort). Called
-// where the problem was noticed, never from a destructor.
+// where the problem was noticed. The one destructor that calls it is
+// ~MpiBackend's, and only for an operation still inside MPI past its
+// deadline: joining that thread would never return.
 [[noreturn]] void end_job_on_hang(const StuckOperation& stuck);
 // The same for an error: `reason` is printed and recorded.
 [[noreturn]] void end_job(const std::string& reason, int exit_code = 1);

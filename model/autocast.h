@@ -9,11 +9,11 @@
 
 namespace vlm {
 
-// Autocast to bfloat16 on `device` for this scope (nothing when `enabled` is
-// false); restores the previous state and frees the cast-weight cache on exit.
 // Whether forward passes on `device` run under autocast now.
 bool autocast_enabled(const torch::Device& device);
 
+// Autocast to bfloat16 on `device` for this scope (nothing when `enabled` is
+// false); restores the previous state and frees the cast-weight cache on exit.
 class AutocastGuard {
  public:
   AutocastGuard(const torch::Device& device, bool enabled);
