@@ -14,8 +14,9 @@ products (2-D matmul), attention's batched products, and the rest by kind
     python3 bench/onednn_time.py --ranks 2 -- /usr/bin/python3 bench/ddp_reference.py \\
         --ranks 2 --precision bf16 --warmup 2 --steps {steps}
 
-Verbose mode costs time outside the primitives: read the step time from a
-run without it.
+It also prints oneDNN's version and ISA line and each group's kernels
+(`brg:avx512_core_bf16`, or `..._amx` where oneDNN uses AMX). Verbose mode
+costs time outside the primitives: read the step time from a run without it.
 """
 import argparse
 import collections
@@ -25,9 +26,14 @@ import sys
 
 
 def tally(output):
-    """(milliseconds, FLOPs, calls) per group from oneDNN's verbose lines."""
+    """(milliseconds, FLOPs, calls, implementations) per group from oneDNN's
+    verbose lines, and oneDNN's own lines about itself (version, ISA)."""
     ms, flops, calls = collections.Counter(), collections.Counter(), collections.Counter()
+    implementations, about = collections.defaultdict(set), []
     for line in output.splitlines():
+        if line.startswith("onednn_verbose,info,") and ("oneDNN v" in line or ",isa:" in line):
+            if line not in about:
+                about.append(line)
         if not line.startswith("onednn_verbose,exec,"):
             continue
         fields = line.split(",")
@@ -43,7 +49,8 @@ def tally(output):
             group = f"{kind} ({fields[4]})"
         ms[group] += took
         calls[group] += 1
-    return ms, flops, calls
+        implementations[group].add(fields[4])
+    return ms, flops, calls, implementations, about
 
 
 def run(command, steps):
@@ -68,7 +75,11 @@ def main():
     few, many = args.steps
     if many <= few:
         parser.error("--steps A B needs B > A")
-    (ms_a, flops_a, calls_a), (ms_b, flops_b, calls_b) = run(args.command, few), run(args.command, many)
+    (ms_a, flops_a, calls_a, _, _), (ms_b, flops_b, calls_b, implementations, about) = \
+        run(args.command, few), run(args.command, many)
+    # The ISA line says whether oneDNN uses AMX (a bf16 product's kernel then reads "amx").
+    for line in about:
+        print(line.split(",")[-1])
     per = (many - few) * args.ranks
     print(f"{'oneDNN, per step and rank':34s} {'calls':>6s} {'ms':>8s} {'GFLOP/s':>8s}")
     total = 0.0
@@ -79,6 +90,9 @@ def main():
         calls = (calls_b[group] - calls_a[group]) / per
         print(f"{group:34s} {calls:6.1f} {took:8.2f}" + (f" {rate:8.1f}" if rate else ""))
     print(f"{'all':34s} {'':6s} {total:8.2f}")
+    print("oneDNN's kernels:")
+    for group in sorted(implementations):
+        print(f"  {group}: {', '.join(sorted(implementations[group]))}")
 
 
 if __name__ == "__main__":
