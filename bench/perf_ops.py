@@ -53,7 +53,7 @@ def samples(script_output):
 
 def where(frames):
     """(what the sample was doing, its nearest vlmtrain caller)."""
-    symbol, dso = frames[0]
+    dso = frames[0][1]
     operator = caller = None
     for sym, _ in frames:
         if operator is None:

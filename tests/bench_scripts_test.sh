@@ -3,7 +3,7 @@
 # (bench/ddp_reference.py) builds the same model as vlmtrain (same unique
 # parameter count, finite loss in fp32 and bf16), and the scaling model
 # (bench/scaling_model.py) prints its closed forms, bench/zero_compare.sh
-# measures ZeRO-1's optimizer state at 1/ranks of the unsharded one, and
+# measures ZeRO-1's optimizer state at 1/ranks of the unsharded one,
 # bench/onednn_time.py counts a bf16 step's oneDNN products, and
 # bench/perf_ops.py finds LibTorch's operators and their callers on perf's stacks.
 # usage: bench_scripts_test.sh VLM_DP_BENCH SOURCE_DIR
