@@ -15,7 +15,9 @@ products (2-D matmul), attention's batched products, and the rest by kind
         --ranks 2 --precision bf16 --warmup 2 --steps {steps}
 
 It also prints oneDNN's version and ISA line and each group's kernels
-(`brg:avx512_core_bf16`, or `..._amx` where oneDNN uses AMX). Verbose mode
+(`brg:avx512_core_bf16`; where oneDNN uses AMX, the ISA line ends "and Intel
+AMX with bfloat16 ... support" and the products' kernel is
+`brg:avx512_core_amx_bf16`, names read from libdnnl 2.6.3). Verbose mode
 costs time outside the primitives: read the step time from a run without it.
 """
 import argparse
@@ -77,7 +79,7 @@ def main():
         parser.error("--steps A B needs B > A")
     (ms_a, flops_a, calls_a, _, _), (ms_b, flops_b, calls_b, implementations, about) = \
         run(args.command, few), run(args.command, many)
-    # The ISA line says whether oneDNN uses AMX (a bf16 product's kernel then reads "amx").
+    # The ISA line says whether oneDNN uses AMX.
     for line in about:
         print(line.split(",")[-1])
     per = (many - few) * args.ranks

@@ -107,18 +107,17 @@ def main():
     comm = args.comm or names.most_common(1)[0][0]
     # A fork that has not exec'd yet (MPI's singleton start-up) carries its parent's name: leave out stubs.
     busiest = max(len(kept) for (name, _), kept in by_process.items() if name == comm)
-    what, pair, total, processes = collections.Counter(), collections.Counter(), 0, 0
+    pair, processes = collections.Counter(), 0  # samples by (what, caller)
     for (name, _), kept in by_process.items():
         if name != comm or len(kept) < busiest / 10:
             continue
         processes += 1
         end = max(time for time, _ in kept)
-        for time, frames in kept:
-            if time > end - args.last:
-                doing, caller = where(frames)
-                what[doing] += 1
-                pair[(doing, caller)] += 1
-                total += 1
+        pair.update(where(frames) for time, frames in kept if time > end - args.last)
+    what = collections.Counter()
+    for (doing, _), count in pair.items():
+        what[doing] += count
+    total = sum(pair.values())
     if total == 0:
         sys.exit(f"perf_ops.py: no samples from {comm!r}; the processes sampled were {sorted(names)}")
     print(f"perf_ops: {comm}, {processes} process(es), last {args.last:g} s of each: {total} samples")
