@@ -64,7 +64,7 @@ def parse_args():
     p.add_argument("--micro-batches", type=int, default=8, help="per step, when pipelined")
     p.add_argument("--activation-bytes", type=float, default=None,
                    help="bytes per sample crossing a stage boundary (tokens x d_model x 2)")
-    p.add_argument("--bucket-bytes", type=float, default=25 * 2**20, help="gradient bucket (comm.bucket_cap_mb)")
+    p.add_argument("--bucket-bytes", type=float, default=25 * 2**20, help="gradient bucket, bytes (comm.bucket_cap_bytes)")
     p.add_argument("--algorithm", choices=["auto", "ring", "tree"], default="auto")
     p.add_argument("--no-overlap", action="store_true", help="expose the whole allreduce (a lower bound)")
     p.add_argument("--gpus", type=int, nargs="*", default=[8, 16, 64, 256, 512, 1024, 2048, 4096])

@@ -74,6 +74,10 @@ void inspect(const CheckpointReader& reader) {
 
 int main(int argc, char** argv) {
   const std::string command = argc > 1 ? argv[1] : "";
+  if (command == "--help" || command == "-h") {
+    std::printf("%s", vlm::kUsage);
+    return 0;
+  }
   const bool ok = (argc == 3 && (command == "inspect" || command == "verify")) || (argc == 4 && command == "export");
   if (!ok) {
     std::fprintf(stderr, "%s", vlm::kUsage);
@@ -82,6 +86,7 @@ int main(int argc, char** argv) {
   try {
     if (command == "export") {
       const std::string out = argv[3];
+      vlm::check_output_outside(out, argv[2], "OUT");
       std::string suffix = out.size() > 12 ? out.substr(out.size() - 12) : "";
       std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](unsigned char c) { return std::tolower(c); });
       const bool safetensors = suffix == ".safetensors";

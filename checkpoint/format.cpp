@@ -1,5 +1,6 @@
 #include "checkpoint/format.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -153,6 +154,24 @@ std::string read_pointer(const std::string& root, const std::string& pointer) {
   const std::string path = (root.empty() ? std::string(".") : root) + "/" + pointer;
   if (!fs::exists(path)) return "";
   return decode_latest(read_file(path, 4096), path);
+}
+
+void check_output_outside(const std::string& output, const std::string& source, const std::string& flag) {
+  std::error_code error;
+  const fs::path out = fs::weakly_canonical(output, error);
+  fs::path kept = fs::weakly_canonical(source, error);
+  if (error || out.empty() || kept.empty()) return;  // the read reports a bad source
+  if (fs::is_regular_file(kept)) {
+    const std::string name = kept.filename().string();
+    if (name == "latest" || name == "best") kept = kept.parent_path();  // a pointer: its root
+  } else if (fs::is_regular_file(kept / "manifest.pb") && fs::exists(kept.parent_path() / "latest")) {
+    kept = kept.parent_path();  // a step directory: its root, with every other step
+  }
+  const auto [left, right] = std::mismatch(kept.begin(), kept.end(), out.begin(), out.end());
+  if (left == kept.end()) {
+    throw CheckpointError(flag + " " + output + " is inside " + kept.string() + ", which holds the model " + source +
+                          " that is read: writing there could damage it. HINT: write the output somewhere else");
+  }
 }
 
 std::string resolve_checkpoint(const std::string& root, const std::string& which) {

@@ -59,4 +59,9 @@ inline std::string read_latest(const std::string& root) { return read_pointer(ro
 // root (then its `latest`), resolves to the step directory it points at.
 std::string resolve_checkpoint(const std::string& root, const std::string& which);
 
+// Throws unless writing `output` leaves the model `source` names intact: an
+// output inside its checkpoint root (or, for an exported file, the file
+// itself) is refused. `flag` names the output in the message ("--out").
+void check_output_outside(const std::string& output, const std::string& source, const std::string& flag);
+
 }  // namespace vlm

@@ -84,6 +84,10 @@ std::vector<const TensorRecord*> every_record(const Manifest& m) {
 std::string read_manifest_file(const std::string& path, const std::string& step_directory) {
   std::error_code error;
   const uint64_t size = fs::file_size(path, error);
+  if (error && !fs::exists(step_directory)) {
+    throw CheckpointError(step_directory + ": does not exist. HINT: pass a step directory (ROOT/step-NNNNNNNN), a "
+                          "checkpoint root, its latest or best file, or an exported .vlm file");
+  }
   if (error) {
     throw CheckpointError(path + ": missing: " + step_directory +
                           " is not a complete checkpoint (a save that did not finish). HINT: resume from 'latest'");

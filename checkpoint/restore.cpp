@@ -147,6 +147,13 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
   const Manifest& m = reader.manifest();
   const std::string& where = reader.directory();
   const int64_t global = config.loop().global_batch_size();
+  const int64_t trained_with = m.config().loop().global_batch_size();
+  if (trained_with != global) {
+    throw CheckpointError(where + ": loop.global_batch_size(" + std::to_string(global) + ") differs from the " +
+                          std::to_string(trained_with) + " the checkpoint was trained with: its step count, learning-rate "
+                          "schedule and data cursor are in those batches. HINT: resume with loop.global_batch_size=" +
+                          std::to_string(trained_with) + ", or start a new run from its weights with --init-from");
+  }
   if (m.consumed_samples() % global != 0) {
     throw CheckpointError(where + ": " + std::to_string(m.consumed_samples()) +
                           " consumed samples is not a whole number of loop.global_batch_size(" + std::to_string(global) +

@@ -41,17 +41,18 @@ struct Topology {
 Topology make_topology(const ProcessInfo& process, int pipeline_stages, int data_parallel);
 
 // Rank, size and local rank/size from MPI (local = ranks sharing this host's
-// memory), cross-checked against Slurm (SLURM_PROCID/NTASKS/LOCALID) and
-// torchrun-style (RANK/WORLD_SIZE/LOCAL_RANK) variables when those are set:
-// a process alone in its MPI world while they say there are several means the
-// launcher did not start one MPI job (srun without --mpi), and is an error.
-// Ranks that mpirun started inside a Slurm allocation inherit the batch step's
-// SLURM_PROCID; MPI's rank is the truth for them. Also finds which local ranks
-// share CPUs (an allgather of affinity masks on this host).
+// memory); MPI is the truth. check_launcher_environment() compares it with
+// Slurm's (SLURM_PROCID/NTASKS) and torchrun-style (RANK/WORLD_SIZE) variables
+// for one failure only: a process alone in its MPI world while they say there
+// are several means the launcher did not start one MPI job (srun without
+// --mpi), and is an error. Other differences are not: ranks that mpirun
+// started inside a Slurm allocation inherit the batch step's SLURM_PROCID.
+// Also finds which local ranks share CPUs (an allgather of affinity masks on
+// this host).
 // Collective over the world: a rank that never joins ends the job after `timeout`.
 ProcessInfo detect_process(std::chrono::milliseconds timeout = std::chrono::milliseconds(600'000));
 
-// The same cross-check as a pure function of the environment (for tests).
+// The launcher check above as a pure function of the environment (for tests).
 void check_launcher_environment(const ProcessInfo& mpi, const char* (*getenv_fn)(const char*));
 
 }  // namespace vlm

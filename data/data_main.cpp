@@ -5,6 +5,7 @@
 //   vlm-data inspect [--show N] [--no-decode] SHARDS...
 //   vlm-data train-tokenizer --out FILE.model [--vocab N] [--model-type unigram|bpe] SHARDS...
 
+#include <cstdint>
 #include <cstdio>
 #include <algorithm>
 #include <map>
@@ -47,7 +48,7 @@ struct Arguments {
     options.erase(it);
     return value;
   }
-  int64_t take_int(const std::string& name, int64_t fallback) {
+  int64_t take_int(const std::string& name, int64_t fallback, int64_t min, int64_t max) {
     const std::string text = take(name, std::to_string(fallback));
     size_t used = 0;
     int64_t value = 0;
@@ -56,6 +57,10 @@ struct Arguments {
     } catch (const std::exception&) {
     }
     if (used != text.size() || used == 0) throw std::invalid_argument("--" + name + " needs an integer, not '" + text + "'");
+    if (value < min || value > max) {
+      throw std::invalid_argument("--" + name + " " + text + " is out of range; allowed [" + std::to_string(min) + ", " +
+                                  std::to_string(max) + "]");
+    }
     return value;
   }
   void expect_no_more_options() const {
@@ -93,15 +98,15 @@ int convert(int argc, char** argv) {
   ConvertOptions options;
   options.out_dir = args.take("out", "");
   if (options.out_dir.empty()) throw std::invalid_argument("convert needs --out DIR, the folder for the shards");
-  options.samples_per_shard = args.take_int("shard-samples", options.samples_per_shard);
+  options.samples_per_shard = args.take_int("shard-samples", options.samples_per_shard, 1, 100000000);
   std::string pattern;
   if (source == "fashion-mnist") {
     FashionSource fashion;
     fashion.split = args.take("split", fashion.split);
     options.prefix = args.take("prefix", fashion.split);
     fashion.task = args.take("task", fashion.task);
-    fashion.samples = args.take_int("samples", 0);
-    fashion.seed = args.take_int("seed", fashion.seed);
+    fashion.samples = args.take_int("samples", 0, 0, 100000000);  // data.train_samples' bound; 0: the default
+    fashion.seed = args.take_int("seed", fashion.seed, INT64_MIN, INT64_MAX);
     fashion.dir = args.take("fashion-mnist-dir", "/usr/share/datasets/fashion-mnist");
     args.expect_no_more_options();
     if (!args.positional.empty()) throw std::invalid_argument("convert fashion-mnist takes no positional argument");
@@ -125,7 +130,7 @@ int convert(int argc, char** argv) {
 int inspect(int argc, char** argv) {
   Arguments args = parse(argc, argv, 2, {"no-decode"});
   InspectOptions options;
-  options.show = args.take_int("show", options.show);
+  options.show = args.take_int("show", options.show, 0, INT64_MAX);
   options.decode = args.take("no-decode", "") != "1";
   args.expect_no_more_options();
   if (args.positional.empty()) throw std::invalid_argument("inspect needs the shards (paths or brace patterns)");
@@ -136,12 +141,12 @@ int train_tokenizer_command(int argc, char** argv) {
   Arguments args = parse(argc, argv, 2, {});
   const std::string out = args.take("out", "");
   TokenizerTraining options;
-  options.vocab_size = static_cast<int>(args.take_int("vocab", options.vocab_size));
+  // At least 4 special tokens and some pieces; at most what an int32 token id holds.
+  options.vocab_size = static_cast<int>(args.take_int("vocab", options.vocab_size, 8, INT32_MAX));
   options.model_type = args.take("model-type", options.model_type);
   args.expect_no_more_options();
   if (out.empty()) throw std::invalid_argument("train-tokenizer needs --out FILE.model");
   if (args.positional.empty()) throw std::invalid_argument("train-tokenizer needs the shards (paths or brace patterns)");
-  if (options.vocab_size < 8) throw std::invalid_argument("--vocab must be at least 8 (4 special tokens and some pieces)");
   if (options.model_type != "unigram" && options.model_type != "bpe") {
     throw std::invalid_argument("--model-type must be unigram or bpe, not '" + options.model_type + "'");
   }
@@ -176,6 +181,10 @@ int train_tokenizer_command(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const std::string command = argc > 1 ? argv[1] : "";
+  if (command == "--help" || command == "-h") {
+    std::printf("%s", vlm::kUsage);
+    return 0;
+  }
   try {
     if (command == "convert") return vlm::convert(argc, argv);
     if (command == "inspect") return vlm::inspect(argc, argv);

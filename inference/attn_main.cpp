@@ -62,7 +62,8 @@ int run(const InferenceOptions& options) {
   const CaptionTokens ids{Tokenizer::kBos, Tokenizer::kEos, Tokenizer::kPad};
   in_batches(images, 1, "vlm-attn", "images", [&](const std::vector<std::string>& one) {
     const std::string name = fs::path(one[0]).filename().string();
-    const fs::path folder = out / fs::path(name).stem();
+    // The whole file name, not its stem: a.png and a.jpg get folders of their own.
+    const fs::path folder = out / name;
     fs::create_directories(folder);
     const torch::Tensor image = read_images(one, trained.format);
     const AttentionTrace trace = trace_attention(trained.model, image, ids);
@@ -73,13 +74,13 @@ int run(const InferenceOptions& options) {
       std::snprintf(prefix, sizeof prefix, "%02zu-", i + 1);
       const std::string file = prefix + file_safe(word) + ".png";
       write_png(folder / file, heat_map(image, trained.format, trace.maps[i], kScale));
-      index << name << '\t' << i + 1 << '\t' << word << '\t' << (fs::path(name).stem() / file).string() << '\n';
+      index << name << '\t' << i + 1 << '\t' << word << '\t' << (fs::path(name) / file).string() << '\n';
     }
     const int64_t words = static_cast<int64_t>(trace.tokens.size()) - (!trace.tokens.empty() && trace.tokens.back() == ids.eos);
     const std::string caption = trained.tokenizer->decode(trace.tokens.data(), words);
     if (trace.saliency.defined()) {
       write_png(folder / "saliency.png", heat_map(image, trained.format, trace.saliency, kScale));
-      index << name << "\t0\t<saliency>\t" << (fs::path(name).stem() / "saliency.png").string() << '\n';
+      index << name << "\t0\t<saliency>\t" << (fs::path(name) / "saliency.png").string() << '\n';
     }
     std::printf("%s\t%s\n", name.c_str(), caption.c_str());
   });

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "checkpoint/format.h"
 #include "comm/host_allocator.h"
 
 namespace vlm {
@@ -106,6 +107,7 @@ int inference_main(int argc, char** argv, const char* usage, const std::function
     return 2;
   }
   try {
+    if (!options.out.empty()) check_output_outside(options.out, options.model, "--out");
     return run(options);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());

@@ -2,9 +2,11 @@
 // the model with its least important heads removed (docs/inference.md).
 
 #include <cstdio>
+#include <set>
 #include <stdexcept>
 #include <string>
 
+#include "checkpoint/format.h"
 #include "inference/command_line.h"
 #include "inference/head_scoring.h"
 #include "model/parameters.h"
@@ -29,6 +31,7 @@ const char* const kUsage =
 struct Options {
   std::string model, tokenizer, scores, out;
   int64_t batches = 4, batch = 128, remove = 0;
+  bool help = false;
 };
 
 int64_t count(const std::string& flag, const std::string& value) {
@@ -46,6 +49,13 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      o.help = true;
+      return o;
+    }
+    static const std::set<std::string> kFlags{"--model",   "--tokenizer", "--scores", "--out",
+                                              "--batches", "--batch",     "--remove"};
+    if (kFlags.count(flag) == 0) throw std::invalid_argument("unknown flag " + flag);
     if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
     const std::string value = argv[i + 1];
     if (flag == "--model") o.model = value;
@@ -54,8 +64,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--out") o.out = value;
     else if (flag == "--batches") o.batches = count(flag, value);
     else if (flag == "--batch") o.batch = count(flag, value);
-    else if (flag == "--remove") o.remove = count(flag, value);
-    else throw std::invalid_argument("unknown flag " + flag);
+    else o.remove = count(flag, value);  // --remove
   }
   if (o.model.empty()) throw std::invalid_argument("--model is required");
   if (o.batches < 1 || o.batch < 1) throw std::invalid_argument("--batches and --batch must be at least 1");
@@ -64,6 +73,8 @@ Options parse(int argc, char** argv) {
 }
 
 int run(const Options& o) {
+  if (!o.out.empty()) check_output_outside(o.out, o.model, "--out");
+  if (!o.scores.empty()) check_output_outside(o.scores, o.model, "--scores");
   TrainedModel trained = load_trained_model(o.model, o.tokenizer);
   const int64_t removable = removable_heads(head_sets(trained.model->spec()));
   if (o.remove > removable) {
@@ -95,7 +106,12 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   try {
-    return vlm::run(vlm::parse(argc, argv));
+    const vlm::Options options = vlm::parse(argc, argv);
+    if (options.help) {
+      std::printf("%s", vlm::kUsage);
+      return 0;
+    }
+    return vlm::run(options);
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "vlm-heads: %s\n%s", e.what(), vlm::kUsage);
     return 2;

@@ -180,8 +180,11 @@ void check_ranges(const pb::Message& message, const std::string& prefix, const O
       default: continue;
     }
     const Range& allowed = field->options().GetExtension(range);
-    const bool ok = !(value != value) && (!allowed.has_min() || value >= allowed.min()) &&
-                    (!allowed.has_max() || value <= allowed.max());
+    // A float field holds its bound rounded to float (0.01f < 0.01): compare in the field's own precision.
+    const bool is_float = field->cpp_type() == pb::FieldDescriptor::CPPTYPE_FLOAT;
+    const double min = is_float ? static_cast<float>(allowed.min()) : allowed.min();
+    const double max = is_float ? static_cast<float>(allowed.max()) : allowed.max();
+    const bool ok = !(value != value) && (!allowed.has_min() || value >= min) && (!allowed.has_max() || value <= max);
     if (!ok) {
       throw ConfigError(where(origins, path, file) + ": " + path + " = " + number_text(value) +
                         " is out of range; allowed [" + number_text(allowed.min()) + ", " +
@@ -197,10 +200,30 @@ void check_rules(const TrainConfig& c, const Origins& origins, const std::string
                       std::to_string(m.d_model()) + ") must be divisible by model.heads(" +
                       std::to_string(m.heads()) + "); d_model / heads is the head dimension");
   }
-  if (28 % m.vision().patch_size() != 0) {
-    throw ConfigError(where(origins, "model.vision.patch_size", file) +
-                      ": model.vision.patch_size(" + std::to_string(m.vision().patch_size()) +
-                      ") must divide the Fashion-MNIST image side 28; use 1, 2, 4, 7, 14 or 28");
+  // The patches tile the image the model sees: the task's 28-pixel-high canvas, or the shards' set size.
+  const int32_t patch = m.vision().patch_size();
+  if (c.data().train_shards().empty()) {
+    if (28 % patch != 0) {
+      throw ConfigError(where(origins, "model.vision.patch_size", file) + ": model.vision.patch_size(" +
+                        std::to_string(patch) + ") must divide the Fashion-MNIST image side 28; use 1, 2, 4, 7, 14 or 28");
+    }
+  } else {
+    const struct {
+      const char* field;
+      int32_t pixels;
+    } sides[] = {{"data.image_height", c.data().image_height()}, {"data.image_width", c.data().image_width()}};
+    for (const auto& [field, pixels] : sides) {
+      if (pixels % patch == 0) continue;  // 0 (unset) is reported where the shards are opened
+      throw ConfigError(where(origins, field, file) + ": " + field + "(" + std::to_string(pixels) +
+                        ") must be a multiple of model.vision.patch_size(" + std::to_string(patch) +
+                        "): the patches tile the image; use " + std::to_string(pixels / patch * patch) + " or " +
+                        std::to_string((pixels / patch + 1) * patch));
+    }
+  }
+  if (c.eval().zero_shot_prompt().find("{}") == std::string::npos) {
+    throw ConfigError(where(origins, "eval.zero_shot_prompt", file) + ": eval.zero_shot_prompt \"" +
+                      c.eval().zero_shot_prompt() + "\" has no {} for the class name, so every class would get the "
+                      "same prompt; e.g. \"a photo of {a} {}\"");
   }
   const TokenPruningConfig& pruning = m.vision().token_pruning();
   if (pruning.after_layer() > m.vision().layers()) {

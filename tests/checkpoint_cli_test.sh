@@ -46,6 +46,22 @@ for path in "$root/a" "$root/a/latest" "$root/a/step-00000015"; do
 done
 pass "resume and vlm-ckpt paths"
 
+echo "== what must not change on resume is refused; nothing is written over"
+"$train" --config "$config" --set checkpoint.dir="$root/a" --set loop.steps=20 --set loop.global_batch_size=16 \
+  --resume latest > "$root/batch.log" 2>&1 && fail "resumed with another global batch size"
+grep -q "loop.global_batch_size(16) differs from the 32 the checkpoint was trained with" "$root/batch.log" ||
+  fail "no message for another global batch size: $(tail -3 "$root/batch.log")"
+"$train" --config "$config" --set checkpoint.dir="$root/a" --set loop.steps=15 --resume latest > "$root/done.log" 2>&1 ||
+  fail "resuming a finished run"
+grep -q "nothing left to train: the checkpoint is at step 15 and loop.steps is 15" "$root/done.log" ||
+  fail "no message for a finished run: $(tail -3 "$root/done.log")"
+for out in "$root/a/latest" "$root/a/step-00000015/shard-00000.bin" "$root/a/new.vlm"; do
+  "$ckpt" export "$root/a" "$out" > "$root/export.log" 2>&1 && fail "vlm-ckpt export wrote $out"
+  grep -q "OUT $out is inside $root/a" "$root/export.log" || fail "export into the checkpoint: $(cat "$root/export.log")"
+done
+[[ $(latest_name "$root/a") == step-00000015 ]] && "$ckpt" verify "$root/a" > /dev/null || fail "the checkpoint changed"
+pass "another global batch size, a finished run, an export into the checkpoint"
+
 echo "== different data-parallel sizes: 1 -> 2 -> 4 ranks"
 loss_at() { sed -nE "s/^step $2\/[0-9]+ loss ([0-9.]+).*/\1/p" "$1"; }
 # Runs that stop at different steps share one schedule only if it does not

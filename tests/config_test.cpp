@@ -81,6 +81,29 @@ TEST(Config, CrossFieldRuleShowsArithmetic) {
   EXPECT_NE(e.find("model.d_model(30) must be divisible by model.heads(4)"), std::string::npos) << e;
 }
 
+TEST(Config, PatchesMustTileTheImageTheModelSees) {
+  EXPECT_NE(error_of("model { vision { patch_size: 8 } }").find("must divide the Fashion-MNIST image side 28"),
+            std::string::npos);
+  const std::string shards = "data { train_shards: \"s.tar\" image_height: 64 image_width: 64 }\n";
+  EXPECT_EQ(error_of(shards + "model { vision { patch_size: 8 } }"), "(no error)");
+  const std::string e = error_of(shards + "model { vision { patch_size: 8 } }", {"data.image_width=30"});
+  EXPECT_NE(e.find("--set data.image_width=30: data.image_width(30) must be a multiple of "
+                   "model.vision.patch_size(8): the patches tile the image; use 24 or 32"),
+            std::string::npos)
+      << e;
+}
+
+TEST(Config, FloatFieldAcceptsItsBounds) {
+  EXPECT_EQ(error_of("model { vision { token_pruning { keep_ratio: 0.01 } } }"), "(no error)");
+  EXPECT_NE(error_of("model { vision { token_pruning { keep_ratio: 0.0099 } } }").find("out of range"),
+            std::string::npos);
+}
+
+TEST(Config, ZeroShotPromptNamesTheClass) {
+  const std::string e = error_of("", {"eval.zero_shot_prompt=hello"});
+  EXPECT_NE(e.find("eval.zero_shot_prompt \"hello\" has no {} for the class name"), std::string::npos) << e;
+}
+
 TEST(Config, MissingFileSaysHowToFixIt) {
   try {
     load_config("/nonexistent/x.pbtxt");

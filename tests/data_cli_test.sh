@@ -19,6 +19,10 @@ grep -q "wrote train-00004.tar: 4096 of 4096 samples" "$root/convert.log" || fai
 "$data" inspect "$root/fm/train-{00000..00004}.tar" > "$root/inspect.log" || fail "inspect of intact shards exits non-zero"
 grep -q "^samples: 4096" "$root/inspect.log" && grep -q "^damaged: 0" "$root/inspect.log" &&
   grep -q "56x28 4096" "$root/inspect.log" || fail "inspect: $(cat "$root/inspect.log")"
+for n in -5 99999999999; do
+  "$data" convert fashion-mnist --out "$root/bad" --samples $n > "$root/bad.log" 2>&1 && fail "--samples $n was taken"
+  grep -q "\-\-samples $n is out of range; allowed \[0, 100000000\]" "$root/bad.log" || fail "--samples $n: $(cat "$root/bad.log")"
+done
 task=(--set data.task=MIXED)
 shards=(--set "data.train_shards=$root/fm/train-{00000..00004}.tar" --set data.image_height=28
         --set data.image_width=56 --set data.image_channels=1)

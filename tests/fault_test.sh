@@ -100,6 +100,13 @@ for field in optim.lr=0.0005 data.seed=77 loop.steps=31; do
   grep -q "^step " "$log" && fail "$field: a step ran before the mismatch was found"
   echo "$field: $(grep -m1 -o "differs from rank 0 in ${field%%=*}[^(]*" "$log")"
 done
+for flag in --resume --init-from; do  # where to start from is part of the agreement too
+  start "mpmd$flag" -np 1 "$train" --config "$config" "${short[@]}" : -np 1 "$train" --config "$config" "${short[@]}" \
+    "$flag" "$root/elsewhere"
+  finish
+  ((status != 0)) || fail "$flag: mismatched ranks trained"
+  grep -q "differs from rank 0 in $flag: (none) vs $root/elsewhere" "$log" || fail "$flag: $(tail -3 "$log")"
+done
 pass "config mismatch"
 
 echo "== non-finite loss: skipped, counted, and the job stops after loop.max_skipped_steps"

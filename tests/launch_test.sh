@@ -161,10 +161,18 @@ grep -q "restart 1 of 2 in 1s" "$dir.out" && grep -q "restart 2 of 2 in 2s" "$di
 grep -q "summary: 2 of 2 restarts used" "$dir.out" || fail "no summary: $(tail "$dir.out")"
 grep -q "first to fail: rank 0 on .*exit code 1" "$dir/run/attempt-2/failure.txt" ||
   fail "the report lacks the exit code: $(cat "$dir/run/attempt-2/failure.txt")"
+# The config is read before anything else; with 2 ranks its error's flight records still go to the run dir.
+"$launch" --nproc-per-node 2 --run-dir "$dir/run2" -- "$train" --config "$root/missing.pbtxt" > "$dir.out2" 2>&1
+compgen -G "$dir/run2/attempt-0/flight/rank-*.json" > /dev/null || fail "no flight records in the run dir: $(ls -R "$dir")"
 "$launch" > "$dir.usage" 2>&1
 (($? == 2)) && grep -q "no command" "$dir.usage" || fail "no command is not a usage error"
 "$launch" --nnodes 2 -- true > "$dir.usage" 2>&1
 (($? == 2)) && grep -q "needs --hostfile" "$dir.usage" || fail "--nnodes 2 without hosts is not a usage error"
+"$launch" --nnodes abc -- true > "$dir.usage" 2>&1
+(($? == 2)) && grep -q "\-\-nnodes 'abc' is not a whole number" "$dir.usage" || fail "--nnodes abc: $(cat "$dir.usage")"
+: > "$dir.hosts"
+"$launch" --hostfile "$dir.hosts" -- true > "$dir.usage" 2>&1
+(($? == 2)) && grep -q "lists no hosts" "$dir.usage" || fail "an empty hostfile: $(cat "$dir.usage")"
 "$launch" --tee x -- true > "$dir.usage" 2>&1
 (($? == 2)) && grep -q "\-\-tee 'x'" "$dir.usage" || fail "a bad --tee is not a usage error"
 # A stop signal while waiting to restart: nothing runs, the job is preempted (75).

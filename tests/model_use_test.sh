@@ -158,6 +158,13 @@ echo "vlm-caption (best): 300 captions, $matches exactly the reference; e.g. $(h
 [[ $? == 1 ]] && grep -q "vlm-embed: error: $root/nowhere: not a folder" "$root/bad.log" || fail "missing folder: $(cat "$root/bad.log")"
 "$caption" "$root/imgs" > "$root/bad.log" 2>&1
 [[ $? == 2 ]] && grep -q "\-\-model is required" "$root/bad.log" || fail "missing --model: $(cat "$root/bad.log")"
+# An output inside the checkpoint it reads is refused, and the checkpoint stays whole.
+"$caption" --model "$root/ck/best" --out "$root/ck/latest" "$root/imgs" > "$root/bad.log" 2>&1
+[[ $? == 1 ]] && grep -q "\-\-out $root/ck/latest is inside $root/ck, which holds the model" "$root/bad.log" ||
+  fail "--out inside the checkpoint: $(cat "$root/bad.log")"
+"$embed" --model "$root/model.vlm" --out "$root/model.vlm" "$root/imgs" > "$root/bad.log" 2>&1
+[[ $? == 1 ]] && grep -q "is inside $root/model.vlm" "$root/bad.log" || fail "--out over the model: $(cat "$root/bad.log")"
+"$caption" --model "$root/ck/best" --out "$root/c2.tsv" "$root/imgs" > /dev/null 2>&1 || fail "the checkpoint was damaged"
 pass "vlm-embed and vlm-caption"
 
 echo "== vlm-caption sampling: a caption depends on its image and the seed, not the batch"
@@ -181,15 +188,19 @@ pass "vlm-caption sampling"
 echo "== vlm-attn: a heat map of cross-attention per caption token"
 mkdir -p "$root/attn_imgs"
 cp $(ls "$root"/imgs/*.png | head -3) "$root/attn_imgs/"
+# One image twice, under two extensions with one stem: each keeps its own maps.
+first=$(ls "$root"/attn_imgs/*.png | head -1)
+cp "$first" "${first%.png}.jpeg"
 "$attn" --model "$root/ck/best" --out "$root/attn" "$root/attn_imgs" > "$root/attn.log" 2> "$root/attn.err" ||
   fail "vlm-attn: $(tail -3 "$root/attn.err")"
-[[ $(wc -l < "$root/attn.log") == 3 ]] || fail "vlm-attn printed $(wc -l < "$root/attn.log") captions for 3 images"
+[[ $(wc -l < "$root/attn.log") == 4 ]] || fail "vlm-attn printed $(wc -l < "$root/attn.log") captions for 4 images"
 # Every file the index names is a 224 x 224 RGB PNG (the SINGLE task's 28 x 28 image enlarged 8 times) that is not one colour.
 "$python" - "$root/attn" <<'EOF' || fail "vlm-attn's PNG files"
 import os, struct, sys, zlib
 rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(sys.argv[1], "index.tsv"))]
 assert rows and all(len(r) == 4 for r in rows), rows[:3]
-assert len({r[0] for r in rows}) == 3, "not 3 images in the index"
+assert len({r[0] for r in rows}) == 4, "not 4 images in the index"
+assert len({r[3] for r in rows}) == len(rows), "two index rows name one file"
 for image, position, token, name in rows:
     data = open(os.path.join(sys.argv[1], name), "rb").read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", name + ": not a PNG"
@@ -223,7 +234,7 @@ read -r after before <<< "$(sed -nE 's/^removed 2 heads: .* \(([0-9]+) parameter
 [[ -n $after && $after -lt $before ]] || fail "the pruned model is not smaller: $(tail -1 "$root/heads.log")"
 "$caption" --model "$root/pruned.vlm" --out "$root/pruned_captions.tsv" "$root/attn_imgs" > /dev/null 2>&1 ||
   fail "vlm-caption cannot read the pruned model"
-[[ $(wc -l < "$root/pruned_captions.tsv") == 3 ]] || fail "vlm-caption on the pruned model: $(cat "$root/pruned_captions.tsv")"
+[[ $(wc -l < "$root/pruned_captions.tsv") == 4 ]] || fail "vlm-caption on the pruned model: $(cat "$root/pruned_captions.tsv")"
 "$heads" --model "$root/ck/best" --batches 1 --batch 8 --remove 5 --out "$root/too_many.vlm" > "$root/bad.log" 2>&1
 [[ $? == 2 && ! -e $root/too_many.vlm ]] && grep -q "at most 4 can go" "$root/bad.log" ||
   fail "vlm-heads --remove 5 of 8 heads in 4 sets: $(cat "$root/bad.log")"

@@ -26,9 +26,14 @@ CommandLine parse_command_line(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](const std::string& flag) -> std::string {
-      if (arg.size() > flag.size() && arg.compare(0, flag.size() + 1, flag + "=") == 0) return arg.substr(flag.size() + 1);
-      if (i + 1 >= argc) throw UsageError(flag + " needs a value\n" + kTrainUsage);
-      return argv[++i];
+      std::string v;
+      if (arg.compare(0, flag.size() + 1, flag + "=") == 0) {
+        v = arg.substr(flag.size() + 1);
+      } else if (i + 1 < argc) {
+        v = argv[++i];
+      }
+      if (v.empty()) throw UsageError(flag + " needs a value\n" + kTrainUsage);  // "--init-from=" is a mistake, not "none"
+      return v;
     };
     if (arg == "--help" || arg == "-h") {
       cli.help = true;

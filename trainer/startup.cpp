@@ -3,6 +3,7 @@
 #include <google/protobuf/text_format.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -55,21 +56,32 @@ std::string resolve_init_from(const TrainConfig& config, const std::string& init
   return path;
 }
 
-void check_same_config(Backend& control, const TrainConfig& config, Millis timeout) {
-  const std::string text = resolved_config_text(config);
+void check_same_config(Backend& control, const TrainConfig& config, const std::string& resume,
+                       const std::string& init_from, Millis timeout) {
   char executable[16];
   std::snprintf(executable, sizeof executable, "%08x", executable_checksum());
-  const std::string mine = std::string(executable) + "\n" + text;
+  // One line each for the executable and the two flags, then the config.
+  const std::string mine = std::string(executable) + "\n" + resume + "\n" + init_from + "\n" + resolved_config_text(config);
   const std::vector<std::string> all = allgather_bytes(control, std::to_string(crc32c(mine.data(), mine.size())), timeout);
   if (std::all_of(all.begin(), all.end(), [&](const std::string& h) { return h == all.front(); })) return;
   // Some rank differs: everyone compares with rank 0 and rank 0's view is the message.
   const std::string root = broadcast_bytes(control, mine, 0, timeout);
+  const auto lines = [](const std::string& s) {
+    const size_t a = s.find('\n'), b = s.find('\n', a + 1), c = s.find('\n', b + 1);
+    return std::array<std::string, 4>{s.substr(0, a), s.substr(a + 1, b - a - 1), s.substr(b + 1, c - b - 1), s.substr(c + 1)};
+  };
+  const auto theirs = lines(root), ours = lines(mine);
+  const auto shown = [](const std::string& flag) { return flag.empty() ? std::string("(none)") : flag; };
   std::string difference;
-  if (root.substr(0, 8) != mine.substr(0, 8)) {
-    difference = "runs another vlm-train executable (CRC-32C " + mine.substr(0, 8) + " vs rank 0's " + root.substr(0, 8) + ")";
+  if (theirs[0] != ours[0]) {
+    difference = "runs another vlm-train executable (CRC-32C " + ours[0] + " vs rank 0's " + theirs[0] + ")";
+  } else if (theirs[1] != ours[1]) {
+    difference = "differs from rank 0 in --resume: " + shown(theirs[1]) + " vs " + shown(ours[1]) + " (rank 0 vs this rank)";
+  } else if (theirs[2] != ours[2]) {
+    difference = "differs from rank 0 in --init-from: " + shown(theirs[2]) + " vs " + shown(ours[2]) + " (rank 0 vs this rank)";
   } else {
     TrainConfig root_config;
-    google::protobuf::TextFormat::ParseFromString(root.substr(9), &root_config);
+    google::protobuf::TextFormat::ParseFromString(theirs[3], &root_config);
     difference = first_difference(root_config, config);
     if (!difference.empty()) difference = "differs from rank 0 in " + difference + " (rank 0 vs this rank)";
   }
@@ -81,7 +93,7 @@ void check_same_config(Backend& control, const TrainConfig& config, Millis timeo
     details += "\n  rank " + std::to_string(control.members()[r]) + " " + differences[r];
   }
   throw ConfigError("the ranks were started with different configs: ranks {" + ranks + "} differ from rank 0:" +
-                    details + "\nHINT: start every rank with the same --config and --set arguments (and the same build)");
+                    details + "\nHINT: start every rank with the same --config, --set, --resume and --init-from arguments (and the same build)");
 }
 
 std::unique_ptr<CheckpointDirectoryLock> prepare_checkpoint_folder(const TrainConfig& config, const Topology& topology,

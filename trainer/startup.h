@@ -26,11 +26,12 @@ std::string resolve_resume(const TrainConfig& config, const std::string& resume)
 // before it is read.
 std::string resolve_init_from(const TrainConfig& config, const std::string& init_from, const std::string& resume);
 
-// Collective over `control` (every rank): the ranks' resolved configs and
-// running executables must be the same. A mismatch is a ConfigError on every
-// rank naming the first differing field and the ranks that differ, e.g.
-// "rank 1 differs from rank 0 in optim.lr: 0.001 vs 0.002".
-void check_same_config(Backend& control, const TrainConfig& config, Millis timeout);
+// Collective over `control` (every rank): the ranks' resolved configs, their
+// --resume and --init-from, and running executables must be the same. A
+// mismatch is a ConfigError on every rank naming the first difference and the
+// ranks that differ, e.g. "rank 1 differs from rank 0 in optim.lr: 0.001 vs 0.002".
+void check_same_config(Backend& control, const TrainConfig& config, const std::string& resume,
+                       const std::string& init_from, Millis timeout);
 
 // The checkpoint folder, before training: rank 0 locks it for this job (held
 // while the returned object lives) and refuses what would mix runs

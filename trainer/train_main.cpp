@@ -73,6 +73,7 @@ void report_error(const std::exception& e, const MpiRuntime& mpi) {
 }
 
 int train(const CommandLine& cli, MpiRuntime& mpi) {
+  set_run_directory(run_directory(TrainConfig()));  // a bad config's flight records: vlm-launch's run dir, else here
   const TrainConfig config = load_config(cli.config_path, cli.overrides);
   const Millis init_timeout = seconds_to_millis(config.comm().init_timeout_seconds());
   const Millis timeout = seconds_to_millis(config.comm().timeout_seconds());
@@ -99,7 +100,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   fault_point("comm-setup");  // a test stops a rank here: the others wait in communicator creation
   const ProcessGroups groups(topology, backend_options(config, device));
   fault_point("start-up");  // a test stops a rank here
-  check_same_config(groups.control(), config, init_timeout);
+  check_same_config(groups.control(), config, cli.resume, cli.init_from, init_timeout);
   const std::string resume = resolve_resume(config, cli.resume);
   LOG_IF(INFO, topology.is_root() && cli.resume == "auto") << "--resume auto: " << (resume.empty() ? "no checkpoint in checkpoint.dir, starting fresh" : "resuming from checkpoint.dir/latest");
   const std::string init_from = resolve_init_from(config, cli.init_from, resume);
@@ -120,6 +121,10 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
       trainer.load_checkpoint(from);
       LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done()
                                        << (cli.init_from.empty() ? "" : " (--init-from applies only to a fresh start)");
+      // Not an error: a requeued job whose run had finished ends again with exit status 0.
+      LOG_IF(WARNING, topology.is_root() && trainer.steps_done() >= config.loop().steps())
+          << "nothing left to train: the checkpoint is at step " << trainer.steps_done() << " and loop.steps is "
+          << config.loop().steps() << ". HINT: raise loop.steps to train further";
     } else if (!init_from.empty()) {
       trainer.init_from(init_from);
       LOG_IF(INFO, topology.is_root()) << "a new run from the weights of " << init_from;
