@@ -167,8 +167,7 @@ void check_output_outside(const std::string& output, const std::string& source, 
   } else if (fs::is_regular_file(kept / "manifest.pb") && fs::exists(kept.parent_path() / "latest")) {
     kept = kept.parent_path();  // a step directory: its root, with every other step
   }
-  const auto [left, right] = std::mismatch(kept.begin(), kept.end(), out.begin(), out.end());
-  if (left == kept.end()) {
+  if (std::mismatch(kept.begin(), kept.end(), out.begin(), out.end()).first == kept.end()) {  // kept is a prefix of out
     throw CheckpointError(flag + " " + output + " is inside " + kept.string() + ", which holds the model " + source +
                           " that is read: writing there could damage it. HINT: write the output somewhere else");
   }
