@@ -149,10 +149,10 @@ rc=$?
 ((rc == 1)) || fail "ranks that ignore USR1 should be ended after --grace 1 (exit 1), got $rc: $(tail "$dir-stubborn.out")"
 pass "10 rounds of USR1 to every process of the job: each ended 75; ranks that ignore it end after --grace"
 
-# 6. The restart budget is for the whole job; usage errors are named.
+# 6. The restart budget is for the whole job; bad input is not restarted; usage errors are named.
 dir=$root/budget
-"$launch" --max-restarts 2 --restart-backoff 1 --run-dir "$dir/run" -- "$train" --config "$root/missing.pbtxt" \
-  > "$dir.out" 2>&1
+"$launch" --max-restarts 2 --restart-backoff 1 --run-dir "$dir/run" -- "$train" --config "$config" \
+  --set data.fashion_mnist_dir="$root/no-data" > "$dir.out" 2>&1
 rc=$?
 ((rc == 1)) || fail "a job that always fails should exit 1, got $rc"
 grep -q "restart 1 of 2 in 1s" "$dir.out" && grep -q "restart 2 of 2 in 2s" "$dir.out" ||
@@ -161,8 +161,13 @@ grep -q "restart 1 of 2 in 1s" "$dir.out" && grep -q "restart 2 of 2 in 2s" "$di
 grep -q "summary: 2 of 2 restarts used" "$dir.out" || fail "no summary: $(tail "$dir.out")"
 grep -q "first to fail: rank 0 on .*exit code 1" "$dir/run/attempt-2/failure.txt" ||
   fail "the report lacks the exit code: $(cat "$dir/run/attempt-2/failure.txt")"
-# The config is read before anything else; with 2 ranks its error's flight records still go to the run dir.
-"$launch" --nproc-per-node 2 --run-dir "$dir/run2" -- "$train" --config "$root/missing.pbtxt" > "$dir.out2" 2>&1
+# A config error is the command's input: exit 2 on every rank, no restart. The config
+# is read before anything else; its error's flight records still go to the run dir.
+"$launch" --nproc-per-node 2 --max-restarts 2 --run-dir "$dir/run2" -- "$train" --config "$root/missing.pbtxt" \
+  > "$dir.out2" 2>&1
+rc=$?
+((rc == 2)) && grep -q "not restarted: the command's input is wrong" "$dir.out2" && [[ ! -d $dir/run2/attempt-1 ]] ||
+  fail "a config error should end the job with 2 and no restart, got $rc: $(tail -5 "$dir.out2")"
 compgen -G "$dir/run2/attempt-0/flight/rank-*.json" > /dev/null || fail "no flight records in the run dir: $(ls -R "$dir")"
 "$launch" > "$dir.usage" 2>&1
 (($? == 2)) && grep -q "no command" "$dir.usage" || fail "no command is not a usage error"
@@ -176,8 +181,8 @@ compgen -G "$dir/run2/attempt-0/flight/rank-*.json" > /dev/null || fail "no flig
 "$launch" --tee x -- true > "$dir.usage" 2>&1
 (($? == 2)) && grep -q "\-\-tee 'x'" "$dir.usage" || fail "a bad --tee is not a usage error"
 # A stop signal while waiting to restart: nothing runs, the job is preempted (75).
-"$launch" --max-restarts 1 --restart-backoff 600 --run-dir "$dir/run-wait" -- "$train" --config "$root/missing.pbtxt" \
-  > "$dir-wait.out" 2>&1 &
+"$launch" --max-restarts 1 --restart-backoff 600 --run-dir "$dir/run-wait" -- "$train" --config "$config" \
+  --set data.fashion_mnist_dir="$root/no-data" > "$dir-wait.out" 2>&1 &
 pid=$!
 pids+=("$pid")
 wait_for "$dir-wait.out" "restart 1 of 1 in 600s"

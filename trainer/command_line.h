@@ -22,6 +22,11 @@ struct CommandLine {
 
 extern const char* const kTrainUsage;
 
+// vlm-train's exit status when the command's input is wrong (command line,
+// config, ranks for the topology): the same command would fail again, so
+// vlm-launch does not restart it. The tools' usage status.
+constexpr int kExitBadInput = 2;
+
 CommandLine parse_command_line(int argc, char** argv);
 
 }  // namespace vlm

@@ -65,11 +65,19 @@ std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Top
 
 // Prints the error, naming this rank. With other ranks it then ends every
 // rank (end_job: flight records, MPI_Abort), so that none is left blocked in
-// a collective; it returns only in a one-process job.
-void report_error(const std::exception& e, const MpiRuntime& mpi) {
+// a collective; it returns only in a one-process job, with the exit status:
+// kExitBadInput when the command's input is wrong (command line, config,
+// ranks for the topology), so that a restart would fail the same way and
+// vlm-launch does not try one; 1 for anything else.
+int report_error(const std::exception& e, const MpiRuntime& mpi) {
+  const bool bad_input = dynamic_cast<const UsageError*>(&e) != nullptr ||
+                         dynamic_cast<const ConfigError*>(&e) != nullptr ||
+                         dynamic_cast<const TopologyError*>(&e) != nullptr;
+  const int exit_code = bad_input ? kExitBadInput : 1;
   const std::string message = "vlm-train: error on " + process_label() + ": " + e.what();
   std::fprintf(stderr, "%s\n", message.c_str());
-  if (mpi.size() > 1) end_job(message);
+  if (mpi.size() > 1) end_job(message, exit_code);
+  return exit_code;
 }
 
 int train(const CommandLine& cli, MpiRuntime& mpi) {
@@ -157,8 +165,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
     groups.control().barrier({timeout})->wait();  // every rank reached the end: MPI_Finalize will not wait
     return 0;
   } catch (const std::exception& e) {
-    report_error(e, mpi);  // with other ranks: ends the job, never returns
-    return 1;
+    return report_error(e, mpi);  // with other ranks: ends the job, never returns
   }
 }
 
@@ -179,7 +186,6 @@ int main(int argc, char** argv) {
     }
     return vlm::train(cli, mpi);
   } catch (const std::exception& e) {
-    vlm::report_error(e, mpi);  // with other ranks: ends the job, never returns
-    return 1;
+    return vlm::report_error(e, mpi);  // with other ranks: ends the job, never returns
   }
 }
