@@ -48,7 +48,7 @@ struct Arguments {
     options.erase(it);
     return value;
   }
-  int64_t take_int(const std::string& name, int64_t fallback, int64_t min, int64_t max) {
+  int64_t take_int(const std::string& name, int64_t fallback, int64_t min = INT64_MIN, int64_t max = INT64_MAX) {
     const std::string text = take(name, std::to_string(fallback));
     size_t used = 0;
     int64_t value = 0;
@@ -106,7 +106,7 @@ int convert(int argc, char** argv) {
     options.prefix = args.take("prefix", fashion.split);
     fashion.task = args.take("task", fashion.task);
     fashion.samples = args.take_int("samples", 0, 0, 100000000);  // data.train_samples' bound; 0: the default
-    fashion.seed = args.take_int("seed", fashion.seed, INT64_MIN, INT64_MAX);
+    fashion.seed = args.take_int("seed", fashion.seed);
     fashion.dir = args.take("fashion-mnist-dir", "/usr/share/datasets/fashion-mnist");
     args.expect_no_more_options();
     if (!args.positional.empty()) throw std::invalid_argument("convert fashion-mnist takes no positional argument");
@@ -130,7 +130,7 @@ int convert(int argc, char** argv) {
 int inspect(int argc, char** argv) {
   Arguments args = parse(argc, argv, 2, {"no-decode"});
   InspectOptions options;
-  options.show = args.take_int("show", options.show, 0, INT64_MAX);
+  options.show = args.take_int("show", options.show, 0);
   options.decode = args.take("no-decode", "") != "1";
   args.expect_no_more_options();
   if (args.positional.empty()) throw std::invalid_argument("inspect needs the shards (paths or brace patterns)");

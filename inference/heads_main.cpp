@@ -2,7 +2,6 @@
 // the model with its least important heads removed (docs/inference.md).
 
 #include <cstdio>
-#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -53,18 +52,19 @@ Options parse(int argc, char** argv) {
       o.help = true;
       return o;
     }
-    static const std::set<std::string> kFlags{"--model",   "--tokenizer", "--scores", "--out",
-                                              "--batches", "--batch",     "--remove"};
-    if (kFlags.count(flag) == 0) throw std::invalid_argument("unknown flag " + flag);
-    if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
-    const std::string value = argv[i + 1];
-    if (flag == "--model") o.model = value;
-    else if (flag == "--tokenizer") o.tokenizer = value;
-    else if (flag == "--scores") o.scores = value;
-    else if (flag == "--out") o.out = value;
-    else if (flag == "--batches") o.batches = count(flag, value);
-    else if (flag == "--batch") o.batch = count(flag, value);
-    else o.remove = count(flag, value);  // --remove
+    // Read only once the flag is known, so that a stray last flag is "unknown", not "needs a value".
+    const auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
+      return argv[i + 1];
+    };
+    if (flag == "--model") o.model = value();
+    else if (flag == "--tokenizer") o.tokenizer = value();
+    else if (flag == "--scores") o.scores = value();
+    else if (flag == "--out") o.out = value();
+    else if (flag == "--batches") o.batches = count(flag, value());
+    else if (flag == "--batch") o.batch = count(flag, value());
+    else if (flag == "--remove") o.remove = count(flag, value());
+    else throw std::invalid_argument("unknown flag " + flag);
   }
   if (o.model.empty()) throw std::invalid_argument("--model is required");
   if (o.batches < 1 || o.batch < 1) throw std::invalid_argument("--batches and --batch must be at least 1");
