@@ -55,9 +55,12 @@ size=$(od -An -tu1 -j16 -N8 "$png" | awk '{ print ($3 * 256 + $4) "x" ($7 * 256 
 (($(stat -c %s "$png") > 20000)) || fail "$png is too small to hold three curves"
 "$report" "$dir/run" --format svg --output "$dir/report.svg" > /dev/null || fail "vlm-report --format svg failed"
 (($(grep -c '<path' "$dir/report.svg") >= 3)) || fail "the SVG has no curves"
+odd="$root/it's a \"run\" \$x_y"  # a quote, double quotes, a dollar: the paths reach gnuplot intact
+mkdir -p "$odd" && cp "$dir/run/metrics.jsonl" "$odd/"
+"$report" "$odd" > "$dir.report" 2>&1 && [[ -s $odd/report.png ]] || fail "vlm-report on $odd: $(cat "$dir.report")"
 "$report" "$root/nowhere" > "$dir.report" 2>&1
 (($? == 2)) && grep -q "metrics.jsonl is missing" "$dir.report" || fail "a missing run dir is not a clear error"
-pass "vlm-report: a 1200x900 PNG and an SVG of the curves, a summary; a clear error for a missing run"
+pass "vlm-report: a 1200x900 PNG and an SVG of the curves, a summary, any characters in the path; a clear error for a missing run"
 
 # 2. A rank killed mid-run: the report names it; the restart resumes and finishes.
 dir=$root/kill

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <vector>
 
+#include "proto/config_loader.h"
 #include "trainer/metrics.h"
 #include "trainer/trainer.h"
 
@@ -187,6 +188,16 @@ TEST(Metrics, BadAddressAndBusyPortAreClearErrors) {
     EXPECT_NE(std::string(e.what()).find("cannot serve metrics on 127.0.0.1:" + std::to_string(first.port())),
               std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("metrics.port_base"), std::string::npos);
+  }
+  // The second rank on a host at port_base 65535 would be past the last port.
+  MetricsConfig last = any_port();
+  last.set_port_base(65535);
+  const Topology second_local_rank{ProcessInfo{1, 2, 1, 2}, 1, 2};
+  try {
+    TrainMetrics past(last, second_local_rank, ".");
+    FAIL() << "served on a port past 65535: " << past.port();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("= 65536 is past port 65535"), std::string::npos) << e.what();
   }
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "proto/config_loader.h"
 #include "trainer/trainer.h"
 #include "trainer/validation.h"
 
@@ -37,6 +38,12 @@ int restarts_from_environment() {
 TrainMetrics::TrainMetrics(const MetricsConfig& config, const Topology& topology, const std::string& run_dir)
     : registry_(std::make_shared<prometheus::Registry>()), pipeline_(topology.pipeline_stages > 1) {
   const int port = config.port_base() == 0 ? 0 : config.port_base() + topology.process.local_rank;
+  if (port > 65535) {  // past the last port, the server would pick one of its own: refuse instead
+    throw ConfigError("metrics.port_base(" + std::to_string(config.port_base()) + ") + local rank(" +
+                      std::to_string(topology.process.local_rank) + ") = " + std::to_string(port) +
+                      " is past port 65535. HINT: set --set metrics.port_base=N with N + ranks per host - 1 <= "
+                      "65535, or 0 for any free port");
+  }
   try {
     server_ = std::make_unique<MetricsServer>(config.bind_address(), port, registry_);
   } catch (const std::exception& e) {
