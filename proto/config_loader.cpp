@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 
 namespace vlm {
@@ -19,6 +20,19 @@ std::string field_list(const pb::Descriptor* type) {
   std::string names;
   for (int i = 0; i < type->field_count(); ++i) names += (i ? ", " : "") + type->field(i)->name();
   return names;
+}
+
+// The enum types of the fields named `name` anywhere in `type` (a name such as "kind" may recur).
+void enums_of_fields_named(const pb::Descriptor* type, const std::string& name,
+                           std::set<const pb::EnumDescriptor*>* found) {
+  for (int i = 0; i < type->field_count(); ++i) {
+    const pb::FieldDescriptor* field = type->field(i);
+    if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      enums_of_fields_named(field->message_type(), name, found);
+    } else if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM && field->name() == name) {
+      found->insert(field->enum_type());
+    }
+  }
 }
 
 // Where each field got its value: "file:line:col" or "--set a.b=v".
@@ -39,10 +53,11 @@ class CollectErrors : public pb::io::ErrorCollector {
   const std::string& text() const { return text_; }
 
  private:
-  void add(int line, int column, const std::string& message) {
+  void add(int line, int column, std::string message) {
+    const std::string hint = with_field_hint(message) + with_enum_hint(message);
+    if (!hint.empty() && !message.empty() && message.back() == '.') message.pop_back();
     if (!text_.empty()) text_ += "\n";
-    text_ += origin_ + ":" + std::to_string(line + 1) + ":" + std::to_string(column + 1) + ": " +
-             message + with_field_hint(message);
+    text_ += origin_ + ":" + std::to_string(line + 1) + ":" + std::to_string(column + 1) + ": " + message + hint;
   }
 
   // Protobuf says 'Message type "vlm.X" has no field named "y"'; list what X has.
@@ -53,6 +68,21 @@ class CollectErrors : public pb::io::ErrorCollector {
     const pb::Descriptor* type = pb::DescriptorPool::generated_pool()->FindMessageTypeByName(m[1]);
     if (type == nullptr) return "";
     return ". HINT: " + type->name() + " has the fields: " + field_list(type) + " (see proto/config.proto)";
+  }
+
+  // Protobuf says 'Unknown enumeration value of "X" for field "y"'; list the values y takes.
+  static std::string with_enum_hint(const std::string& message) {
+    static const std::regex kUnknown(R"re(Unknown enumeration value of "[^"]*" for field "(\w+)")re");
+    std::smatch m;
+    if (!std::regex_search(message, m, kUnknown)) return "";
+    std::set<const pb::EnumDescriptor*> enums;
+    enums_of_fields_named(TrainConfig::descriptor(), m[1], &enums);
+    std::string hint;
+    for (const pb::EnumDescriptor* type : enums) {
+      hint += (hint.empty() ? ". HINT: " : "; ") + type->name() + " takes ";
+      for (int i = 0; i < type->value_count(); ++i) hint += (i ? ", " : "") + type->value(i)->name();
+    }
+    return hint.empty() ? "" : hint + " (see proto/config.proto)";
   }
 
   std::string origin_;

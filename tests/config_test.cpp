@@ -60,6 +60,15 @@ TEST(Config, OverrideOfUnknownFieldListsFields) {
   EXPECT_NE(e.find("lr, min_lr_ratio"), std::string::npos) << e;
 }
 
+TEST(Config, UnknownEnumValueListsTheValidOnes) {
+  std::string e = error_of("data { task: FOO }");
+  EXPECT_NE(e.find("exp.pbtxt:1:"), std::string::npos) << e;
+  EXPECT_NE(e.find("\"FOO\" for field \"task\". HINT: Task takes SINGLE, PAIR, MIXED"), std::string::npos) << e;
+  e = error_of("", {"device.kind=TPU"});
+  EXPECT_NE(e.find("--set device.kind=TPU: "), std::string::npos) << e;
+  EXPECT_NE(e.find("Kind takes AUTO, CPU, CUDA"), std::string::npos) << e;
+}
+
 TEST(Config, OverrideWithWrongTypeNamesTheOverride) {
   const std::string e = error_of("", {"loop.steps=ten"});
   EXPECT_NE(e.find("--set loop.steps=ten: "), std::string::npos) << e;
