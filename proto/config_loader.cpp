@@ -244,10 +244,11 @@ void check_rules(const TrainConfig& c, const Origins& origins, const std::string
     } sides[] = {{"data.image_height", c.data().image_height()}, {"data.image_width", c.data().image_width()}};
     for (const auto& [field, pixels] : sides) {
       if (pixels % patch == 0) continue;  // 0 (unset) is reported where the shards are opened
+      const int32_t below = pixels / patch * patch, above = below + patch;  // the nearest multiples
       throw ConfigError(where(origins, field, file) + ": " + field + "(" + std::to_string(pixels) +
                         ") must be a multiple of model.vision.patch_size(" + std::to_string(patch) +
-                        "): the patches tile the image; use " + std::to_string(pixels / patch * patch) + " or " +
-                        std::to_string((pixels / patch + 1) * patch));
+                        "): the patches tile the image; use " +
+                        (below > 0 ? std::to_string(below) + " or " : "") + std::to_string(above));
     }
   }
   if (c.eval().zero_shot_prompt().find("{}") == std::string::npos) {

@@ -100,6 +100,8 @@ TEST(Config, PatchesMustTileTheImageTheModelSees) {
                    "model.vision.patch_size(8): the patches tile the image; use 24 or 32"),
             std::string::npos)
       << e;
+  const std::string small = error_of(shards + "model { vision { patch_size: 8 } }", {"data.image_height=5"});
+  EXPECT_NE(small.find("the patches tile the image; use 8"), std::string::npos) << small;
 }
 
 TEST(Config, FloatFieldAcceptsItsBounds) {
