@@ -1,8 +1,10 @@
 #include "inference/command_line.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 
@@ -131,8 +133,13 @@ void in_batches(const std::vector<std::string>& files, int64_t batch, const char
 
 std::FILE* open_output(const std::string& path) {
   if (path.empty()) return stdout;
+  // Refused before any work: the rename onto a folder would fail only at the end.
+  if (std::filesystem::is_directory(path)) {
+    throw std::invalid_argument(path + " is a folder; --out names a file, e.g. " +
+                                (std::filesystem::path(path) / "out.jsonl").string());
+  }
   std::FILE* out = std::fopen((path + ".tmp").c_str(), "w");
-  if (out == nullptr) throw std::invalid_argument(path + ".tmp: cannot write");
+  if (out == nullptr) throw std::invalid_argument(path + ".tmp: cannot write (" + std::strerror(errno) + ")");
   return out;
 }
 

@@ -81,8 +81,8 @@ int run(const Options& o) {
     throw std::invalid_argument("cannot remove " + std::to_string(o.remove) +
                                 " heads: every attention set keeps one, so at most " + std::to_string(removable) + " can go");
   }
+  std::FILE* table = o.scores.empty() ? nullptr : open_output(o.scores);  // a bad path fails before the scoring
   const HeadScores scores = score_trained_heads(trained, o.batches, o.batch);
-  std::FILE* table = o.scores.empty() ? nullptr : open_output(o.scores);
   std::printf("%-32s %5s %14s\n", "head set", "head", "score");
   for (size_t s = 0; s < scores.sets.size(); ++s) {
     for (size_t h = 0; h < scores.scores[s].size(); ++h) {

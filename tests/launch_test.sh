@@ -43,7 +43,13 @@ grep -q "starting fresh" "$dir/run/attempt-0/rank-0.log" || fail "--resume auto 
   --set checkpoint.dir="$dir/ckpt" > "$dir.out2" 2>&1 || fail "the continued run failed: $(tail -20 "$dir.out2")"
 grep -q '^\[rank 1\]' "$dir.out2" || fail "--tee all did not show rank 1"
 grep -q "resumed from $dir/ckpt/step-00000030 at step 30" "$dir/run2/attempt-0/rank-0.log" || fail "--resume auto did not resume"
-pass "a 2-rank run: per-rank logs, [rank r] tee, targets.json with each rank's port, metrics.jsonl, --resume auto"
+# A fresh run in a used run dir keeps the earlier steps in metrics-1.jsonl; a resumed one appends.
+"$train" "${tiny[@]}" --set run.dir="$dir/run2" --set checkpoint.dir="$dir/ckpt3" --set loop.steps=10 > "$dir.out3" 2>&1 &&
+  "$train" "${tiny[@]}" --set run.dir="$dir/run2" --set checkpoint.dir="$dir/ckpt3" --set loop.steps=20 --resume auto \
+    >> "$dir.out3" 2>&1 || fail "the runs in a used run dir failed: $(tail -20 "$dir.out3")"
+[[ $(jq -s -c 'map(.step)' "$dir/run2/metrics-1.jsonl") == "[40]" && $(jq -s -c 'map(.step)' "$dir/run2/metrics.jsonl") == "[10,20]" &&
+  ! -e $dir/run2/metrics-2.jsonl ]] || fail "metrics.jsonl of a fresh and a resumed run: $(head "$dir"/run2/metrics*.jsonl)"
+pass "a 2-rank run: per-rank logs, [rank r] tee, targets.json with each rank's port, metrics.jsonl (a fresh run starts a new one), --resume auto"
 
 # vlm-report draws metrics.jsonl: a valid PNG of the stated size with curves, an SVG with them.
 "$report" "$dir/run" > "$dir.report" 2>&1 || fail "vlm-report failed: $(cat "$dir.report")"

@@ -165,6 +165,9 @@ echo "vlm-caption (best): 300 captions, $matches exactly the reference; e.g. $(h
 "$embed" --model "$root/model.vlm" --out "$root/model.vlm" "$root/imgs" > "$root/bad.log" 2>&1
 [[ $? == 1 ]] && grep -q "is inside $root/model.vlm" "$root/bad.log" || fail "--out over the model: $(cat "$root/bad.log")"
 "$caption" --model "$root/ck/best" --out "$root/c2.tsv" "$root/imgs" > /dev/null 2>&1 || fail "the checkpoint was damaged"
+"$embed" --model "$root/model.vlm" --out "$root/imgs" "$root/imgs" > "$root/bad.log" 2>&1
+[[ $? == 1 ]] && grep -q "$root/imgs is a folder; --out names a file" "$root/bad.log" && [[ ! -e $root/imgs.tmp ]] ||
+  fail "--out a folder: $(cat "$root/bad.log")"
 pass "vlm-embed and vlm-caption"
 
 echo "== vlm-caption sampling: a caption depends on its image and the seed, not the batch"

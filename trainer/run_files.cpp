@@ -35,8 +35,19 @@ void write_endpoint_file(const std::string& run_dir, const Topology& topology, c
                          ",\"address\":" + json_string(scrape_address) + "}\n");
 }
 
-StepLog::StepLog(const std::string& run_dir) : path_((std::filesystem::path(run_dir) / "metrics.jsonl").string()) {
-  std::filesystem::create_directories(run_dir);
+StepLog::StepLog(const std::string& run_dir, bool resumed)
+    : path_((std::filesystem::path(run_dir) / "metrics.jsonl").string()) {
+  namespace fs = std::filesystem;
+  fs::create_directories(run_dir);
+  std::error_code missing;
+  const std::uintmax_t size = fs::file_size(path_, missing);  // (uintmax_t)-1 when missing
+  if (!resumed && !missing && size > 0) {
+    int n = 1;
+    while (fs::exists(fs::path(run_dir) / ("metrics-" + std::to_string(n) + ".jsonl"))) ++n;
+    const fs::path kept = fs::path(run_dir) / ("metrics-" + std::to_string(n) + ".jsonl");
+    fs::rename(path_, kept);
+    LOG(INFO) << path_ << " held an earlier run's steps: kept as " << kept.string() << ", this run starts a new one";
+  }
   file_ = std::fopen(path_.c_str(), "a");
   if (file_ == nullptr) throw std::runtime_error("cannot open " + path_ + " for appending: " + std::strerror(errno));
 }

@@ -18,10 +18,12 @@ struct StepStats;
 // {"rank":r,"stage":s,"dp_rank":d,"host":"...","address":"host:port"}.
 void write_endpoint_file(const std::string& run_dir, const Topology& topology, const std::string& scrape_address);
 
-// Appends to RUN_DIR/metrics.jsonl (a resumed run continues the file).
+// Appends to RUN_DIR/metrics.jsonl: a resumed run continues the file. A run
+// that starts at step 0 begins a new one; the lines of an earlier run there
+// are kept in metrics-N.jsonl (N = 1, 2, ..., oldest first), not mixed in.
 class StepLog {
  public:
-  explicit StepLog(const std::string& run_dir);
+  StepLog(const std::string& run_dir, bool resumed);
   ~StepLog();
   StepLog(const StepLog&) = delete;
   StepLog& operator=(const StepLog&) = delete;

@@ -114,7 +114,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   const std::string init_from = resolve_init_from(config, cli.init_from, resume);
   const auto checkpoint_lock = prepare_checkpoint_folder(config, topology, resume);
   const auto metrics = start_metrics(config, topology);
-  const auto step_log = topology.is_root() ? std::make_unique<StepLog>(run_directory(config)) : nullptr;
+  const auto step_log = topology.is_root() ? std::make_unique<StepLog>(run_directory(config), !resume.empty()) : nullptr;
   const auto data = load_training_data(config.data(), config.eval());
 
   Trainer trainer(config, topology, groups, *data);
