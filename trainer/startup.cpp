@@ -35,6 +35,21 @@ std::string run_directory(const TrainConfig& config) {
   return config.checkpoint().dir().empty() ? "." : config.checkpoint().dir();
 }
 
+void create_run_directory(const TrainConfig& config) {
+  const std::string dir = run_directory(config);
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (!error && std::filesystem::is_directory(dir)) return;
+  const std::string from = !config.run().dir().empty() ? "run.dir"
+                           : std::getenv("VLM_RUN_DIR") != nullptr && *std::getenv("VLM_RUN_DIR") != '\0'
+                               ? "VLM_RUN_DIR (vlm-launch --run-dir)"
+                               : "checkpoint.dir";
+  throw ConfigError(from + " " + dir + ": cannot create the directory: " +
+                    (error ? error.message() : "a file of that name exists") +
+                    ". HINT: check the path and its permissions, or set " +
+                    (from == "checkpoint.dir" ? "checkpoint.dir or " : "") + "run.dir to another folder");
+}
+
 std::string resolve_resume(const TrainConfig& config, const std::string& resume) {
   if (resume != "auto") return resume;
   const std::string& root = config.checkpoint().dir();

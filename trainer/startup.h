@@ -16,6 +16,10 @@ namespace vlm {
 // the working directory.
 std::string run_directory(const TrainConfig& config);
 
+// Creates run_directory(config) if missing; a ConfigError naming where the
+// path came from when it cannot be a folder.
+void create_run_directory(const TrainConfig& config);
+
 // The --resume argument made concrete: "auto" is "latest" when
 // checkpoint.dir holds a checkpoint, else "" (a fresh start); others as given.
 std::string resolve_resume(const TrainConfig& config, const std::string& resume);

@@ -86,6 +86,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   const Millis init_timeout = seconds_to_millis(config.comm().init_timeout_seconds());
   const Millis timeout = seconds_to_millis(config.comm().timeout_seconds());
   FlightRecorder::instance().set_capacity(static_cast<size_t>(config.comm().flight_recorder_entries()));
+  create_run_directory(config);
   set_run_directory(run_directory(config));
   mpi.set_shutdown_timeout(timeout);
   const Topology topology = make_topology(detect_process(init_timeout), config.parallel().pipeline_stages(),
