@@ -12,6 +12,7 @@
 #include <string>
 
 #include "checkpoint/reader.h"
+#include "comm/error_text.h"
 #include "checkpoint/safetensors.h"
 
 namespace vlm {
@@ -108,7 +109,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "vlm-ckpt: %s\n", e.what());
+    std::fprintf(stderr, "vlm-ckpt: %s\n", vlm::error_text(e).c_str());
     return 1;
   }
 }

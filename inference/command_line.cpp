@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "checkpoint/format.h"
+#include "comm/error_text.h"
 #include "comm/host_allocator.h"
 
 namespace vlm {
@@ -112,7 +113,7 @@ int inference_main(int argc, char** argv, const char* usage, const std::function
     if (!options.out.empty()) check_output_outside(options.out, options.model, "--out");
     return run(options);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());
+    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), error_text(e).c_str());
     if (!options.out.empty()) std::remove((options.out + ".tmp").c_str());
     return 1;
   }

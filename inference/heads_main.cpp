@@ -6,6 +6,7 @@
 #include <string>
 
 #include "checkpoint/format.h"
+#include "comm/error_text.h"
 #include "inference/command_line.h"
 #include "inference/head_scoring.h"
 #include "model/parameters.h"
@@ -116,7 +117,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vlm-heads: %s\n%s", e.what(), vlm::kUsage);
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "vlm-heads: error: %s\n", e.what());
+    std::fprintf(stderr, "vlm-heads: error: %s\n", vlm::error_text(e).c_str());
     return 1;
   }
 }

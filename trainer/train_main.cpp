@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "checkpoint/format.h"
+#include "comm/error_text.h"
 #include "comm/fault_injection.h"
 #include "comm/flight_recorder.h"
 #include "comm/host_allocator.h"
@@ -74,7 +75,7 @@ int report_error(const std::exception& e, const MpiRuntime& mpi) {
                          dynamic_cast<const ConfigError*>(&e) != nullptr ||
                          dynamic_cast<const TopologyError*>(&e) != nullptr;
   const int exit_code = bad_input ? kExitBadInput : 1;
-  const std::string message = "vlm-train: error on " + process_label() + ": " + e.what();
+  const std::string message = "vlm-train: error on " + process_label() + ": " + error_text(e);
   std::fprintf(stderr, "%s\n", message.c_str());
   if (mpi.size() > 1) end_job(message, exit_code);
   return exit_code;
