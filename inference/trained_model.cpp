@@ -9,6 +9,7 @@
 #include "data/image.h"
 #include "model/parameters.h"
 #include "model/spec.h"
+#include "proto/config_loader.h"
 #include "trainer/training_data.h"
 
 namespace fs = std::filesystem;
@@ -19,6 +20,13 @@ TrainedModel load_trained_model(const std::string& checkpoint, const std::string
   const CheckpointReader reader(resolve_checkpoint("", checkpoint));
   TrainedModel out;
   out.config = reader.manifest().config();
+  // Its checksum holds, but a file written by hand or another tool could still
+  // carry a model no config file would pass (heads 0): the same checks first.
+  try {
+    parse_config(resolved_config_text(out.config), checkpoint + " (its stored config)");
+  } catch (const ConfigError& e) {
+    throw CheckpointError(std::string(e.what()) + ". HINT: this model was not written by vlm-train; retrain or re-export it");
+  }
   DataConfig data = out.config.data();
   if (!tokenizer_model.empty()) {
     data.set_tokenizer_model(tokenizer_model);

@@ -21,6 +21,7 @@
 #include "checkpoint/restore.h"
 #include "checkpoint/safetensors.h"
 #include "checkpoint/writer.h"
+#include "inference/trained_model.h"
 #include "model/parameters.h"
 #include "model/vlm.h"
 #include "proto/config_loader.h"
@@ -153,6 +154,25 @@ TEST(CheckpointFormat, Version2FixtureStillLoads) {
   }
 }
 
+// A stored config that no config file would pass (its checksum made to hold)
+// is refused before a model is built from it, not a division by zero.
+TEST(CheckpointFormat, AStoredModelConfigOutOfRangeIsRefused) {
+  const Scratch scratch("stored_config");
+  const std::string fixture = resolve_checkpoint(std::string(VLM_SOURCE_DIR) + "/tests/fixtures/checkpoint-v5/ckpt", "latest");
+  const std::string step = scratch.path() + "/" + fs::path(fixture).filename().string();
+  fs::copy(fixture, step);
+  Manifest m = CheckpointReader(step).manifest();
+  m.mutable_config()->mutable_model()->set_heads(0);
+  write_bytes(step + "/manifest.pb", encode_manifest(m, m.format_version()));
+  try {
+    load_trained_model(step, "");
+    FAIL() << "built a model with 0 heads";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find(step + " (its stored config):"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model.heads = 0 is out of range"), std::string::npos) << e.what();
+  }
+}
+
 // Format 3 (before the data identity): loads, and passes the data check.
 TEST(CheckpointFormat, Version3FixtureStillLoads) {
   const std::string fixture = std::string(VLM_SOURCE_DIR) + "/tests/fixtures/checkpoint-v3";
@@ -228,7 +248,7 @@ TEST(CheckpointFormat, OtherDataIsRefusedOnResume) {
   Scratch scratch("data_identity");
   const std::string step = scratch.path() + "/step-00000002";
   fs::copy(kFixtureStep, step);
-  write_bytes(step + "/manifest.pb", encode_manifest(m));
+  write_bytes(step + "/manifest.pb", encode_manifest(m, m.format_version()));
   const CheckpointReader reader(step);
   DataIdentity now = m.data();
   EXPECT_NO_THROW(check_same_data(reader, now));
@@ -245,7 +265,7 @@ TEST(CheckpointFormat, OtherDataIsRefusedOnResume) {
   // The same count drawn with another seed or from another task: another order.
   m.mutable_data()->set_seed(1);
   m.mutable_data()->set_source("MIXED");
-  write_bytes(step + "/manifest.pb", encode_manifest(m));
+  write_bytes(step + "/manifest.pb", encode_manifest(m, m.format_version()));
   const CheckpointReader recorded(step);
   now = m.data();
   EXPECT_NO_THROW(check_same_data(recorded, now));

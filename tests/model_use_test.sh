@@ -103,6 +103,11 @@ grep -q "the model config differs from the checkpoint's (model.)" "$root/init_ba
   --init-from "$root/ck/best" > "$root/init_self.log" 2>&1 && fail "--init-from inside an overwritten checkpoint.dir"
 grep -q "is inside checkpoint.dir $root/ck, which checkpoint.overwrite=true empties before training" "$root/init_self.log" &&
   [[ -f $root/ck/$best_dir/manifest.pb ]] || fail "init from an overwritten folder: $(tail -2 "$root/init_self.log")"
+# A model file holds weights only: --resume from one is refused, with --init-from suggested.
+"$train" --config "$config" "${run[@]}" "${init[@]}" --set checkpoint.dir="$root/ft3" --resume "$root/model.vlm" \
+  > "$root/resume_model.log" 2>&1
+[[ $? == 2 ]] && grep -q "HINT: start a new run from its weights with --init-from $root/model.vlm" "$root/resume_model.log" ||
+  fail "--resume from a model file: $(tail -2 "$root/resume_model.log")"
 pass "--init-from"
 
 echo "== vlm-embed and vlm-caption over a folder of images and texts"

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "checkpoint/format.h"
@@ -128,6 +129,10 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   try {
     if (!resume.empty()) {
       const std::string from = resolve_checkpoint(config.checkpoint().dir(), resume);
+      if (std::filesystem::is_regular_file(from)) {  // an exported model: weights only
+        throw UsageError("--resume " + from + " is a model file, which holds weights only: no optimizer state, step, "
+                         "or data position to resume. HINT: start a new run from its weights with --init-from " + from);
+      }
       trainer.load_checkpoint(from);
       LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done()
                                        << (cli.init_from.empty() ? "" : " (--init-from applies only to a fresh start)");
