@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -150,7 +151,15 @@ int train_tokenizer_command(int argc, char** argv) {
   if (options.model_type != "unigram" && options.model_type != "bpe") {
     throw std::invalid_argument("--model-type must be unigram or bpe, not '" + options.model_type + "'");
   }
-  const ShardSet set = index_shards(expand_shard_patterns(args.positional));
+  const std::vector<std::string> shards = expand_shard_patterns(args.positional);
+  for (const std::string& shard : shards) {
+    std::error_code error;
+    if (std::filesystem::equivalent(shard, out, error)) {
+      throw std::invalid_argument("--out " + out + " is one of the shards it reads (" + shard +
+                                  "): the tokenizer would replace it. HINT: name a new file, e.g. tokenizer.model");
+    }
+  }
+  const ShardSet set = index_shards(shards);
   ShardReader reader(set);
   std::vector<std::string> captions;
   captions.reserve(set.samples.size());
@@ -189,6 +198,9 @@ int main(int argc, char** argv) {
     if (command == "convert") return vlm::convert(argc, argv);
     if (command == "inspect") return vlm::inspect(argc, argv);
     if (command == "train-tokenizer") return vlm::train_tokenizer_command(argc, argv);
+  } catch (const std::invalid_argument& e) {  // the command line or the files it names: running again fails again
+    std::fprintf(stderr, "vlm-data %s: error: %s\n", command.c_str(), e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vlm-data %s: error: %s\n", command.c_str(), e.what());
     return 1;

@@ -1,5 +1,7 @@
 #include "data/shard_sink.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <stdexcept>
@@ -19,6 +21,21 @@ ShardSink::ShardSink(std::string out_dir, std::string prefix, int64_t samples_pe
     : out_dir_(std::move(out_dir)), prefix_(std::move(prefix)), samples_per_shard_(samples_per_shard),
       expected_(expected_samples) {
   if (samples_per_shard_ < 1) throw std::invalid_argument("--shard-samples must be at least 1");
+  // Shards of an earlier set under the same names would be overwritten in part
+  // and the rest left in place: one brace pattern would then read two sets.
+  std::error_code missing;
+  for (const auto& entry : std::filesystem::directory_iterator(out_dir_, missing)) {
+    const std::string name = entry.path().filename().string();
+    const std::string head = prefix_ + "-";
+    const bool ours = name.size() == head.size() + 9 && name.compare(0, head.size(), head) == 0 &&
+                      name.compare(head.size() + 5, 4, ".tar") == 0 &&
+                      std::all_of(name.begin() + head.size(), name.begin() + head.size() + 5, ::isdigit);
+    if (ours) {
+      throw std::invalid_argument("--out " + out_dir_ + " already holds shards named " + prefix_ + "-NNNNN.tar (" + name +
+                                  "): a new set would overwrite some of them and leave the others. HINT: choose an "
+                                  "empty folder or another --prefix, or remove the old shards");
+    }
+  }
   std::filesystem::create_directories(out_dir_);
 }
 

@@ -17,6 +17,15 @@ echo "== Fashion-MNIST to shards: training on them is training on the IDX files"
 grep -q "shards: $root/fm/train-{00000..00004}.tar" "$root/convert.log" || fail "convert did not name 5 shards"
 grep -q "wrote train-00004.tar: 4096 of 4096 samples" "$root/convert.log" || fail "no progress lines"
 "$data" inspect "$root/fm/train-{00000..00004}.tar" > "$root/inspect.log" || fail "inspect of intact shards exits non-zero"
+# Nothing written over what is there or read: refused with exit status 2, the shards untouched.
+sum=$(cat "$root"/fm/*.tar | md5sum)
+"$data" convert fashion-mnist --out "$root/fm" --samples 50 > "$root/again.log" 2>&1
+[[ $? == 2 ]] && grep -q "already holds shards named train-NNNNN.tar" "$root/again.log" || fail "convert into used shards: $(cat "$root/again.log")"
+"$data" train-tokenizer --out "$root/fm/train-00001.tar" "$root/fm/train-{00000..00004}.tar" > "$root/again.log" 2>&1
+[[ $? == 2 ]] && grep -q "is one of the shards it reads" "$root/again.log" || fail "tokenizer over a shard: $(cat "$root/again.log")"
+[[ $(cat "$root"/fm/*.tar | md5sum) == "$sum" ]] || fail "the shards changed"
+"$data" inspect --show many "$root/fm/train-00000.tar" > "$root/again.log" 2>&1
+[[ $? == 2 ]] && grep -q "\-\-show needs an integer, not 'many'" "$root/again.log" || fail "inspect --show many: $(cat "$root/again.log")"
 grep -q "^samples: 4096" "$root/inspect.log" && grep -q "^damaged: 0" "$root/inspect.log" &&
   grep -q "56x28 4096" "$root/inspect.log" || fail "inspect: $(cat "$root/inspect.log")"
 for n in -5 99999999999; do
