@@ -37,7 +37,7 @@ int run(const InferenceOptions& options) {
   torch::NoGradGuard no_grad;
   const std::vector<std::string> images = files_in(options.folder, is_image_extension);
   if (images.empty()) throw std::invalid_argument(options.folder + ": no .jpg, .jpeg or .png files");
-  std::FILE* out = open_output(options.out);
+  std::FILE* out = open_output(options.out, images);
   const CaptionTokens ids{Tokenizer::kBos, Tokenizer::kEos, Tokenizer::kPad};
   int64_t first = 0;  // the batch's first image, in name order: keys its draws
   in_batches(images, options.batch, "vlm-caption", "images", [&](const std::vector<std::string>& part) {

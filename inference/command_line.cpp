@@ -132,12 +132,19 @@ void in_batches(const std::vector<std::string>& files, int64_t batch, const char
   }
 }
 
-std::FILE* open_output(const std::string& path) {
+std::FILE* open_output(const std::string& path, const std::vector<std::string>& inputs) {
   if (path.empty()) return stdout;
   // Refused before any work: the rename onto a folder would fail only at the end.
   if (std::filesystem::is_directory(path)) {
     throw std::invalid_argument(path + " is a folder; --out names a file, e.g. " +
                                 (std::filesystem::path(path) / "out.jsonl").string());
+  }
+  for (const std::string& input : inputs) {
+    std::error_code error;
+    if (std::filesystem::equivalent(path, input, error)) {
+      throw std::invalid_argument("--out " + path + " is one of the files read (" + input +
+                                  "): it would be replaced. HINT: write the output outside the folder, or to a new file");
+    }
   }
   std::FILE* out = std::fopen((path + ".tmp").c_str(), "w");
   if (out == nullptr) throw std::invalid_argument(path + ".tmp: cannot write (" + std::strerror(errno) + ")");

@@ -33,7 +33,8 @@ void in_batches(const std::vector<std::string>& files, int64_t batch, const char
 
 // Standard output when `path` is empty, else PATH.tmp, which
 // finish_output() closes and renames to PATH: a file appears only complete.
-std::FILE* open_output(const std::string& path);
+// A PATH that is a folder or one of `inputs` is refused.
+std::FILE* open_output(const std::string& path, const std::vector<std::string>& inputs = {});
 void finish_output(std::FILE* out, const std::string& path);
 
 }  // namespace vlm

@@ -48,7 +48,9 @@ int run(const InferenceOptions& options) {
   const std::vector<std::string> images = files_in(options.folder, is_image_extension);
   const std::vector<std::string> texts = files_in(options.folder, [](const std::string& ext) { return ext == "txt"; });
   if (images.empty() && texts.empty()) throw std::invalid_argument(options.folder + ": no .jpg, .jpeg, .png or .txt files");
-  std::FILE* out = open_output(options.out);
+  std::vector<std::string> inputs = images;
+  inputs.insert(inputs.end(), texts.begin(), texts.end());
+  std::FILE* out = open_output(options.out, inputs);
   in_batches(images, options.batch, "vlm-embed", "images", [&](const std::vector<std::string>& part) {
     write_rows(out, part, "image", model->image_embedding(model->encode_image(read_images(part, trained.format))));
   });

@@ -63,7 +63,12 @@ size=$(od -An -tu1 -j16 -N8 "$png" | awk '{ print ($3 * 256 + $4) "x" ($7 * 256 
 (($(grep -c '<path' "$dir/report.svg") >= 3)) || fail "the SVG has no curves"
 odd="$root/it's a \"run\" \$x_y"  # a quote, double quotes, a dollar: the paths reach gnuplot intact
 mkdir -p "$odd" && cp "$dir/run/metrics.jsonl" "$odd/"
+echo '{"step": 40, "loss": "abc", "samples_per_second": "x", "time": 1}' >> "$odd/metrics.jsonl"  # not numbers: missing
 "$report" "$odd" > "$dir.report" 2>&1 && [[ -s $odd/report.png ]] || fail "vlm-report on $odd: $(cat "$dir.report")"
+grep -q "non-finite or skipped logged steps: 1" "$dir.report" || fail "the line of non-numbers: $(cat "$dir.report")"
+"$report" "$odd" --output "$odd/metrics.jsonl" > "$dir.report" 2>&1
+(($? == 2)) && grep -q "is the metrics.jsonl it draws" "$dir.report" && (($(wc -l < "$odd/metrics.jsonl") == 4)) ||
+  fail "--output over metrics.jsonl: $(cat "$dir.report")"
 "$report" "$root/nowhere" > "$dir.report" 2>&1
 (($? == 2)) && grep -q "metrics.jsonl is missing" "$dir.report" || fail "a missing run dir is not a clear error"
 pass "vlm-report: a 1200x900 PNG and an SVG of the curves, a summary, any characters in the path; a clear error for a missing run"

@@ -173,6 +173,11 @@ echo "vlm-caption (best): 300 captions, $matches exactly the reference; e.g. $(h
 "$embed" --model "$root/model.vlm" --out "$root/imgs" "$root/imgs" > "$root/bad.log" 2>&1
 [[ $? == 1 ]] && grep -q "$root/imgs is a folder; --out names a file" "$root/bad.log" && [[ ! -e $root/imgs.tmp ]] ||
   fail "--out a folder: $(cat "$root/bad.log")"
+first_image=$(ls "$root/imgs" | grep -m1 '\.png$')
+sum=$(md5sum < "$root/imgs/$first_image")
+"$caption" --model "$root/model.vlm" --out "$root/imgs/$first_image" "$root/imgs" > "$root/bad.log" 2>&1
+[[ $? == 1 ]] && grep -q "is one of the files read" "$root/bad.log" && [[ $(md5sum < "$root/imgs/$first_image") == "$sum" ]] ||
+  fail "--out one of the images: $(cat "$root/bad.log")"
 pass "vlm-embed and vlm-caption"
 
 echo "== vlm-caption sampling: a caption depends on its image and the seed, not the batch"
