@@ -33,6 +33,13 @@ class CheckpointError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A whole checkpoint that does not fit this run's config (another model, data
+// or batch): the command's input is wrong, and running it again fails again.
+class CheckpointMismatch : public CheckpointError {
+ public:
+  using CheckpointError::CheckpointError;
+};
+
 std::string step_directory_name(int64_t step);
 // The step of a name such as "step-00000012", or -1 for any other name.
 int64_t step_of_directory_name(const std::string& name);

@@ -79,7 +79,7 @@ void check_same_tokenizer(const CheckpointReader& reader, const DataIdentity& no
   const DataIdentity& then = reader.manifest().data();
   const std::string where = reader.directory();
   if (then.tokenizer_crc32c() != now.tokenizer_crc32c() || then.vocab_size() != now.vocab_size()) {
-    throw CheckpointError(where + ": the tokenizer differs from the one the checkpoint was trained with (checksum " +
+    throw CheckpointMismatch(where + ": the tokenizer differs from the one the checkpoint was trained with (checksum " +
                           std::to_string(then.tokenizer_crc32c()) + ", " + std::to_string(then.vocab_size()) +
                           " tokens; now " + std::to_string(now.tokenizer_crc32c()) + ", " +
                           std::to_string(now.vocab_size()) + " tokens; 0 = the built-in word vocabulary). HINT: "
@@ -95,13 +95,13 @@ void check_same_data(const CheckpointReader& reader, const DataIdentity& now) {
   const std::string where = reader.directory();
   const bool same_order = (!then.has_seed() || then.seed() == now.seed()) && (!then.has_source() || then.source() == now.source());
   if (!same_order) {
-    throw CheckpointError(where + ": the checkpoint's run drew its samples with data.seed " + std::to_string(then.seed()) +
+    throw CheckpointMismatch(where + ": the checkpoint's run drew its samples with data.seed " + std::to_string(then.seed()) +
                           " from " + then.source() + "; now data.seed is " + std::to_string(now.seed()) + " from " +
                           now.source() + ": its sample order would not continue. HINT: resume with the run's data.seed and "
                           "data.task (or data.train_shards), or start a new run from its weights with --init-from");
   }
   if (then.samples() != now.samples()) {
-    throw CheckpointError(where + ": the checkpoint's run trained on " + std::to_string(then.samples()) +
+    throw CheckpointMismatch(where + ": the checkpoint's run trained on " + std::to_string(then.samples()) +
                           " samples, the data now has " + std::to_string(now.samples()) +
                           ": its sample order would not continue. HINT: resume with the same data.train_shards "
                           "(or data.train_samples), restoring any shard that is missing");
@@ -116,7 +116,7 @@ void restore_parameters(const CheckpointReader& reader, const ModelConfig& model
   std::string differences;
   differ.ReportDifferencesToString(&differences);
   if (!differ.Compare(m.config().model(), model)) {
-    throw CheckpointError(where + ": the model config differs from the checkpoint's (model.): " + differences +
+    throw CheckpointMismatch(where + ": the model config differs from the checkpoint's (model.): " + differences +
                           "HINT: use the model config the checkpoint was trained with");
   }
   std::map<std::string, const TensorRecord*> records;
@@ -124,10 +124,10 @@ void restore_parameters(const CheckpointReader& reader, const ModelConfig& model
   std::vector<std::pair<const TensorRecord*, torch::Tensor>> reads;  // checked first, read together
   for (const UniqueParameter& p : parameters) {
     auto it = records.find(p.name);
-    if (it == records.end()) throw CheckpointError(where + ": no tensor '" + p.name + "' in the checkpoint");
+    if (it == records.end()) throw CheckpointMismatch(where + ": no tensor '" + p.name + "' in the checkpoint");
     const std::vector<std::string> aliases(it->second->aliases().begin(), it->second->aliases().end());
     if (aliases != p.aliases) {
-      throw CheckpointError(where + ": the sharing map differs for '" + p.name + "': the checkpoint shares it with " +
+      throw CheckpointMismatch(where + ": the sharing map differs for '" + p.name + "': the checkpoint shares it with " +
                             std::to_string(aliases.size()) + " other layers, the model with " +
                             std::to_string(p.aliases.size()));
     }
@@ -149,13 +149,13 @@ int64_t restore_checkpoint(const CheckpointReader& reader, const TrainConfig& co
   const int64_t global = config.loop().global_batch_size();
   const int64_t trained_with = m.config().loop().global_batch_size();
   if (trained_with != global) {
-    throw CheckpointError(where + ": loop.global_batch_size(" + std::to_string(global) + ") differs from the " +
+    throw CheckpointMismatch(where + ": loop.global_batch_size(" + std::to_string(global) + ") differs from the " +
                           std::to_string(trained_with) + " the checkpoint was trained with: its step count, learning-rate "
                           "schedule and data cursor are in those batches. HINT: resume with loop.global_batch_size=" +
                           std::to_string(trained_with) + ", or start a new run from its weights with --init-from");
   }
   if (m.consumed_samples() % global != 0) {
-    throw CheckpointError(where + ": " + std::to_string(m.consumed_samples()) +
+    throw CheckpointMismatch(where + ": " + std::to_string(m.consumed_samples()) +
                           " consumed samples is not a whole number of loop.global_batch_size(" + std::to_string(global) +
                           ") steps; resume with the global batch size the checkpoint was trained with");
   }

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <regex>
 
 #include "data/idx.h"
 
@@ -58,7 +59,11 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path) {
   char error[512] = "";
   processor_ = shim().load(model_path.c_str(), error, sizeof error);
   if (processor_ == nullptr) {
-    throw DataError("data.tokenizer_model " + model_path + ": cannot load a SentencePiece model: " + error +
+    // SentencePiece says where in its sources it failed ("Internal: ./src/x.cc(1101) [expression] ..."): drop that.
+    std::string why = std::regex_replace(error, std::regex(R"(^\w+: \S+\(\d+\) \[.*\] ?)"), "");
+    while (!why.empty() && why.back() == '.') why.pop_back();
+    if (why.empty()) why = "the file is not one (it does not parse)";
+    throw DataError("data.tokenizer_model " + model_path + ": cannot load a SentencePiece model: " + why +
                     ". HINT: make one with `vlm-data train-tokenizer`");
   }
   int ids[5];

@@ -37,6 +37,15 @@ std::vector<std::string> caption_words() {
   return words;
 }
 
+std::vector<std::string> task_captions(TaskKind kind) {
+  std::vector<std::string> captions;
+  for (int64_t a = 0; a < kFashionClasses; ++a) {
+    for (int t = 0; kind != TaskKind::kPair && t < kSingleTemplates; ++t) captions.push_back(single_caption(a, t));
+    for (int64_t b = 0; kind != TaskKind::kSingle && b < kFashionClasses; ++b) captions.push_back(pair_caption(a, b));
+  }
+  return captions;
+}
+
 Task::Task(TaskKind kind, const FashionMnist& split, int64_t samples, uint64_t seed)
     : kind_(kind), split_(split), samples_(samples), seed_(seed) {
   if (kind_ == TaskKind::kSingle) samples_ = std::min(samples_, split.size());

@@ -30,6 +30,9 @@ std::string pair_caption(int64_t left_label, int64_t right_label);
 // Every word any caption can use (for the tokenizer).
 std::vector<std::string> caption_words();
 
+// Every caption a task of `kind` can draw.
+std::vector<std::string> task_captions(TaskKind kind);
+
 class Task {
  public:
   // `samples` per epoch; SINGLE uses items 0..min(samples, split)-1 in order.

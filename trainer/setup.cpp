@@ -1,11 +1,27 @@
 #include "trainer/setup.h"
 
+#include "data/task.h"
 #include "model/pipeline_stage.h"
+#include "proto/config_loader.h"
 #include "scheduler/stage_partition.h"
 
 namespace vlm {
 
 ModelSpec model_spec_for(const TrainConfig& config, const TrainingData& data) {
+  // The task's captions are known before training: one too long for the model fails now, not at some step.
+  if (data.train_task) {
+    std::string longest;
+    int64_t most = 0;
+    for (const std::string& caption : task_captions(data.kind)) {
+      const int64_t tokens = static_cast<int64_t>(data.tokenizer->encode(caption).size());
+      if (tokens > most) most = tokens, longest = caption;
+    }
+    if (most > config.model().text().max_tokens()) {
+      throw ConfigError("model.text.max_tokens(" + std::to_string(config.model().text().max_tokens()) +
+                        ") is too short for the task's longest caption '" + longest + "' (" + std::to_string(most) +
+                        " tokens). HINT: set --set model.text.max_tokens=" + std::to_string(most) + " or more");
+    }
+  }
   const ImageFormat& f = data.train_set->format();
   return model_spec(config.model(), f.height, f.width, f.channels, data.tokenizer->vocab_size());
 }

@@ -1,36 +1,55 @@
 #include "trainer/training_data.h"
 
+#include <filesystem>
+
 #include "checkpoint/crc32c.h"
 #include "data/brace.h"
 #include "data/files.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "data/idx.h"
 #include "data/shard_train_set.h"
+#include "proto/config_loader.h"
 
 namespace vlm {
 namespace {
+
+// The shards `patterns` name; a missing one is a config error (a wrong path or
+// brace range), not damaged data to skip.
+std::vector<std::string> existing_shards(const google::protobuf::RepeatedPtrField<std::string>& patterns,
+                                         const std::string& field) {
+  const std::vector<std::string> paths = expand_shard_patterns({patterns.begin(), patterns.end()});
+  std::vector<std::string> missing;
+  for (const std::string& path : paths) {
+    if (!std::filesystem::exists(path)) missing.push_back(path);
+  }
+  if (!missing.empty()) {
+    throw ConfigError(field + ": " + missing.front() + " does not exist (" + std::to_string(missing.size()) + " of " +
+                      std::to_string(paths.size()) + " shards missing). HINT: check the path and the brace range");
+  }
+  return paths;
+}
 
 // data.pixel_mean/pixel_std over `defaults`: one value or one per channel.
 std::vector<float> per_channel(const google::protobuf::RepeatedField<float>& given, std::vector<float> defaults,
                                int channels, const char* field) {
   if (given.empty()) return defaults;
   if (given.size() != 1 && given.size() != channels) {
-    throw DataError(std::string("data.") + field + " has " + std::to_string(given.size()) + " values; give one, or " +
+    throw ConfigError(std::string("data.") + field + " has " + std::to_string(given.size()) + " values; give one, or " +
                     std::to_string(channels) + " (one per channel)");
   }
   for (float v : given) {
-    if (std::string(field) == "pixel_std" && !(v > 0)) throw DataError("data.pixel_std values must be positive");
+    if (std::string(field) == "pixel_std" && !(v > 0)) throw ConfigError("data.pixel_std values must be positive");
   }
   return {given.begin(), given.end()};
 }
 
 ImageFormat shard_format(const DataConfig& config) {
   if (config.image_height() == 0 || config.image_width() == 0) {
-    throw DataError("data.image_height and data.image_width must be set when training on data.train_shards "
+    throw ConfigError("data.image_height and data.image_width must be set when training on data.train_shards "
                     "(shard images are resized and cropped to them), e.g. 64 and 64");
   }
   const int channels = config.image_channels() == 0 ? 3 : config.image_channels();
-  if (channels == 2) throw DataError("data.image_channels must be 1 (grey) or 3 (RGB), not 2");
+  if (channels == 2) throw ConfigError("data.image_channels must be 1 (grey) or 3 (RGB), not 2");
   ImageFormat f = photo_format(config.image_height(), config.image_width(), channels);
   f.mean = per_channel(config.pixel_mean(), f.mean, channels, "pixel_mean");
   f.std = per_channel(config.pixel_std(), f.std, channels, "pixel_std");
@@ -42,7 +61,7 @@ void check_task_image_settings(const DataConfig& config, const ImageFormat& canv
   const bool width_ok = config.image_width() == 0 || config.image_width() == canvas.width;
   const bool channels_ok = config.image_channels() == 0 || config.image_channels() == 1;
   if (!height_ok || !width_ok || !channels_ok || !config.pixel_mean().empty() || !config.pixel_std().empty()) {
-    throw DataError("data.image_height/image_width/image_channels/pixel_mean/pixel_std apply to data.train_shards; "
+    throw ConfigError("data.image_height/image_width/image_channels/pixel_mean/pixel_std apply to data.train_shards; "
                     "the Fashion-MNIST task draws on its own 1 x " + std::to_string(canvas.height) + " x " +
                     std::to_string(canvas.width) + " canvas. Remove them, or convert the task to shards "
                     "(vlm-data convert fashion-mnist) and train on those");
@@ -59,13 +78,12 @@ void load_held_out(const DataConfig& config, const EvalConfig& eval, TrainingDat
     options.format = f;
     options.max_damaged_fraction = config.max_damaged_fraction();
     options.field = "eval.shards";
-    data.validation_set = std::make_unique<ShardTrainSet>(
-        expand_shard_patterns({eval.shards().begin(), eval.shards().end()}), *data.tokenizer, options);
+    data.validation_set = std::make_unique<ShardTrainSet>(existing_shards(eval.shards(), "eval.shards"), *data.tokenizer, options);
   } else if (reads_fashion_canvas(data)) {
     data.validation_task = std::make_unique<Task>(data.kind, data.test, eval.samples(), static_cast<uint64_t>(eval.seed()));
     data.validation_set = std::make_unique<TaskTrainSet>(*data.validation_task, *data.tokenizer);
   } else {
-    throw DataError("eval.enabled: this model reads " + std::to_string(f.channels) + " x " + std::to_string(f.height) +
+    throw ConfigError("eval.enabled: this model reads " + std::to_string(f.channels) + " x " + std::to_string(f.height) +
                     " x " + std::to_string(f.width) + " images (data.image_*), not the Fashion-MNIST canvas, so "
                     "validation needs held-out shards of your data: set eval.shards (vlm-data convert writes them "
                     "from a held-out folder or split), or eval.enabled: false");
@@ -119,9 +137,8 @@ std::unique_ptr<TrainingData> load_training_data(const DataConfig& config, const
     options.augment = {config.augment(), config.crop_min_scale()};
     options.max_damaged_fraction = config.max_damaged_fraction();
     options.seed = static_cast<uint64_t>(config.seed());
-    data->train_set = std::make_unique<ShardTrainSet>(
-        expand_shard_patterns({config.train_shards().begin(), config.train_shards().end()}), *data->tokenizer,
-        options);
+    data->train_set =
+        std::make_unique<ShardTrainSet>(existing_shards(config.train_shards(), "data.train_shards"), *data->tokenizer, options);
   }
   if (eval.enabled()) load_held_out(config, eval, *data);
   return data;

@@ -9,6 +9,7 @@
 #include "data/idx.h"
 #include "data/batch.h"
 #include "model/losses.h"
+#include "proto/config_loader.h"
 
 namespace vlm {
 namespace {
@@ -48,7 +49,7 @@ double ValidationResult::metric(EvalConfig::Metric which) const {
     case EvalConfig::TEXT_TO_IMAGE_R1: return text_to_image_r1;
     case EvalConfig::ZERO_SHOT_ACCURACY:
       if (zero_shot_samples == 0) {
-        throw DataError("eval.best_metric is ZERO_SHOT_ACCURACY, but no held-out sample names a class (a "
+        throw ConfigError("eval.best_metric is ZERO_SHOT_ACCURACY, but no held-out sample names a class (a "
                         "<key>.json {\"class\": ...} member). HINT: choose another eval.best_metric");
       }
       return zero_shot_accuracy;
@@ -84,7 +85,7 @@ Validator::Validator(const TrainSet& held_out, const Tokenizer& tokenizer, const
   distinct.erase("");  // samples that name no class
   classes_.assign(distinct.begin(), distinct.end());
   if (classes_.empty() && config.best_metric() == EvalConfig::ZERO_SHOT_ACCURACY) {
-    throw DataError("eval.best_metric is ZERO_SHOT_ACCURACY, but none of the first " + std::to_string(samples_) +
+    throw ConfigError("eval.best_metric is ZERO_SHOT_ACCURACY, but none of the first " + std::to_string(samples_) +
                     " held-out samples names a class (a <key>.json {\"class\": ...} member; the Fashion-MNIST PAIR "
                     "task has none). HINT: choose another eval.best_metric");
   }
