@@ -91,6 +91,7 @@ std::string encode_manifest(const Manifest& manifest, int format_version) {
 
 Manifest decode_manifest(const std::string& bytes, const std::string& path) {
   Manifest manifest;
+  if (bytes.empty()) throw CheckpointError(path + ": empty (0 bytes): the file is damaged or was cut short");
   const int distance = magic_distance(bytes);
   if (distance == 0) {
     if (bytes.size() < kManifestHeader) throw CheckpointError(path + ": truncated manifest header");

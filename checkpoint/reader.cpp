@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -88,6 +89,10 @@ std::string read_manifest_file(const std::string& path, const std::string& step_
     throw CheckpointError(step_directory + ": does not exist. HINT: pass a step directory (ROOT/step-NNNNNNNN), a "
                           "checkpoint root, its latest or best file, or an exported .vlm file");
   }
+  if (error && step_of_directory_name(fs::path(step_directory).lexically_normal().filename().string()) < 0) {
+    throw CheckpointError(step_directory + ": not a checkpoint (no manifest.pb, no latest). HINT: pass a step directory "
+                          "(ROOT/step-NNNNNNNN), a checkpoint root, its latest or best file, or an exported .vlm file");
+  }
   if (error) {
     throw CheckpointError(path + ": missing: " + step_directory +
                           " is not a complete checkpoint (a save that did not finish). HINT: resume from 'latest'");
@@ -162,6 +167,7 @@ CheckpointReader::CheckpointReader(const std::string& step_directory) : director
       throw CheckpointError(step_directory + ": damaged model file (its header and manifest disagree on the version)");
     }
     data_start_ = kExportHeader + length;
+    check_shapes();
     return;
   }
   const std::string path = step_directory + "/manifest.pb";
@@ -170,6 +176,25 @@ CheckpointReader::CheckpointReader(const std::string& step_directory) : director
   if (named_step >= 0 && named_step != manifest_.step()) {
     throw CheckpointError(path + ": the manifest is for step " + std::to_string(manifest_.step()) +
                           ", not the step its directory names (" + std::to_string(named_step) + ")");
+  }
+  check_shapes();
+}
+
+void CheckpointReader::check_shapes() const {
+  for (const TensorRecord* r : every_record(manifest_)) {
+    uint64_t elements = 1;
+    bool valid = true;
+    for (int64_t d : r->shape()) {
+      valid = valid && d >= 0 && (d == 0 || elements <= UINT64_MAX / 4 / static_cast<uint64_t>(d));
+      if (valid) elements *= static_cast<uint64_t>(d);
+    }
+    if (!valid || elements * 4 != r->length()) {
+      std::string shape;
+      for (int64_t d : r->shape()) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+      throw CheckpointError(directory_ + ": tensor '" + r->name() + "': shape [" + shape + "] does not fit its " +
+                            std::to_string(r->length()) + " bytes of float32: the manifest is damaged or was not "
+                            "written by vlmtrain");
+    }
   }
 }
 
@@ -230,8 +255,8 @@ void CheckpointReader::read_all(const std::vector<std::pair<const TensorRecord*,
     const OpenFiles::File& file = files.open(exported_file_.empty() ? directory_ + "/" + r->shard() : exported_file_, r->name());
     const uint64_t size = file.size > data_start_ ? file.size - data_start_ : 0;
     if (r->offset() > size || r->length() > size - r->offset()) {
-      throw CheckpointError(file.path + ": truncated: " + r->name() + " needs bytes [" + std::to_string(r->offset()) +
-                            ", " + std::to_string(r->offset() + r->length()) + ") of a " + std::to_string(size) +
+      throw CheckpointError(file.path + ": truncated: " + r->name() + " needs " + std::to_string(r->length()) +
+                            " bytes from offset " + std::to_string(r->offset()) + " of a " + std::to_string(size) +
                             "-byte file");
     }
     sources.push_back(&file);

@@ -44,6 +44,8 @@ class CheckpointReader {
 
  private:
   void check_record(const TensorRecord& record, const torch::Tensor& target) const;
+  // Every record's shape holds exactly its length in float32 (so no shape read from the manifest overflows).
+  void check_shapes() const;
 
   std::string directory_;
   Manifest manifest_;

@@ -33,6 +33,11 @@ std::string key_of(std::string name) {
   return name;
 }
 
+// PNG's or JPEG's signature: what the shard readers decode.
+bool looks_like_image(const std::string& bytes) {
+  return bytes.rfind("\x89PNG\r\n\x1a\n", 0) == 0 || bytes.rfind("\xff\xd8\xff", 0) == 0;
+}
+
 void report_skipped(int64_t skipped, const std::string& why) {
   if (skipped > 0) std::fprintf(stderr, "vlm-data: skipped %lld %s\n", static_cast<long long>(skipped), why.c_str());
 }
@@ -78,7 +83,7 @@ std::string convert_folder(const std::string& folder, const ConvertOptions& opti
   if (!fs::is_directory(folder)) throw std::invalid_argument(folder + ": not a folder of images and captions");
   const std::vector<std::string> images = files_in(folder, is_image_extension);
   ShardSink sink(options.out_dir, options.prefix, options.samples_per_shard, static_cast<int64_t>(images.size()));
-  int64_t no_caption = 0;
+  int64_t no_caption = 0, not_images = 0;
   for (const fs::path image : images) {
     fs::path caption = image;
     caption.replace_extension(".txt");
@@ -88,9 +93,16 @@ std::string convert_folder(const std::string& folder, const ConvertOptions& opti
       continue;
     }
     std::string ext = lower_case(image.extension().string().substr(1));
-    sink.add(key_of(image.stem().string()), read_file(image), ext, trimmed(read_file(caption)));
+    std::string bytes = read_file(image);
+    if (!looks_like_image(bytes)) {  // a text or empty file named .png would be packed and fail at training
+      ++not_images;
+      std::fprintf(stderr, "vlm-data: %s is not a PNG or JPEG image: skipped\n", image.c_str());
+      continue;
+    }
+    sink.add(key_of(image.stem().string()), bytes, ext, trimmed(read_file(caption)));
   }
   report_skipped(no_caption, "images without a caption");
+  report_skipped(not_images, "files that are not PNG or JPEG images");
   return sink.finish();
 }
 
@@ -119,10 +131,17 @@ std::string convert_coco(const std::string& captions_json, const std::string& im
                    it == file_of.end() ? "is not listed in \"images\"" : ("(" + image.string() + ") is missing or not a JPEG/PNG").c_str());
       continue;
     }
+    const std::string bytes = read_file(image);
+    if (!looks_like_image(bytes)) {
+      ++missing;
+      std::fprintf(stderr, "vlm-data: caption %lld: %s is not a PNG or JPEG image: skipped\n",
+                   static_cast<long long>(a.id()), image.c_str());
+      continue;
+    }
     const std::string key = key_of(image.stem().string()) + "_" + std::to_string(captions_of[a.image_id()]++);
-    sink.add(key, read_file(image), lower_case(image.extension().string().substr(1)), trimmed(a.caption()));
+    sink.add(key, bytes, lower_case(image.extension().string().substr(1)), trimmed(a.caption()));
   }
-  report_skipped(missing, "captions whose image is missing");
+  report_skipped(missing, "captions whose image is missing or not an image");
   return sink.finish();
 }
 

@@ -40,7 +40,9 @@ InferenceOptions parse(int argc, char** argv, bool samples) {
         used = 0;
       }
       if (used != v.size() || v.empty() || !(x >= low && x <= high)) {
-        throw UsageError(arg + " must be a number in [" + std::to_string(low) + ", " + std::to_string(high) + "], not '" + v + "'");
+        char range[64];  // %g: "[1e-09, 1]", not "[0.000000, 1.000000]"
+        std::snprintf(range, sizeof range, "[%g, %g]", low, high);
+        throw UsageError(arg + " must be a number in " + range + ", not '" + v + "'");
       }
       return x;
     };

@@ -173,6 +173,36 @@ TEST(CheckpointFormat, AStoredModelConfigOutOfRangeIsRefused) {
   }
 }
 
+// A shape that does not fit its bytes (negative, or overflowing) is named
+// with its tensor when the checkpoint is opened; an empty manifest says so.
+TEST(CheckpointFormat, ShapesThatDoNotFitTheirBytesAndEmptyManifestsAreNamed) {
+  const Scratch scratch("bad_shapes");
+  const std::string fixture = resolve_checkpoint(std::string(VLM_SOURCE_DIR) + "/tests/fixtures/checkpoint-v5/ckpt", "latest");
+  const std::string step = scratch.path() + "/" + fs::path(fixture).filename().string();
+  fs::copy(fixture, step);
+  const Manifest good = CheckpointReader(step).manifest();
+  for (const int64_t dim : {int64_t{-1}, int64_t{1} << 40}) {
+    Manifest m = good;
+    m.mutable_tensors(0)->set_shape(0, dim);
+    write_bytes(step + "/manifest.pb", encode_manifest(m, m.format_version()));
+    try {
+      CheckpointReader reader(step);
+      FAIL() << "opened a manifest with dimension " << dim;
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor '" + good.tensors(0).name() + "': shape [" + std::to_string(dim)),
+                std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("does not fit its"), std::string::npos) << e.what();
+    }
+  }
+  write_bytes(step + "/manifest.pb", "");
+  try {
+    CheckpointReader reader(step);
+    FAIL() << "opened an empty manifest";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("manifest.pb: empty (0 bytes)"), std::string::npos) << e.what();
+  }
+}
+
 // Format 3 (before the data identity): loads, and passes the data check.
 TEST(CheckpointFormat, Version3FixtureStillLoads) {
   const std::string fixture = std::string(VLM_SOURCE_DIR) + "/tests/fixtures/checkpoint-v3";

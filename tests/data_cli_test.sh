@@ -77,9 +77,13 @@ echo "== a folder of the user's images and a COCO-style captions file"
 mkdir -p "$root/pics"
 "$make_images" "$root/pics" 300 > /dev/null || fail "could not generate test images"
 rm "$root/pics/img_0007.txt"  # an image without a caption
-"$data" convert folder "$root/pics" --out "$root/folder" --shard-samples 128 > "$root/folder.log" 2>&1 ||
+echo "not a picture" > "$root/notes.png" && : > "$root/empty.png"  # named as images, with captions: skipped
+for f in notes empty; do echo "a caption" > "$root/$f.txt"; done
+mkdir -p "$root/pics-and-fakes" && cp "$root"/pics/* "$root"/notes.* "$root"/empty.* "$root/pics-and-fakes/"
+"$data" convert folder "$root/pics-and-fakes" --out "$root/folder" --shard-samples 128 > "$root/folder.log" 2>&1 ||
   fail "convert folder: $(tail -3 "$root/folder.log")"
 grep -q "skipped 1 images without a caption" "$root/folder.log" || fail "the image without a caption was not reported"
+grep -q "skipped 2 files that are not PNG or JPEG images" "$root/folder.log" || fail "the fake images: $(tail -3 "$root/folder.log")"
 "$data" inspect --show 2 "$root/folder/data-{00000..00002}.tar" > "$root/folder_inspect.log" || fail "inspect folder shards"
 grep -q "^samples: 299" "$root/folder_inspect.log" && grep -q "image formats: jpg 149 png 150" "$root/folder_inspect.log" ||
   fail "folder shards: $(cat "$root/folder_inspect.log")"

@@ -106,8 +106,16 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   const torch::Device device = use_device(device_request(config.device().kind()), topology.process);
   LOG(INFO) << "computing on " << device << (config.device().precision() == DeviceConfig::BF16 ? " (bf16 autocast)" : "");
   const int replicas = config.parallel().replicas_per_process();
+  // More compute threads than CPUs only wait for each other (and each replica holds its own activations).
+  LOG_IF(WARNING, threads > topology.process.cpus)
+      << "parallel.threads_per_rank(" << threads << ") exceeds the " << topology.process.cpus
+      << " CPUs this process may use: the threads will wait for each other. HINT: set it to "
+      << topology.process.cpus << " or fewer, or 0 for the CPUs there are";
+  LOG_IF(WARNING, replicas > topology.process.cpus)
+      << "parallel.replicas_per_process(" << replicas << ") exceeds the " << topology.process.cpus
+      << " CPUs this process may use: the replicas will take turns, and each holds its own activations";
   LOG_IF(INFO, replicas > 1) << replicas << " replicas of the step at once, one compute thread each";
-  LOG_IF(INFO, replicas == 1 && threads > 1 && topology.world_size() == 1 && device.is_cpu())
+  LOG_IF(INFO, replicas == 1 && threads > 1 && threads <= topology.process.cpus && topology.world_size() == 1 && device.is_cpu())
       << "HINT: one process computing with " << threads << " threads is slower than " << threads
       << " one-thread ranks; --set parallel.replicas_per_process=" << threads
       << " runs as many replicas of the step at once and is about as fast (docs/performance.md)";
