@@ -271,8 +271,13 @@ TEST_F(Checkpoint, DamagedInputIsAClearError) {
   }
   EXPECT_NE(error_of(newer, config).find("is newer than this vlmtrain reads"), std::string::npos);
 
-  const std::string unfinished = damaged_copy("unfinished");
-  fs::remove(unfinished + "/manifest.pb");
+  // A step directory without its manifest is a save that did not finish; another folder is no checkpoint at all.
+  const std::string renamed = damaged_copy("unfinished");
+  fs::remove(renamed + "/manifest.pb");
+  EXPECT_NE(error_of(renamed, config).find("not a checkpoint (no manifest.pb, no latest)"), std::string::npos);
+  const std::string unfinished = renamed + "-root/" + fs::path(good).filename().string();
+  fs::create_directories(renamed + "-root");
+  fs::rename(renamed, unfinished);
   EXPECT_NE(error_of(unfinished, config).find("not a complete checkpoint"), std::string::npos);
 
   const std::string other_model = error_of(good, config_with(topology_.world_size(), {"model.d_model=48", "model.heads=2"}));

@@ -14,6 +14,7 @@
 #include "data/idx.h"
 #include "model/losses.h"
 #include "mpi_test_support.h"
+#include "proto/config_loader.h"
 #include "trainer/setup.h"
 #include "trainer/validation.h"
 
@@ -101,7 +102,7 @@ TEST(Validation, TheBestIsLowestLossOrHighestRecallAndSurvivesARestore) {
   other.restore(recall.record(b, true), 0);  // recorded for another metric: starts over
   EXPECT_TRUE(other.offer(b));
   BestTracker zero_shot(EvalConfig::ZERO_SHOT_ACCURACY);
-  EXPECT_THROW(zero_shot.offer(a), DataError) << "no sample names a class";
+  EXPECT_THROW(zero_shot.offer(a), ConfigError) << "no sample names a class";
   ValidationResult diverged;
   diverged.contrastive_loss = std::nan("");
   BestTracker first(EvalConfig::CONTRASTIVE_LOSS);
@@ -126,7 +127,7 @@ TEST(Validation, ZeroShotAsTheBestMetricNeedsClassNames) {
   const TaskTrainSet held_out(pairs, *data.tokenizer);
   EvalConfig config;
   config.set_best_metric(EvalConfig::ZERO_SHOT_ACCURACY);
-  EXPECT_THROW(Validator(held_out, *data.tokenizer, config), DataError);
+  EXPECT_THROW(Validator(held_out, *data.tokenizer, config), ConfigError);
   config.set_best_metric(EvalConfig::IMAGE_TO_TEXT_R1);
   EXPECT_NO_THROW(Validator(held_out, *data.tokenizer, config));
 }
