@@ -12,8 +12,8 @@
 #include <string>
 
 #include "checkpoint/reader.h"
-#include "comm/error_text.h"
 #include "checkpoint/safetensors.h"
+#include "comm/error_text.h"
 
 namespace vlm {
 namespace {

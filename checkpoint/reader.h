@@ -30,6 +30,8 @@ class CheckpointReader {
   explicit CheckpointReader(const std::string& step_directory);
   const Manifest& manifest() const { return manifest_; }
   const std::string& directory() const { return directory_; }
+  // A file written by export_model: weights only, no optimizer state or data position.
+  bool exported_model() const { return !exported_file_.empty(); }
 
   // Reads `record` into `target` after checking dtype, shape, bounds and checksum.
   void read(const TensorRecord& record, torch::Tensor target) const;

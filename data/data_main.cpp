@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <algorithm>
-#include <filesystem>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -16,6 +15,7 @@
 
 #include "data/brace.h"
 #include "data/convert.h"
+#include "data/files.h"
 #include "data/inspect.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "data/shards.h"
@@ -152,13 +152,7 @@ int train_tokenizer_command(int argc, char** argv) {
     throw std::invalid_argument("--model-type must be unigram or bpe, not '" + options.model_type + "'");
   }
   const std::vector<std::string> shards = expand_shard_patterns(args.positional);
-  for (const std::string& shard : shards) {
-    std::error_code error;
-    if (std::filesystem::equivalent(shard, out, error)) {
-      throw std::invalid_argument("--out " + out + " is one of the shards it reads (" + shard +
-                                  "): the tokenizer would replace it. HINT: name a new file, e.g. tokenizer.model");
-    }
-  }
+  check_not_an_input(out, shards, "shards it reads");
   const ShardSet set = index_shards(shards);
   ShardReader reader(set);
   std::vector<std::string> captions;

@@ -43,4 +43,14 @@ std::vector<std::string> files_in(const std::string& folder, const std::function
   return files;
 }
 
+void check_not_an_input(const std::string& output, const std::vector<std::string>& inputs, const std::string& inputs_name) {
+  for (const std::string& input : inputs) {
+    std::error_code error;
+    if (fs::equivalent(output, input, error)) {
+      throw std::invalid_argument("--out " + output + " is one of the " + inputs_name + " (" + input +
+                                  "): writing it would replace that input. HINT: name a new file");
+    }
+  }
+}
+
 }  // namespace vlm

@@ -23,4 +23,8 @@ bool is_image_extension(const std::string& ext);
 // `wanted`, sorted by path; a std::invalid_argument when it is not a folder.
 std::vector<std::string> files_in(const std::string& folder, const std::function<bool(const std::string&)>& wanted);
 
+// A std::invalid_argument when `output` is the same file as one of `inputs`
+// ("--out X is one of the <inputs_name> (Y)"), which writing it would replace.
+void check_not_an_input(const std::string& output, const std::vector<std::string>& inputs, const std::string& inputs_name);
+
 }  // namespace vlm

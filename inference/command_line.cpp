@@ -11,6 +11,7 @@
 #include "checkpoint/format.h"
 #include "comm/error_text.h"
 #include "comm/host_allocator.h"
+#include "data/files.h"
 
 namespace vlm {
 namespace {
@@ -141,13 +142,7 @@ std::FILE* open_output(const std::string& path, const std::vector<std::string>& 
     throw std::invalid_argument(path + " is a folder; --out names a file, e.g. " +
                                 (std::filesystem::path(path) / "out.jsonl").string());
   }
-  for (const std::string& input : inputs) {
-    std::error_code error;
-    if (std::filesystem::equivalent(path, input, error)) {
-      throw std::invalid_argument("--out " + path + " is one of the files read (" + input +
-                                  "): it would be replaced. HINT: write the output outside the folder, or to a new file");
-    }
-  }
+  check_not_an_input(path, inputs, "files read");
   std::FILE* out = std::fopen((path + ".tmp").c_str(), "w");
   if (out == nullptr) throw std::invalid_argument(path + ".tmp: cannot write (" + std::strerror(errno) + ")");
   return out;

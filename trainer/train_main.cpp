@@ -6,7 +6,6 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <filesystem>
 #include <thread>
 
 #include "checkpoint/format.h"
@@ -76,7 +75,7 @@ int report_error(const std::exception& e, const MpiRuntime& mpi) {
   const bool bad_input = dynamic_cast<const UsageError*>(&e) != nullptr ||
                          dynamic_cast<const ConfigError*>(&e) != nullptr ||
                          dynamic_cast<const TopologyError*>(&e) != nullptr ||
-                         dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||  // layout checks
+                         dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||  // e.g. batch and layout checks
                          dynamic_cast<const CheckpointMismatch*>(&e) != nullptr;
   const int exit_code = bad_input ? kExitBadInput : 1;
   const std::string message = "vlm-train: error on " + process_label() + ": " + error_text(e);
@@ -140,10 +139,6 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   try {
     if (!resume.empty()) {
       const std::string from = resolve_checkpoint(config.checkpoint().dir(), resume);
-      if (std::filesystem::is_regular_file(from)) {  // an exported model: weights only
-        throw UsageError("--resume " + from + " is a model file, which holds weights only: no optimizer state, step, "
-                         "or data position to resume. HINT: start a new run from its weights with --init-from " + from);
-      }
       trainer.load_checkpoint(from);
       LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done()
                                        << (cli.init_from.empty() ? "" : " (--init-from applies only to a fresh start)");

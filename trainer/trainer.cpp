@@ -272,6 +272,11 @@ void Trainer::init_from(const std::string& checkpoint) {
 void Trainer::load_checkpoint(const std::string& step_directory) {
   checkpoints_.wait();  // a save in progress may still be copying the tensors
   const CheckpointReader reader(step_directory);
+  if (reader.exported_model()) {
+    throw CheckpointMismatch("--resume " + step_directory + " is a model file, which holds weights only: no optimizer "
+                             "state, step, or data position to resume. HINT: start a new run from its weights with "
+                             "--init-from " + step_directory);
+  }
   check_same_data(reader, data_identity(data_, config_.data()));
   std::vector<AdamState> state = optimizer_->state();
   step_ = restore_checkpoint(reader, config_, topology_.rank(), parameters_, &state);
