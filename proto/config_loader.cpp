@@ -256,6 +256,16 @@ void check_rules(const TrainConfig& c, const Origins& origins, const std::string
                       c.eval().zero_shot_prompt() + "\" has no {} for the class name, so every class would get the "
                       "same prompt; e.g. \"a photo of {a} {}\"");
   }
+  // The contrastive loss ranks each image's caption among the micro-batch's
+  // (every rank's, gathered): with one sample its softmax is 1 and the loss 0.
+  const LoopConfig& loop = c.loop();
+  if (m.contrastive_weight() > 0 && loop.global_batch_size() / loop.micro_batches() < 2) {
+    throw ConfigError(where(origins, "loop.global_batch_size", file) + ": loop.global_batch_size(" +
+                      std::to_string(loop.global_batch_size()) + ") / loop.micro_batches(" +
+                      std::to_string(loop.micro_batches()) + ") leaves fewer than 2 samples per micro-batch; with one, "
+                      "the contrastive loss is always 0. HINT: raise loop.global_batch_size to at least 2 x loop.micro_batches, or "
+                      "set model.contrastive_weight to 0 to train on captions alone");
+  }
   const TokenPruningConfig& pruning = m.vision().token_pruning();
   if (pruning.after_layer() > m.vision().layers()) {
     throw ConfigError(where(origins, "model.vision.token_pruning.after_layer", file) +

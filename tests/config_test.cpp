@@ -115,6 +115,17 @@ TEST(Config, ZeroShotPromptNamesTheClass) {
   EXPECT_NE(e.find("eval.zero_shot_prompt \"hello\" has no {} for the class name"), std::string::npos) << e;
 }
 
+TEST(Config, ContrastiveLossNeedsTwoSamplesPerMicroBatch) {
+  const std::string e = error_of("loop { global_batch_size: 4 micro_batches: 4 }");
+  EXPECT_EQ(e.rfind("exp.pbtxt:1:", 0), 0u) << e;  // where global_batch_size is set
+  EXPECT_NE(e.find("loop.global_batch_size(4) / loop.micro_batches(4) leaves fewer than 2 samples "
+                   "per micro-batch; with one, the contrastive loss is always 0"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(error_of("loop { global_batch_size: 4 micro_batches: 2 }"), "(no error)");
+  EXPECT_EQ(error_of("loop { global_batch_size: 1 } model { contrastive_weight: 0 }"), "(no error)");
+}
+
 TEST(Config, MissingFileSaysHowToFixIt) {
   try {
     load_config("/nonexistent/x.pbtxt");

@@ -170,7 +170,14 @@ expect_startup_error short-captions "model.text.max_tokens\(9\) is too short for
 expect_startup_error missing-shards "data.train_shards: $root/none-00000.tar does not exist \(2 of 2 shards missing\)" \
   --config "$config" --set data.image_height=28 --set data.image_width=28 --set "data.train_shards=$root/none-{00000..00001}.tar"
 expect_startup_error replicas "parallel.replicas_per_process\(3\)" --config "$config" --set parallel.replicas_per_process=3
-for name in short-captions missing-shards replicas; do  # input a restart would not mend: vlm-launch does not restart on 2
+echo "not a model" > "$root/garbage.model"
+expect_startup_error garbage-tokenizer "data.tokenizer_model $root/garbage.model: cannot load a SentencePiece model" \
+  --config "$config" --set data.tokenizer_model="$root/garbage.model"
+expect_startup_error missing-dataset "$root/none/train-images-idx3-ubyte.gz: cannot open" \
+  --config "$config" --set data.fashion_mnist_dir="$root/none"
+expect_startup_error one-sample-micro-batches "leaves fewer than 2 samples per micro-batch" \
+  --config "$config" --set loop.global_batch_size=4 --set loop.micro_batches=4
+for name in short-captions missing-shards replicas garbage-tokenizer missing-dataset one-sample-micro-batches; do  # input a restart would not mend: vlm-launch does not restart on 2
   grep -q "^exit status 2$" "$root/$name.log" || fail "$name: not exit status 2: $(tail -2 "$root/$name.log")"
 done
 pass "start-up checks"

@@ -153,6 +153,7 @@ std::string EvalResult::summary() const {
   } else {
     out += "  retrieval R@1        n/a (the SINGLE task has no pairs with distinct captions)\n";
   }
+  if (caption_samples == 0) return out + "  caption exact match  n/a (eval.caption_samples is 0)\n";
   std::snprintf(text, sizeof text, "  caption exact match  %.4f  (%lld held-out samples, KV-cached greedy)\n",
                 caption_exact_match, static_cast<long long>(caption_samples));
   return out + text;

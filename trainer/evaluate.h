@@ -27,7 +27,7 @@ struct EvalResult {
   int64_t retrieval_pairs = 0;   // 0 when the task has no pairs
   double image_to_text_r1 = 0;
   double text_to_image_r1 = 0;
-  int64_t caption_samples = 0;
+  int64_t caption_samples = 0;  // 0: not measured (eval.caption_samples is 0)
   double caption_exact_match = 0;
 
   std::string summary() const;

@@ -19,6 +19,7 @@
 #include "comm/process_groups.h"
 #include "comm/threads.h"
 #include "comm/topology.h"
+#include "data/idx.h"
 #include "proto/config_loader.h"
 #include "trainer/command_line.h"
 #include "trainer/evaluate.h"
@@ -68,15 +69,16 @@ std::unique_ptr<TrainMetrics> start_metrics(const TrainConfig& config, const Top
 // rank (end_job: flight records, MPI_Abort), so that none is left blocked in
 // a collective; it returns only in a one-process job, with the exit status:
 // kExitBadInput when the command's input is wrong (command line, config,
-// ranks for the layout, a checkpoint made for another config), so that a
-// restart would fail the same way and vlm-launch does not try one; 1 for
-// anything else.
+// ranks for the layout, a checkpoint made for another config, data files or a
+// tokenizer that cannot be read as such), so that a restart would fail the
+// same way and vlm-launch does not try one; 1 for anything else.
 int report_error(const std::exception& e, const MpiRuntime& mpi) {
   const bool bad_input = dynamic_cast<const UsageError*>(&e) != nullptr ||
                          dynamic_cast<const ConfigError*>(&e) != nullptr ||
                          dynamic_cast<const TopologyError*>(&e) != nullptr ||
                          dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||  // e.g. batch and layout checks
-                         dynamic_cast<const CheckpointMismatch*>(&e) != nullptr;
+                         dynamic_cast<const CheckpointMismatch*>(&e) != nullptr ||
+                         dynamic_cast<const DataError*>(&e) != nullptr;
   const int exit_code = bad_input ? kExitBadInput : 1;
   const std::string message = "vlm-train: error on " + process_label() + ": " + error_text(e);
   std::fprintf(stderr, "%s\n", message.c_str());
