@@ -196,9 +196,12 @@ DecodeState VlmModelImpl::start_decoding(const torch::Tensor& images) {
   const torch::Tensor image_tokens = encode_image(images, &log_gate, &state.kept_patches);
   state.image_kv = image_kv(image_tokens, log_gate);
   const int64_t b = images.size(0);
+  // Room for a caption of the demo's length at first; the cache grows from there (SelfKVCache).
+  const int64_t capacity = std::min<int64_t>(spec_.max_tokens, 32);
   for (int64_t i = 0; i < spec_.text_layers(); ++i) {
-    auto shape = std::vector<int64_t>{b, text_blocks_[i]->self_heads(), spec_.max_tokens, spec_.head_dim()};
-    state.self_kv.push_back({torch::empty(shape, images.options()), torch::empty(shape, images.options())});
+    auto shape = std::vector<int64_t>{b, text_blocks_[i]->self_heads(), capacity, spec_.head_dim()};
+    state.self_kv.push_back({torch::empty(shape, images.options()), torch::empty(shape, images.options()),
+                             spec_.max_tokens});
   }
   return state;
 }

@@ -373,7 +373,7 @@ TEST(KvCacheLayout, MatchesTheModelsCache) {
     const KvCacheLayout layout = kv_cache_layout(spec);
     EXPECT_EQ(layout.bytes_per_image(), image_kv_bytes(state.image_kv)) << share;
     int64_t per_token = 0;
-    for (const auto& kv : state.self_kv) per_token += (kv.k.nbytes() + kv.v.nbytes()) / spec.max_tokens;
+    for (const auto& kv : state.self_kv) per_token += (kv.k.nbytes() + kv.v.nbytes()) / kv.k.size(2);
     EXPECT_EQ(layout.bytes_per_token(), per_token);
     EXPECT_EQ(layout.layers_size(), spec.text_layers());
   }
