@@ -195,9 +195,14 @@ def free_port():
 
 def random_batch(a, batch, generator):
     images = torch.randn(batch, 1, a.image[0], a.image[1], generator=generator)
-    lengths = torch.randint(8, 11, (batch,), generator=generator)
-    tokens = torch.randint(4, a.vocab, (batch, a.max_tokens), generator=generator)
-    tokens[torch.arange(a.max_tokens).expand(batch, -1) >= lengths[:, None]] = 0  # <pad>
+    # The PAIR task's caption lengths: "<bos> a X left of a Y <eos>", one token
+    # more for each side that is an "ankle boot" (1 class in 10).
+    boots = torch.randint(0, 10, (batch, 2), generator=generator).eq(9).sum(1)
+    lengths = 8 + boots
+    # Padded to the batch's longest caption, as a collator does (and vlmtrain's loader).
+    width = int(lengths.max())
+    tokens = torch.randint(4, a.vocab, (batch, width), generator=generator)
+    tokens[torch.arange(width).expand(batch, -1) >= lengths[:, None]] = 0  # <pad>
     return images, tokens, lengths
 
 
@@ -210,7 +215,7 @@ def worker(rank, a, port, result):
     ddp = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.05)
     generator = torch.Generator().manual_seed(rank)
-    batches = [random_batch(a, a.global_batch // a.ranks, generator) for _ in range(4)]
+    batches = [random_batch(a, a.global_batch // a.ranks, generator) for _ in range(16)]  # widths vary as the task's do
 
     def step(i):
         images, tokens, lengths = batches[i % len(batches)]

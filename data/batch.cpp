@@ -1,5 +1,6 @@
 #include "data/batch.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "data/idx.h"
@@ -54,6 +55,16 @@ Batch to_device(const Batch& batch, const torch::Device& device) {
           batch.lengths.to(device, non_blocking)};
 }
 
+Batch without_padding(const Batch& batch, int64_t at_least) {
+  const int64_t width = batch.tokens.size(1);
+  if (batch.size() == 0) return batch;
+  const int64_t cut = std::min(width, std::max(at_least, batch.lengths.max().item<int64_t>()));
+  if (cut == width) return batch;
+  torch::Tensor tokens = torch::empty({batch.size(), cut}, batch.tokens.options().pinned_memory(batch.tokens.is_pinned()));
+  tokens.copy_(batch.tokens.narrow(1, 0, cut));
+  return {batch.images, tokens, batch.lengths};
+}
+
 std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::string& caption, int64_t max_tokens) {
   std::vector<int64_t> ids = tokenizer.encode(caption);
   if (static_cast<int64_t>(ids.size()) > max_tokens) {
@@ -66,10 +77,16 @@ std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::str
 std::pair<torch::Tensor, torch::Tensor> tokenize(const Tokenizer& tokenizer, const std::vector<std::string>& texts,
                                                  int64_t max_tokens) {
   const int64_t n = static_cast<int64_t>(texts.size());
-  torch::Tensor tokens = torch::full({n, max_tokens}, Tokenizer::kPad, torch::kLong);
+  std::vector<std::vector<int64_t>> rows;
+  size_t longest = 0;
+  for (const std::string& text : texts) {
+    rows.push_back(encode_truncated(tokenizer, text, max_tokens));
+    longest = std::max(longest, rows.back().size());
+  }
+  torch::Tensor tokens = torch::full({n, static_cast<int64_t>(longest)}, Tokenizer::kPad, torch::kLong);
   torch::Tensor lengths = torch::empty({n}, torch::kLong);
   for (int64_t i = 0; i < n; ++i) {
-    const std::vector<int64_t> ids = encode_truncated(tokenizer, texts[static_cast<size_t>(i)], max_tokens);
+    const std::vector<int64_t>& ids = rows[static_cast<size_t>(i)];
     std::copy(ids.begin(), ids.end(), tokens[i].data_ptr<int64_t>());
     lengths[i] = static_cast<int64_t>(ids.size());
   }

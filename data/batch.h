@@ -26,12 +26,22 @@ struct Batch {
 Batch make_batch(const Task& task, const Tokenizer& tokenizer, const std::vector<Sample>& samples,
                  int64_t max_tokens, bool pinned = false);
 
+// `batch` without the token columns that are padding in every row: cut to its
+// longest caption, or to `at_least` columns if that is wider (the global
+// micro-batch's longest, so that every layout computes on the same shapes).
+// Every caption ends before the cut, and no position before a caption's end
+// attends to one after it, so the model's outputs for the captions are those
+// of the padded batch; the text tower's work shrinks with the width
+// (attention with its square). Contiguous, and pinned if `batch` was.
+Batch without_padding(const Batch& batch, int64_t at_least = 0);
+
 // `caption` as token ids, cut to `max_tokens` with <eos> kept last (real
 // captions may be longer than the model's context).
 std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::string& caption, int64_t max_tokens);
 
-// Token rows [N, max_tokens] (<pad> after <eos>) and lengths [N] of `texts`,
-// each cut as encode_truncated cuts it.
+// Token rows [N, longest] (<pad> after <eos>) and lengths [N] of `texts`,
+// each cut to `max_tokens` as encode_truncated cuts it; `longest` is the
+// longest of them.
 std::pair<torch::Tensor, torch::Tensor> tokenize(const Tokenizer& tokenizer, const std::vector<std::string>& texts,
                                                  int64_t max_tokens);
 

@@ -23,8 +23,11 @@ Loader::Job Loader::job(int64_t sequence) {
 }
 
 LoadedBatch Loader::build(const Job& job) {
-  return {set_.batch(job.mine, job.epoch, options_.max_tokens, options_.pinned),
-          set_.caption_targets(job.global, options_.max_tokens)};
+  LoadedBatch loaded{set_.batch(job.mine, job.epoch, options_.max_tokens, options_.pinned),
+                     set_.caption_counts(job.global, options_.max_tokens)};
+  // At least the global longest: a damaged sample's replacement may be longer.
+  if (options_.drop_padding) loaded.batch = without_padding(loaded.batch, loaded.global.longest);
+  return loaded;
 }
 
 void Loader::work() {

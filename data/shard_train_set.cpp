@@ -139,12 +139,12 @@ std::vector<std::string> ShardTrainSet::class_names(const std::vector<int64_t>& 
   return names;
 }
 
-int64_t ShardTrainSet::caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const {
-  int64_t targets = 0;
+CaptionCounts ShardTrainSet::caption_counts(const std::vector<int64_t>& indices, int64_t max_tokens) const {
+  CaptionCounts counts;
   for (int64_t index : indices) {
-    targets += static_cast<int64_t>(encode_truncated(tokenizer_, load(index, 0, nullptr), max_tokens).size()) - 1;
+    counts.add(static_cast<int64_t>(encode_truncated(tokenizer_, load(index, 0, nullptr), max_tokens).size()));
   }
-  return targets;
+  return counts;
 }
 
 }  // namespace vlm

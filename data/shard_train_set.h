@@ -41,7 +41,7 @@ class ShardTrainSet : public TrainSet {
   int64_t size() const override { return static_cast<int64_t>(set_.samples.size()); }
   const ImageFormat& format() const override { return options_.format; }
   Batch batch(const std::vector<int64_t>& indices, int64_t epoch, int64_t max_tokens, bool pinned) const override;
-  int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const override;
+  CaptionCounts caption_counts(const std::vector<int64_t>& indices, int64_t max_tokens) const override;
   // From each sample's `<key>.json` {"class": ...}; "" without one.
   std::vector<std::string> class_names(const std::vector<int64_t>& indices) const override;
 

@@ -9,10 +9,10 @@ Batch TaskTrainSet::batch(const std::vector<int64_t>& indices, int64_t, int64_t 
   return make_batch(task_, tokenizer_, samples, max_tokens, pinned);
 }
 
-int64_t TaskTrainSet::caption_targets(const std::vector<int64_t>& indices, int64_t) const {
-  int64_t targets = 0;
-  for (int64_t index : indices) targets += static_cast<int64_t>(tokenizer_.encode(task_.sample(index).caption).size()) - 1;
-  return targets;
+CaptionCounts TaskTrainSet::caption_counts(const std::vector<int64_t>& indices, int64_t) const {
+  CaptionCounts counts;
+  for (int64_t index : indices) counts.add(static_cast<int64_t>(tokenizer_.encode(task_.sample(index).caption).size()));
+  return counts;
 }
 
 std::vector<std::string> TaskTrainSet::class_names(const std::vector<int64_t>& indices) const {

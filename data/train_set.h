@@ -4,6 +4,7 @@
 // indices form each batch; a TrainSet only makes them into model inputs.
 // Implementations are safe to call from several loader threads at once.
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,6 +16,16 @@
 
 namespace vlm {
 
+// What every rank knows of a global micro-batch's captions.
+struct CaptionCounts {
+  int64_t targets = 0;  // tokens after <bos>, through <eos>: the caption loss's normaliser
+  int64_t longest = 0;  // tokens of the longest caption: the batches' width (without_padding)
+  void add(int64_t tokens) {
+    targets += tokens - 1;
+    longest = std::max(longest, tokens);
+  }
+};
+
 class TrainSet {
  public:
   virtual ~TrainSet() = default;
@@ -22,9 +33,9 @@ class TrainSet {
   virtual const ImageFormat& format() const = 0;
   // Model inputs of samples `indices`; augmentation (if any) draws from `epoch`.
   virtual Batch batch(const std::vector<int64_t>& indices, int64_t epoch, int64_t max_tokens, bool pinned) const = 0;
-  // Caption targets (tokens after <bos>, through <eos>) of `indices`: the
-  // caption loss's normaliser, which every rank computes for the global batch.
-  virtual int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const = 0;
+  // Caption targets and the longest caption of `indices`, which every rank
+  // computes for the global micro-batch.
+  virtual CaptionCounts caption_counts(const std::vector<int64_t>& indices, int64_t max_tokens) const = 0;
   // The class each of `indices` names ("" for none): validation's zero-shot
   // labels. Call after batch() of the same indices, so that a damaged sample
   // found there is replaced here too.
@@ -41,7 +52,7 @@ class TaskTrainSet : public TrainSet {
   int64_t size() const override { return task_.size(); }
   const ImageFormat& format() const override { return format_; }
   Batch batch(const std::vector<int64_t>& indices, int64_t epoch, int64_t max_tokens, bool pinned) const override;
-  int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const override;
+  CaptionCounts caption_counts(const std::vector<int64_t>& indices, int64_t max_tokens) const override;
   // A single item's class name; "" for a pair.
   std::vector<std::string> class_names(const std::vector<int64_t>& indices) const override;
 

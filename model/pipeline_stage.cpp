@@ -19,14 +19,14 @@ torch::Tensor StageOutput::weighted_loss(const ModelSpec& spec) const {
   return loss;
 }
 
-std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& s, int64_t end, int64_t batch) {
+std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& s, int64_t end, int64_t batch, int64_t text_tokens) {
   const int64_t v = s.vision_layers, u = s.unimodal_layers, kept = s.kept_image_tokens();
   const std::vector<int64_t> none;
   const int64_t tokens = end < v ? s.vision_tokens_at(end) : kept;  // image tokens after block end - 1
   return {end < v ? std::vector<int64_t>{batch, tokens, s.d_model} : none,
           end >= v ? std::vector<int64_t>{batch, kept, s.d_model} : none,
           end >= v && end < v + u ? std::vector<int64_t>{batch, s.embed_dim} : none,
-          end > v ? std::vector<int64_t>{batch, s.max_tokens, s.d_model} : none,
+          end > v ? std::vector<int64_t>{batch, text_tokens, s.d_model} : none,
           s.saliency ? std::vector<int64_t>{batch, tokens} : none,
           // Whenever the ranking ran, even if it kept every token: the sender has the positions.
           end < v && s.prunes_tokens() && end >= s.prune_after_layer ? std::vector<int64_t>{batch, kept} : none};

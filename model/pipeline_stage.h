@@ -30,8 +30,10 @@
 namespace vlm {
 
 // Shapes of the carry leaving a stage that ends before block `end` (fields not
-// carried are empty vectors): agreed once, never sent.
-std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& spec, int64_t end, int64_t batch);
+// carried are empty vectors), for micro-batches of `batch` samples whose token
+// rows are `tokens` wide: known to both stages from the micro-batch each
+// loaded, never sent.
+std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& spec, int64_t end, int64_t batch, int64_t tokens);
 
 int64_t model_blocks(const ModelSpec& spec);
 // Forward matmul FLOPs of each block, for a balanced partition.

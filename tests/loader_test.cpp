@@ -21,8 +21,8 @@ const FashionMnist& test_items() {
 
 constexpr int64_t kSamples = 300, kGlobalBatch = 32, kMicro = 2;
 
-std::unique_ptr<Loader> loader_over(const TrainSet& set, int threads, int dp_size = 1, int dp_rank = 0) {
-  LoaderOptions options;
+std::unique_ptr<Loader> loader_over(const TrainSet& set, int threads, int dp_size = 1, int dp_rank = 0,
+                                    LoaderOptions options = {}) {
   options.threads = threads;
   options.depth = 3;
   options.micro_batches = kMicro;
@@ -34,7 +34,8 @@ void expect_same(const LoadedBatch& a, const LoadedBatch& b, const std::string& 
   EXPECT_TRUE(torch::equal(a.batch.images, b.batch.images)) << where;
   EXPECT_TRUE(torch::equal(a.batch.tokens, b.batch.tokens)) << where;
   EXPECT_TRUE(torch::equal(a.batch.lengths, b.batch.lengths)) << where;
-  EXPECT_EQ(a.global_caption_targets, b.global_caption_targets) << where;
+  EXPECT_EQ(a.global.targets, b.global.targets) << where;
+  EXPECT_EQ(a.global.longest, b.global.longest) << where;
 }
 
 TEST(Loader, ThreadsChangeNothingAcrossEpochsAndMicroBatches) {
@@ -62,7 +63,34 @@ TEST(Loader, ARankTakesItsShareOfTheGlobalBatch) {
     // Rank r holds every second sample of the global micro-batch, starting at r.
     EXPECT_TRUE(torch::equal(r0.batch.tokens, w.batch.tokens.slice(0, 0, 16, 2)));
     EXPECT_TRUE(torch::equal(r1.batch.images, w.batch.images.slice(0, 1, 16, 2)));
-    EXPECT_EQ(r0.global_caption_targets, w.global_caption_targets);
+    EXPECT_EQ(r0.global.targets, w.global.targets);
+    EXPECT_EQ(r0.global.longest, w.global.longest);
+  }
+}
+
+// Padding columns are dropped: a batch is as wide as the global micro-batch's
+// longest caption, on every rank, and holds what the padded batch holds there.
+TEST(Loader, BatchesAreAsWideAsTheLongestCaptionOfTheGlobalMicroBatch) {
+  const Task task(TaskKind::kMixed, test_items(), kSamples, 4);
+  const WordTokenizer tokenizer(caption_words());
+  const TaskTrainSet set(task, tokenizer);
+  LoaderOptions wide;
+  wide.max_tokens = 64;
+  LoaderOptions padded = wide;
+  padded.drop_padding = false;
+  auto cut0 = loader_over(set, 1, 2, 0, wide), cut1 = loader_over(set, 0, 2, 1, wide);
+  auto full0 = loader_over(set, 0, 2, 0, padded);
+  for (int64_t step = 0; step < 4; ++step) {
+    const LoadedBatch a = cut0->get(step, 0), b = cut1->get(step, 0), full = full0->get(step, 0);
+    const int64_t longest = a.global.longest;
+    EXPECT_LT(longest, 64);
+    EXPECT_EQ(a.batch.tokens.size(1), longest);
+    EXPECT_EQ(b.batch.tokens.size(1), longest) << "the same width on every rank";
+    EXPECT_TRUE(a.batch.tokens.is_contiguous());
+    EXPECT_EQ(full.batch.tokens.size(1), 64);
+    EXPECT_TRUE(torch::equal(a.batch.tokens, full.batch.tokens.narrow(1, 0, longest)));
+    EXPECT_EQ(full.batch.tokens.narrow(1, longest, 64 - longest).count_nonzero().item<int64_t>(), 0) << "only padding cut";
+    EXPECT_TRUE(torch::equal(a.batch.lengths, full.batch.lengths));
   }
 }
 
@@ -91,8 +119,8 @@ class FailingSet : public TrainSet {
     }
     return inner_.batch(indices, epoch, max_tokens, pinned);
   }
-  int64_t caption_targets(const std::vector<int64_t>& indices, int64_t max_tokens) const override {
-    return inner_.caption_targets(indices, max_tokens);
+  CaptionCounts caption_counts(const std::vector<int64_t>& indices, int64_t max_tokens) const override {
+    return inner_.caption_counts(indices, max_tokens);
   }
   std::vector<std::string> class_names(const std::vector<int64_t>& indices) const override {
     return inner_.class_names(indices);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "data/batch.h"
 #include "model/caption.h"
 #include "model/flops.h"
 #include "model/losses.h"
@@ -104,6 +105,54 @@ TEST(Captioning, KvCachedDecodingEqualsFullRecomputation) {
     const CaptionTokens ids{1, 2, 0};
     EXPECT_TRUE(torch::equal(decode_captions(model, in.images, ids, {}, 0, true), decode_captions(model, in.images, ids, {}, 0, false)));
   }
+}
+
+// Padding after every caption's end changes neither the loss nor any
+// gradient: the loader may cut those columns (without_padding).
+TEST(Captioning, PaddingColumnsChangeNothing) {
+  torch::manual_seed(8);
+  ModelSpec spec = tiny_spec(1, 1, 1);
+  spec.max_tokens = 20;
+  VlmModel model(spec);
+  StageInputs in = random_inputs(spec, 4, 9);
+  in.lengths = torch::tensor({5, 9, 3, 7}, torch::kLong);
+  for (int64_t i = 0; i < 4; ++i) in.tokens[i].narrow(0, in.lengths[i].item<int64_t>(), 20 - in.lengths[i].item<int64_t>()).fill_(0);
+  const Batch padded{in.images, in.tokens, in.lengths};
+  const Batch cut = without_padding(padded);
+  ASSERT_EQ(cut.tokens.size(1), 9);
+  std::vector<std::vector<torch::Tensor>> grads;
+  std::vector<double> losses;
+  for (const Batch* b : {&padded, &cut}) {
+    model->zero_grad();
+    const torch::Tensor loss = model->forward({b->images, b->tokens, b->lengths, 0}).weighted_loss(spec);
+    loss.backward();
+    losses.push_back(loss.item<double>());
+    grads.emplace_back();
+    for (const auto& p : model->parameters()) grads.back().push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+  }
+  EXPECT_NEAR(losses[0], losses[1], 1e-6 * std::abs(losses[0]));
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    EXPECT_TRUE(torch::allclose(grads[0][i], grads[1][i], 1e-4, 1e-6)) << model->named_parameters().keys()[i];
+  }
+}
+
+// The cache starts small and doubles (32, 64, then max_tokens 80): captions
+// longer than its first capacity still equal full recomputation.
+TEST(Captioning, KvCacheGrowsPastItsFirstCapacity) {
+  torch::manual_seed(6);
+  ModelSpec spec = tiny_spec(1, 1, 1);
+  spec.max_tokens = 80;
+  VlmModel model(spec);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const StageInputs in = random_inputs(spec, 2, 7);
+  EXPECT_EQ(model->start_decoding(in.images).self_kv[0].k.size(2), 32) << "the first capacity";
+  torch::Tensor full = model->caption_logits(model->encode_text(in.tokens), model->image_kv(model->encode_image(in.images)));
+  EXPECT_LE((full - cached_caption_logits(model, in.images, in.tokens)).abs().max().item<double>(), 1e-5);
+  const CaptionTokens ids{1, spec.vocab_size, 0};  // an end token never drawn: every caption runs to max_tokens
+  const torch::Tensor cached = decode_captions(model, in.images, ids, {}, 0, true);
+  EXPECT_EQ(cached.size(1), 80);
+  EXPECT_TRUE(torch::equal(cached, decode_captions(model, in.images, ids, {}, 0, false)));
 }
 
 // (4) Causality: later tokens never change earlier logits or the text embedding.

@@ -42,9 +42,12 @@ class ReferenceTraining {
     for (int64_t micro = 0; micro < micro_batches; ++micro) {
       const std::vector<int64_t> indices = sampler_.indices(step_, micro);
       const int64_t max_tokens = model_->spec().max_tokens;
-      const Batch batch = data_.train_set->batch(indices, step_ / sampler_.steps_per_epoch(), max_tokens, false);
+      // As wide as the micro-batch's longest caption, as the loader makes it
+      // (padded and cut batches give the same results: model_test).
+      const Batch batch =
+          without_padding(data_.train_set->batch(indices, step_ / sampler_.steps_per_epoch(), max_tokens, false));
       LossReduction reduction;
-      reduction.caption_targets_per_rank = static_cast<double>(data_.train_set->caption_targets(indices, max_tokens));
+      reduction.caption_targets_per_rank = static_cast<double>(data_.train_set->caption_counts(indices, max_tokens).targets);
       StageInputs inputs{batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad};
       if (model_->spec().has_dropout()) {  // the masks of the samples' places in the global batch
         const int64_t global = config_.loop().global_batch_size();

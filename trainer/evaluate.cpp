@@ -13,7 +13,8 @@ namespace {
 // Evaluation runs where the model is, in float32.
 Batch batch_for(VlmModel& model, const Task& task, const TrainingData& data, const std::vector<Sample>& samples) {
   const torch::Device device = model->parameters().front().device();
-  return to_device(make_batch(task, *data.tokenizer, samples, model->spec().max_tokens, device.is_cuda()), device);
+  const Batch batch = make_batch(task, *data.tokenizer, samples, model->spec().max_tokens, device.is_cuda());
+  return to_device(without_padding(batch), device);
 }
 
 // Unit-norm text embeddings of `captions`, [C, E].

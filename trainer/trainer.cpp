@@ -226,9 +226,16 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
   const ScheduleKind schedule =
       config.parallel().schedule() == ParallelConfig::GPIPE ? ScheduleKind::kGPipe : ScheduleKind::kOneFOneB;
   actions_ = pipeline_schedule(schedule, stages_, config.loop().micro_batches(), stage_index_);
-  const int64_t batch = config.loop().global_batch_size() / (topology.data_parallel * config.loop().micro_batches());
-  if (stage_index_ > 0) in_shapes_ = carry_shapes(spec, starts_[stage_index_], batch);
-  if (stage_index_ + 1 < stages_) out_shapes_ = carry_shapes(spec, starts_[stage_index_ + 1], batch);
+  carry_batch_ = config.loop().global_batch_size() / (topology.data_parallel * config.loop().micro_batches());
+}
+
+// The carry entering stage `stage` with micro-batch `micro`, which this rank
+// has loaded: its token width is the batch's (without_padding), the same on
+// every stage of the pipeline.
+std::vector<std::vector<int64_t>> Trainer::carry_into(int64_t stage, int micro) const {
+  if (stage == 0 || stage == stages_) return {};
+  const int64_t tokens = replicas_[0].in_flight.at(micro).inputs.tokens.size(1);
+  return carry_shapes(stage_->spec(), starts_[stage], carry_batch_, tokens);
 }
 
 Trainer::~Trainer() = default;
@@ -354,7 +361,7 @@ void Trainer::load(Replica& replica, int micro) {
   }
   // Every rank knows the whole global micro-batch: no communication needed for its token count.
   mb.reduction.caption_targets_per_rank =
-      static_cast<double>(loaded.global_caption_targets) / (topology_.data_parallel * static_cast<double>(replicas_.size()));
+      static_cast<double>(loaded.global.targets) / (topology_.data_parallel * static_cast<double>(replicas_.size()));
   if (replica_threads_) {
     const int k = replica.index;
     mb.reduction.gather = [this, k](const torch::Tensor& rows) { return replica_threads_->gather_rows(k, rows); };
@@ -369,8 +376,9 @@ void Trainer::forward(Replica& replica, int micro) {
   StageCarry carry;
   auto fields = carry.fields();
   size_t next = 0;
-  for (size_t f = 0; f < in_shapes_.size(); ++f) {
-    if (!in_shapes_[f].empty()) *fields[f] = mb.received[next++];
+  const auto in_shapes = carry_into(stage_index_, micro);
+  for (size_t f = 0; f < in_shapes.size(); ++f) {
+    if (!in_shapes[f].empty()) *fields[f] = mb.received[next++];
   }
   {
     const AutocastGuard autocast(device_, bf16_);  // Note [bf16 autocast]
@@ -433,14 +441,16 @@ Trainer::Transfer Trainer::transfer(const Action& a) {
   const int micro = a.micro_batch;
   switch (a.kind) {
     case ActionKind::kRecvActivation: {
-      torch::Tensor flat = torch::empty({message_numel(in_shapes_)}, device_);
-      return {{false, flat, stage_index_ - 1, 0}, [this, micro, flat] {
-                for (auto& field : unpack(flat, in_shapes_)) replicas_[0].in_flight.at(micro).received.push_back(field.detach().requires_grad_(true));
+      const auto shapes = carry_into(stage_index_, micro);
+      torch::Tensor flat = torch::empty({message_numel(shapes)}, device_);
+      return {{false, flat, stage_index_ - 1, 0}, [this, micro, flat, shapes] {
+                for (auto& field : unpack(flat, shapes)) replicas_[0].in_flight.at(micro).received.push_back(field.detach().requires_grad_(true));
               }};
     }
     case ActionKind::kRecvGradient: {
-      torch::Tensor flat = torch::empty({message_numel(out_shapes_)}, device_);
-      return {{false, flat, stage_index_ + 1, 1}, [this, micro, flat] { replicas_[0].in_flight.at(micro).output_gradients = unpack(flat, out_shapes_); }};
+      const auto shapes = carry_into(stage_index_ + 1, micro);
+      torch::Tensor flat = torch::empty({message_numel(shapes)}, device_);
+      return {{false, flat, stage_index_ + 1, 1}, [this, micro, flat, shapes] { replicas_[0].in_flight.at(micro).output_gradients = unpack(flat, shapes); }};
     }
     case ActionKind::kSendActivation: {
       std::vector<torch::Tensor> fields;

@@ -141,6 +141,7 @@ class Trainer {
     std::function<void()> arrived;
   };
   Transfer transfer(const Action& a);
+  std::vector<std::vector<int64_t>> carry_into(int64_t stage, int micro) const;
   // Issues the run of transfers starting at actions_[first] as one batch;
   // returns the index of the first action after it.
   size_t exchange(size_t first, Millis timeout, StepStats& stats);
@@ -174,7 +175,7 @@ class Trainer {
   std::unique_ptr<ReplicaThreads> replica_threads_;  // with more than one replica
   WarmupCosine schedule_;
   std::vector<Action> actions_;
-  std::vector<std::vector<int64_t>> in_shapes_, out_shapes_;  // carry fields received / sent
+  int64_t carry_batch_ = 0;  // samples in each micro-batch a stage sends on
   std::vector<WorkPtr> sends_;
   Millis init_timeout_;  // start-up and the first step
   Millis timeout_;       // every later step

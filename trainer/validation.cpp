@@ -116,11 +116,11 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
     if (b % size != rank) continue;
     const int64_t end = std::min(n, start + batch_size);
     const std::vector<int64_t> indices = sample_indices(start, end);
-    const Batch batch = to_device(held_out_.batch(indices, 0, max_tokens, false), device);
+    const Batch batch = to_device(without_padding(held_out_.batch(indices, 0, max_tokens, false)), device);
     const torch::Tensor image = model->image_embedding(model->encode_image(batch.images));
     const torch::Tensor text = model->text_embedding(model->encode_text(batch.tokens), batch.lengths);
     embeddings.narrow(0, start, end - start).copy_(torch::cat({image, text}, 1));
-    tokens.narrow(0, start, end - start).copy_(batch.tokens);
+    tokens.narrow(0, start, end - start).narrow(1, 0, batch.tokens.size(1)).copy_(batch.tokens);  // the rest: padding
     if (zero_shot) {
       // After batch(): a damaged sample's replacement names its own class.
       const std::vector<std::string> names = held_out_.class_names(indices);
