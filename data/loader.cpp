@@ -26,7 +26,7 @@ LoadedBatch Loader::build(const Job& job) {
   LoadedBatch loaded{set_.batch(job.mine, job.epoch, options_.max_tokens, options_.pinned),
                      set_.caption_counts(job.global, options_.max_tokens)};
   // At least the global longest: a damaged sample's replacement may be longer.
-  if (options_.drop_padding) loaded.batch = without_padding(loaded.batch, loaded.global.longest);
+  loaded.batch = without_padding(loaded.batch, loaded.global.longest);
   return loaded;
 }
 

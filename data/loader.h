@@ -26,14 +26,11 @@ struct LoaderOptions {
   int depth = 4;           // micro-batches built ahead
   int micro_batches = 1;   // per step
   int64_t max_tokens = 12;
-  // Token columns cut to the global micro-batch's longest caption
-  // (without_padding); false keeps max_tokens columns.
-  bool drop_padding = true;
   bool pinned = false;     // page-locked host memory (for asynchronous copies to a GPU)
 };
 
 struct LoadedBatch {
-  Batch batch;            // this rank's share
+  Batch batch;            // this rank's share, as wide as the global micro-batch's longest caption
   CaptionCounts global;   // of the whole global micro-batch (every rank's share)
 };
 
