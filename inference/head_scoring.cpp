@@ -5,6 +5,7 @@
 
 #include "checkpoint/crc32c.h"
 #include "checkpoint/reader.h"
+#include "data/batch.h"
 #include "model/kv_cache_layout.h"
 #include "model/parameters.h"
 #include "trainer/training_data.h"
@@ -23,7 +24,7 @@ HeadScores score_trained_heads(TrainedModel& trained, int64_t batches, int64_t b
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t start = b * batch_size, end = std::min<int64_t>(start + batch_size, set.size());
     if (start >= end) break;
-    const Batch batch = set.batch({order.begin() + start, order.begin() + end}, 0, max_tokens, false);
+    const Batch batch = without_padding(set.batch({order.begin() + start, order.begin() + end}, 0, max_tokens, false));
     inputs.push_back({batch.images, batch.tokens, batch.lengths, Tokenizer::kPad});
   }
   return score_heads(trained.model, inputs);
