@@ -14,7 +14,7 @@ namespace vlm {
 
 struct Batch {
   torch::Tensor images;   // float [B, C, H, W], normalised with the dataset's mean/std
-  torch::Tensor tokens;   // int64 [B, max_tokens], <pad> after <eos>
+  torch::Tensor tokens;   // int64 [B, T], T <= max_tokens, <pad> after <eos>
   torch::Tensor lengths;  // int64 [B], tokens up to and including <eos>
   int64_t size() const { return tokens.size(0); }
 };
