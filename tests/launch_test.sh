@@ -164,9 +164,12 @@ rc=$?
 pass "10 rounds of USR1 to every process of the job: each ended 75; ranks that ignore it end after --grace"
 
 # 6. The restart budget is for the whole job; bad input is not restarted; usage errors are named.
+# A job that always fails at run time: rank 0's loss is NaN from the first step,
+# and one non-finite step stops the job (exit 1, which a restart might mend).
 dir=$root/budget
-"$launch" --max-restarts 2 --restart-backoff 1 --run-dir "$dir/run" -- "$train" --config "$config" \
-  --set data.fashion_mnist_dir="$root/no-data" > "$dir.out" 2>&1
+always_fails=(--config "$config" --set loop.max_skipped_steps=1)
+VLM_FAULT=nan:0:0 "$launch" --max-restarts 2 --restart-backoff 1 --run-dir "$dir/run" -- "$train" "${always_fails[@]}" \
+  > "$dir.out" 2>&1
 rc=$?
 ((rc == 1)) || fail "a job that always fails should exit 1, got $rc"
 grep -q "restart 1 of 2 in 1s" "$dir.out" && grep -q "restart 2 of 2 in 2s" "$dir.out" ||
@@ -175,6 +178,12 @@ grep -q "restart 1 of 2 in 1s" "$dir.out" && grep -q "restart 2 of 2 in 2s" "$di
 grep -q "summary: 2 of 2 restarts used" "$dir.out" || fail "no summary: $(tail "$dir.out")"
 grep -q "first to fail: rank 0 on .*exit code 1" "$dir/run/attempt-2/failure.txt" ||
   fail "the report lacks the exit code: $(cat "$dir/run/attempt-2/failure.txt")"
+# Missing data is the command's input too: exit 2, no restart.
+"$launch" --max-restarts 2 --run-dir "$dir/run-nodata" -- "$train" --config "$config" \
+  --set data.fashion_mnist_dir="$root/no-data" > "$dir.nodata" 2>&1
+rc=$?
+((rc == 2)) && grep -q "not restarted: the command's input is wrong" "$dir.nodata" && [[ ! -d $dir/run-nodata/attempt-1 ]] ||
+  fail "missing data should end the job with 2 and no restart, got $rc: $(tail -5 "$dir.nodata")"
 # A config error is the command's input: exit 2 on every rank, no restart. The config
 # is read before anything else; its error's flight records still go to the run dir.
 "$launch" --nproc-per-node 2 --max-restarts 2 --run-dir "$dir/run2" -- "$train" --config "$root/missing.pbtxt" \
@@ -195,8 +204,8 @@ compgen -G "$dir/run2/attempt-0/flight/rank-*.json" > /dev/null || fail "no flig
 "$launch" --tee x -- true > "$dir.usage" 2>&1
 (($? == 2)) && grep -q "\-\-tee 'x'" "$dir.usage" || fail "a bad --tee is not a usage error"
 # A stop signal while waiting to restart: nothing runs, the job is preempted (75).
-"$launch" --max-restarts 1 --restart-backoff 600 --run-dir "$dir/run-wait" -- "$train" --config "$config" \
-  --set data.fashion_mnist_dir="$root/no-data" > "$dir-wait.out" 2>&1 &
+VLM_FAULT=nan:0:0 "$launch" --max-restarts 1 --restart-backoff 600 --run-dir "$dir/run-wait" -- "$train" \
+  "${always_fails[@]}" > "$dir-wait.out" 2>&1 &
 pid=$!
 pids+=("$pid")
 wait_for "$dir-wait.out" "restart 1 of 1 in 600s"
