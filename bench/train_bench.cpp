@@ -83,7 +83,6 @@ RunResult run(const TrainConfig& config, const Topology& topology, const Process
   Trainer trainer(config, topology, groups, data);
   RunResult r;
   r.parameters = unique_parameter_count(*trainer.stage());
-  r.train_flops_per_sample = flops_per_sample(trainer.stage()->spec()).train();
   {
     torch::NoGradGuard no_grad;
     VlmModel model = trainer.whole_model();
@@ -94,8 +93,15 @@ RunResult run(const TrainConfig& config, const Topology& topology, const Process
   for (int i = 0; i < warmup; ++i) r.finite &= std::isfinite(trainer.train_step().loss);
   finish(groups.device());
   const auto start = Clock::now();
-  for (int i = 0; i < steps; ++i) r.finite &= std::isfinite(trainer.train_step().loss);
+  double flops = 0, samples = 0;  // the trainer counts each batch at its width (model/flops.h)
+  for (int i = 0; i < steps; ++i) {
+    const StepStats stats = trainer.train_step();
+    r.finite &= std::isfinite(stats.loss);
+    flops += stats.model_flops;
+    samples += static_cast<double>(stats.rank_samples);
+  }
   finish(groups.device());
+  r.train_flops_per_sample = flops / samples;
   const double elapsed = seconds_since(start);
   r.step_seconds = elapsed / steps;
   r.samples_per_second = static_cast<double>(config.loop().global_batch_size()) * steps / elapsed;

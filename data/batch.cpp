@@ -55,14 +55,23 @@ Batch to_device(const Batch& batch, const torch::Device& device) {
           batch.lengths.to(device, non_blocking)};
 }
 
-Batch without_padding(const Batch& batch, int64_t at_least) {
-  const int64_t width = batch.tokens.size(1);
+Batch without_padding(const Batch& batch, int64_t width) {
+  const int64_t padded = batch.tokens.size(1);
   if (batch.size() == 0) return batch;
-  const int64_t cut = std::min(width, std::max(at_least, batch.lengths.max().item<int64_t>()));
-  if (cut == width) return batch;
+  const int64_t longest = batch.lengths.max().item<int64_t>();
+  const int64_t cut = std::min(padded, width > 0 ? width : longest);
+  if (cut == padded) return batch;
   torch::Tensor tokens = torch::empty({batch.size(), cut}, batch.tokens.options().pinned_memory(batch.tokens.is_pinned()));
   tokens.copy_(batch.tokens.narrow(1, 0, cut));
-  return {batch.images, tokens, batch.lengths};
+  if (longest <= cut) return {batch.images, tokens, batch.lengths};
+  torch::Tensor lengths = batch.lengths.clone();
+  int64_t* length = lengths.data_ptr<int64_t>();
+  for (int64_t i = 0; i < batch.size(); ++i) {
+    if (length[i] <= cut) continue;
+    length[i] = cut;
+    tokens[i][cut - 1] = WordTokenizer::kEos;  // <eos> kept last
+  }
+  return {batch.images, tokens, lengths};
 }
 
 std::vector<int64_t> encode_truncated(const Tokenizer& tokenizer, const std::string& caption, int64_t max_tokens) {

@@ -26,14 +26,15 @@ struct Batch {
 Batch make_batch(const Task& task, const Tokenizer& tokenizer, const std::vector<Sample>& samples,
                  int64_t max_tokens, bool pinned = false);
 
-// `batch` without the token columns that are padding in every row: cut to its
-// longest caption, or to `at_least` columns if that is wider (the global
-// micro-batch's longest, so that every layout computes on the same shapes).
-// Every caption ends before the cut, and no position before a caption's end
+// `batch` without the token columns that are padding: cut to its longest
+// caption, or (width > 0) to `width` columns, the global micro-batch's
+// longest, so that every rank and every layout computes on the same shapes.
+// A caption longer than `width` (only a damaged sample's replacement can be)
+// is cut as encode_truncated cuts it. No position before a caption's end
 // attends to one after it, so the model's outputs for the captions are those
 // of the padded batch; the text tower's work shrinks with the width
 // (attention with its square). Contiguous, and pinned if `batch` was.
-Batch without_padding(const Batch& batch, int64_t at_least = 0);
+Batch without_padding(const Batch& batch, int64_t width = 0);
 
 // `caption` as token ids, cut to `max_tokens` with <eos> kept last (real
 // captions may be longer than the model's context).

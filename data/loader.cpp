@@ -25,7 +25,7 @@ Loader::Job Loader::job(int64_t sequence) {
 LoadedBatch Loader::build(const Job& job) {
   LoadedBatch loaded{set_.batch(job.mine, job.epoch, options_.max_tokens, options_.pinned),
                      set_.caption_counts(job.global, options_.max_tokens)};
-  // At least the global longest: a damaged sample's replacement may be longer.
+  // The global longest, the same on every rank and stage, whatever each found damaged.
   loaded.batch = without_padding(loaded.batch, loaded.global.longest);
   return loaded;
 }

@@ -8,6 +8,9 @@
 // global batch). No generator state is involved, so a sample sees the same
 // masks whichever rank, micro-batch or pipeline stage computes it, after a
 // resume, and when a checkpointed block is recomputed in the backward pass.
+// Text masks are indexed over the batch's width (the global micro-batch's
+// longest caption, data/batch.h): a change of loop.micro_batches, which
+// regroups the samples, may change them.
 // The hash is integer arithmetic on tensors (no 64-bit overflow), so it runs
 // on any device.
 

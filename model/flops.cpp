@@ -16,8 +16,8 @@ double ffn(double t, double d, double f) { return matmul(t, d, f) + matmul(t, f,
 
 }  // namespace
 
-FlopCount flops_per_sample(const ModelSpec& s) {
-  const double d = s.d_model, f = s.ffn_dim(), n = s.kept_image_tokens(), t = s.max_tokens;
+FlopCount flops_per_sample(const ModelSpec& s, int64_t text_tokens) {
+  const double d = s.d_model, f = s.ffn_dim(), n = s.kept_image_tokens(), t = static_cast<double>(text_tokens);
   const double pixels = static_cast<double>(s.image_height * s.image_width);
   FlopCount c;
   c.vision = matmul(s.image_tokens(), s.patch_values(), d) + matmul(1, d, s.embed_dim);

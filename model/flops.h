@@ -5,7 +5,9 @@
 // saves no work in this implementation). Shared weights save parameters, not
 // FLOPs: a shared projection is counted in every layer that uses it. Image K/V
 // computed once per sharing group is counted once per group. A training step
-// costs 3x the forward pass (backward = 2x forward). See docs/model.md.
+// costs 3x the forward pass (backward = 2x forward). Text counts the
+// positions computed: a batch's width (data/batch.h without_padding), not
+// max_tokens. See docs/model.md.
 
 #include "model/spec.h"
 
@@ -18,6 +20,7 @@ struct FlopCount {
   double train() const { return 3.0 * forward(); }
 };
 
-FlopCount flops_per_sample(const ModelSpec& spec);
+// With token rows `text_tokens` wide (at most spec.max_tokens).
+FlopCount flops_per_sample(const ModelSpec& spec, int64_t text_tokens);
 
 }  // namespace vlm

@@ -32,8 +32,8 @@ std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& s, int64_t end, 
           end < v && s.prunes_tokens() && end >= s.prune_after_layer ? std::vector<int64_t>{batch, kept} : none};
 }
 
-std::vector<double> block_costs(const ModelSpec& s) {
-  const double d = s.d_model, f = s.ffn_dim(), n = s.kept_image_tokens(), t = s.max_tokens;
+std::vector<double> block_costs(const ModelSpec& s, int64_t text_tokens) {
+  const double d = s.d_model, f = s.ffn_dim(), n = s.kept_image_tokens(), t = static_cast<double>(text_tokens);
   // w: the width of the block's heads, d unless heads were pruned.
   auto self_block = [&](double tokens, double w) { return 2 * tokens * d * 4 * w + 4 * tokens * tokens * w + 4 * tokens * d * f; };
   auto width = [&](AttentionKind kind, int64_t layer, int64_t share) {

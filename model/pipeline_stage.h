@@ -37,7 +37,7 @@ std::vector<std::vector<int64_t>> carry_shapes(const ModelSpec& spec, int64_t en
 
 int64_t model_blocks(const ModelSpec& spec);
 // Forward matmul FLOPs of each block, for a balanced partition.
-std::vector<double> block_costs(const ModelSpec& spec);
+std::vector<double> block_costs(const ModelSpec& spec, int64_t text_tokens);
 // Whether a stage may start at block i without splitting an attention-sharing group.
 std::vector<bool> cuts_between_sharing_groups(const ModelSpec& spec);
 

@@ -187,6 +187,21 @@ TEST(Batch, TooLongCaptionNamesTheSetting) {
   }
 }
 
+// Cut to its own longest caption, or to the global micro-batch's width: a
+// longer caption there (a damaged sample's replacement) keeps <eos> last.
+TEST(Batch, PaddingColumnsAreCut) {
+  const Batch padded{torch::zeros({2, 1, 2, 2}), torch::tensor({1, 5, 2, 0, 0, 0, 0, 0, 1, 5, 6, 7, 8, 9, 2, 0}, torch::kLong).view({2, 8}),
+                     torch::tensor({3, 7}, torch::kLong)};
+  const Batch own = without_padding(padded);
+  EXPECT_TRUE(torch::equal(own.tokens, padded.tokens.narrow(1, 0, 7)));
+  EXPECT_TRUE(torch::equal(own.lengths, padded.lengths));
+  const Batch global = without_padding(padded, 5);
+  EXPECT_TRUE(torch::equal(global.tokens, torch::tensor({1, 5, 2, 0, 0, 1, 5, 6, 7, 2}, torch::kLong).view({2, 5})));
+  EXPECT_TRUE(torch::equal(global.lengths, torch::tensor({3, 5}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(padded.lengths, torch::tensor({3, 7}, torch::kLong))) << "the batch cut is left as it was";
+  EXPECT_EQ(without_padding(padded, 8).tokens.data_ptr(), padded.tokens.data_ptr()) << "nothing to cut: no copy";
+}
+
 TEST(Sampler, SharesAreDisjointEqualAndUnionIsTheGlobalBatch) {
   const int64_t n = 1003, global = 12;
   for (int64_t dp : {1, 2, 3, 4}) {

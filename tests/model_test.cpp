@@ -330,15 +330,21 @@ TEST(SharedAttention, ImageKvBytesMatchClosedForm) {
 
 TEST(Flops, CountFollowsTheDocumentedFormula) {
   ModelSpec s = tiny_spec(1, 1, 1);
-  const FlopCount c = flops_per_sample(s);
+  const FlopCount c = flops_per_sample(s, s.max_tokens);
   const double d = 16, f = 32, n = 32;
   const double vision = 2 * n * 49 * d + 3 * (2 * n * d * 3 * d + 2 * n * d * d + 2 * 2 * n * d * n + 2 * 2 * n * d * f) + 2 * d * 8;
   EXPECT_DOUBLE_EQ(c.vision, vision);
   EXPECT_DOUBLE_EQ(c.train(), 3 * c.forward());
   ModelSpec shared = tiny_spec(0, 0, 0);
   // Sharing the cross K/V saves (layers - groups) image K/V projections; self-attention sharing saves no FLOPs.
-  EXPECT_DOUBLE_EQ(c.text - flops_per_sample(shared).text, (3 - 1) * 2 * n * d * 2 * d);
-  EXPECT_DOUBLE_EQ(c.vision, flops_per_sample(shared).vision);
+  EXPECT_DOUBLE_EQ(c.text - flops_per_sample(shared, s.max_tokens).text, (3 - 1) * 2 * n * d * 2 * d);
+  EXPECT_DOUBLE_EQ(c.vision, flops_per_sample(shared, s.max_tokens).vision);
+  // Text counts the positions a batch holds (its width), not max_tokens.
+  const FlopCount narrow = flops_per_sample(s, 4);
+  EXPECT_DOUBLE_EQ(narrow.vision, c.vision);
+  EXPECT_LT(narrow.text, c.text);
+  // No text positions: the embedding's projection and the 3 layers' image K/V remain.
+  EXPECT_DOUBLE_EQ(flops_per_sample(s, 0).text, 2 * d * 8 + 3 * (2 * n * d * 2 * d));
 }
 
 // RGB images: a patch holds every channel's values, channel by channel, and

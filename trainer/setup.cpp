@@ -45,7 +45,8 @@ std::vector<int> stage_starts_for(const TrainConfig& config, const ModelSpec& sp
   }
   std::vector<bool> cuts;
   if (config.parallel().keep_sharing_groups_together()) cuts = cuts_between_sharing_groups(spec);
-  return balanced_partition(block_costs(spec), stages, cuts);
+  // Fixed before any batch is read: text blocks weigh as if captions took max_tokens.
+  return balanced_partition(block_costs(spec, spec.max_tokens), stages, cuts);
 }
 
 Millis seconds_to_millis(double seconds) { return Millis(static_cast<int64_t>(seconds * 1000)); }

@@ -98,6 +98,7 @@ struct Trainer::MicroBatch {
 // pipeline, and a process of one replica, have replica 0 only.
 struct Trainer::Replica {
   int index = 0;
+  double model_flops = 0;  // of this step's micro-batches so far, on this stage
   std::unique_ptr<Loader> loader;  // its share of each micro-batch, built ahead
   std::map<int, MicroBatch> in_flight;
   torch::Tensor losses;                  // [contrastive, caption]: its share of the step, float64
@@ -160,10 +161,6 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
   const ModelSpec& spec = full->spec();
   starts_ = stage_starts_for(config, spec);
   starts_.push_back(static_cast<int>(model_blocks(spec)));
-  const std::vector<double> costs = block_costs(spec);  // this stage's share of the model's FLOPs
-  const double all = std::accumulate(costs.begin(), costs.end(), 0.0);
-  const double mine = std::accumulate(costs.begin() + starts_[stage_index_], costs.begin() + starts_[stage_index_ + 1], 0.0);
-  flops_per_sample_ = flops_per_sample(spec).train() * (all > 0 ? mine / all : 1.0);
   std::map<std::string, std::vector<int>> holders;  // canonical name -> stages holding it
   owned_by_stage_.resize(static_cast<size_t>(stages_));
   for (int s = 0; s < stages_; ++s) {
@@ -347,9 +344,19 @@ std::vector<std::string> Trainer::tied_parameter_names() const {
   return names;
 }
 
+// Training FLOPs per sample of this stage's blocks, for token rows `text_tokens` wide.
+double Trainer::stage_flops_per_sample(int64_t text_tokens) const {
+  const ModelSpec& spec = stage_->spec();
+  const std::vector<double> costs = block_costs(spec, text_tokens);
+  const double all = std::accumulate(costs.begin(), costs.end(), 0.0);
+  const double mine = std::accumulate(costs.begin() + starts_[stage_index_], costs.begin() + starts_[stage_index_ + 1], 0.0);
+  return flops_per_sample(spec, text_tokens).train() * (all > 0 ? mine / all : 1.0);
+}
+
 void Trainer::load(Replica& replica, int micro) {
   MicroBatch& mb = replica.in_flight[micro];
   const LoadedBatch loaded = replica.loader->get(step_, micro);
+  replica.model_flops += stage_flops_per_sample(loaded.batch.tokens.size(1)) * static_cast<double>(loaded.batch.size());
   const Batch batch = to_device(loaded.batch, device_);
   mb.inputs = {batch.images, batch.tokens, batch.lengths, WordTokenizer::kPad};
   if (stage_->spec().has_dropout()) {  // Note [Keyed dropout]
@@ -703,7 +710,10 @@ StepStats Trainer::train_step() {
   CHECK(replicas_[0].in_flight.empty()) << "micro-batches left over after the step";
   stats.global_samples = config_.loop().global_batch_size();
   stats.rank_samples = stats.global_samples / topology_.data_parallel;
-  stats.model_flops = flops_per_sample_ * static_cast<double>(stats.rank_samples);
+  for (Replica& replica : replicas_) {
+    stats.model_flops += replica.model_flops;
+    replica.model_flops = 0;
+  }
   ++step_;
   if (device_.is_cpu() || is_logged_step(step_, config_.loop().steps(), config_.loop().log_every())) {
     settle();  // on a GPU, the host waits for the step here only

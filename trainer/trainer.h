@@ -142,6 +142,7 @@ class Trainer {
   };
   Transfer transfer(const Action& a);
   std::vector<std::vector<int64_t>> carry_into(int64_t stage, int micro) const;
+  double stage_flops_per_sample(int64_t text_tokens) const;
   // Issues the run of transfers starting at actions_[first] as one batch;
   // returns the index of the first action after it.
   size_t exchange(size_t first, Millis timeout, StepStats& stats);
@@ -181,7 +182,6 @@ class Trainer {
   Millis timeout_;       // every later step
   int64_t step_ = 0;
   uint64_t lineage_id_ = 0;  // Manifest.lineage_id: drawn fresh, or the resumed checkpoint's
-  double flops_per_sample_ = 0;  // training FLOPs of this stage per sample
   int64_t skipped_steps_ = 0;
   int consecutive_skips_ = 0;
   int peak_in_flight_ = 0;
