@@ -2,29 +2,11 @@
 
 #include <glog/logging.h>
 
-#include <algorithm>
-#include <vector>
-
 #include "model/saliency.h"
 
 namespace vlm {
 
 namespace {
-
-// Room for position `position` in `cache`: doubled (copying what it holds) when full.
-void make_room(SelfKVCache* cache, int64_t position) {
-  CHECK_LT(position, cache->max_positions) << "decoding past model.text.max_tokens";
-  const int64_t capacity = cache->k.size(2);
-  if (position < capacity) return;
-  const int64_t grown = std::min(cache->max_positions, std::max(position + 1, 2 * capacity));
-  for (torch::Tensor* kv : {&cache->k, &cache->v}) {
-    std::vector<int64_t> shape = kv->sizes().vec();
-    shape[2] = grown;
-    torch::Tensor bigger = torch::empty(shape, kv->options());
-    bigger.narrow(2, 0, capacity).copy_(*kv);
-    *kv = bigger;
-  }
-}
 
 // The attention weights' multiplier: dropout's and the head gate's, either, or none.
 torch::Tensor times(const torch::Tensor& keep, const torch::Tensor& gate) {
@@ -95,7 +77,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& ca
 torch::Tensor BlockImpl::step(const torch::Tensor& x, int64_t position, SelfKVCache* cache,
                               const ImageKV* image_kv, torch::Tensor* cross_weights) {
   CHECK_EQ(has_cross_attention(), image_kv != nullptr) << "image K/V given iff cross-attention";
-  make_room(cache, position);
+  CHECK_LT(position, cache->k.size(2)) << "decoding past the cache's capacity";
   const int64_t heads = self_heads();
   auto qkv = self_attn->qkv->forward(ln_self->forward(x)).chunk(3, -1);
   cache->k.narrow(2, position, 1).copy_(split_heads(qkv[1], heads));

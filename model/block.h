@@ -11,13 +11,10 @@
 namespace vlm {
 
 // Self-attention keys and values of one layer during decoding:
-// [B, H, capacity, head_dim]. The capacity doubles when a position reaches it,
-// up to `max_positions` (model.text.max_tokens), so memory follows the
-// captions decoded rather than the longest one the model allows.
+// [B, H, capacity, head_dim], grown by VlmModelImpl::decode_step.
 struct SelfKVCache {
   torch::Tensor k;
   torch::Tensor v;
-  int64_t max_positions = 0;
 };
 
 // What a vision block's self-attention may add, beyond the relative position

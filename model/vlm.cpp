@@ -2,12 +2,26 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <unordered_set>
+#include <vector>
 
 #include "model/losses.h"
 #include "model/pipeline_stage.h"
 
 namespace vlm {
+namespace {
+
+// `kv` [B, H, T, head_dim] copied into the first T of `positions` (T <= positions).
+torch::Tensor with_positions(const torch::Tensor& kv, int64_t positions) {
+  std::vector<int64_t> shape = kv.sizes().vec();
+  shape[2] = positions;
+  torch::Tensor bigger = torch::empty(shape, kv.options());
+  bigger.narrow(2, 0, kv.size(2)).copy_(kv);
+  return bigger;
+}
+
+}  // namespace
 
 VlmModelImpl::VlmModelImpl(const ModelSpec& spec) : spec_(spec) {
   const int64_t d = spec.d_model;
@@ -196,17 +210,25 @@ DecodeState VlmModelImpl::start_decoding(const torch::Tensor& images) {
   const torch::Tensor image_tokens = encode_image(images, &log_gate, &state.kept_patches);
   state.image_kv = image_kv(image_tokens, log_gate);
   const int64_t b = images.size(0);
-  // Room for a caption of the demo's length at first; the cache grows from there (SelfKVCache).
+  // Room for a caption of the demo's length at first; decode_step grows it.
   const int64_t capacity = std::min<int64_t>(spec_.max_tokens, 32);
   for (int64_t i = 0; i < spec_.text_layers(); ++i) {
     auto shape = std::vector<int64_t>{b, text_blocks_[i]->self_heads(), capacity, spec_.head_dim()};
-    state.self_kv.push_back({torch::empty(shape, images.options()), torch::empty(shape, images.options()),
-                             spec_.max_tokens});
+    state.self_kv.push_back({torch::empty(shape, images.options()), torch::empty(shape, images.options())});
   }
   return state;
 }
 
 torch::Tensor VlmModelImpl::decode_step(const torch::Tensor& token, int64_t position, DecodeState* state) {
+  // A full cache doubles (up to max_tokens), so its memory follows the captions
+  // decoded rather than the longest one the model allows.
+  const int64_t capacity = state->self_kv.empty() ? 0 : state->self_kv[0].k.size(2);
+  if (position == capacity && capacity < spec_.max_tokens) {
+    for (SelfKVCache& cache : state->self_kv) {
+      cache.k = with_positions(cache.k, std::min(spec_.max_tokens, 2 * capacity));
+      cache.v = with_positions(cache.v, std::min(spec_.max_tokens, 2 * capacity));
+    }
+  }
   torch::Tensor attention;  // summed over multimodal layers, when recorded
   torch::Tensor x = token_embed_->forward(token.view({-1, 1})) + text_pos_.narrow(1, position, 1);
   for (int64_t i = 0; i < spec_.text_layers(); ++i) {

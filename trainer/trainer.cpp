@@ -223,16 +223,15 @@ Trainer::Trainer(const TrainConfig& config, const Topology& topology, const Proc
   const ScheduleKind schedule =
       config.parallel().schedule() == ParallelConfig::GPIPE ? ScheduleKind::kGPipe : ScheduleKind::kOneFOneB;
   actions_ = pipeline_schedule(schedule, stages_, config.loop().micro_batches(), stage_index_);
-  carry_batch_ = config.loop().global_batch_size() / (topology.data_parallel * config.loop().micro_batches());
 }
 
 // The carry entering stage `stage` with micro-batch `micro`, which this rank
-// has loaded: its token width is the batch's (without_padding), the same on
-// every stage of the pipeline.
+// has loaded: its samples and token width are the batch's (without_padding),
+// the same on every stage of the pipeline.
 std::vector<std::vector<int64_t>> Trainer::carry_into(int64_t stage, int micro) const {
   if (stage == 0 || stage == stages_) return {};
-  const int64_t tokens = replicas_[0].in_flight.at(micro).inputs.tokens.size(1);
-  return carry_shapes(stage_->spec(), starts_[stage], carry_batch_, tokens);
+  const torch::Tensor& tokens = replicas_[0].in_flight.at(micro).inputs.tokens;
+  return carry_shapes(stage_->spec(), starts_[stage], tokens.size(0), tokens.size(1));
 }
 
 Trainer::~Trainer() = default;

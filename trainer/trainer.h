@@ -176,7 +176,6 @@ class Trainer {
   std::unique_ptr<ReplicaThreads> replica_threads_;  // with more than one replica
   WarmupCosine schedule_;
   std::vector<Action> actions_;
-  int64_t carry_batch_ = 0;  // samples in each micro-batch a stage sends on
   std::vector<WorkPtr> sends_;
   Millis init_timeout_;  // start-up and the first step
   Millis timeout_;       // every later step
