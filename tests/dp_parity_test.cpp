@@ -180,7 +180,11 @@ TEST(GradientReduction, OverlapCompletesBucketsBeforeBackwardEnds) {
   const Topology topology = make_topology(detect_process(), 1, 0);
   if (topology.world_size() < 2) GTEST_SKIP() << "needs 2 ranks: nothing to reduce alone";
   ProcessGroups groups(topology);
-  Trainer trainer(parity_config(topology.world_size(), 1), topology, groups, tiny_data());
+  // A backward long enough for a bucket's allreduce to finish inside it even
+  // when other tests share the cores (CI runs two at once).
+  TrainConfig config = parity_config(topology.world_size(), 1);
+  config.mutable_loop()->set_global_batch_size(48 * topology.world_size());
+  Trainer trainer(config, topology, groups, tiny_data());
   int most = 0;
   for (int step = 0; step < 5; ++step) {
     const ReductionStats r = trainer.train_step().reduction;
