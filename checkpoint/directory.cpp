@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <vector>
 
 #include "checkpoint/durable_file.h"
@@ -91,51 +92,75 @@ void check_writable(const std::string& root) {
   fs::remove(probe);
 }
 
-void prepare_checkpoint_root(const std::string& root, int64_t resume_step, bool overwrite) {
-  create_root(root);
-  std::vector<fs::path> in_the_way;
+namespace {
+
+// Complete step directories (with a manifest) of ROOT past `resume_step`, oldest first.
+std::vector<fs::path> complete_checkpoints_after(const std::string& root, int64_t resume_step) {
+  std::vector<fs::path> later;
   for (const auto& [step, path] : step_directories(root)) {
-    if (step <= resume_step) continue;
-    if (fs::exists(path / "manifest.pb")) {
-      in_the_way.push_back(path);
+    if (step > resume_step && fs::exists(path / "manifest.pb")) later.push_back(path);
+  }
+  return later;
+}
+
+}  // namespace
+
+void check_checkpoint_root(const std::string& root, int64_t resume_step, bool overwrite) {
+  create_root(root);
+  const std::vector<fs::path> in_the_way = complete_checkpoints_after(root, resume_step);
+  if (in_the_way.empty() || overwrite) return;
+  std::string names;
+  for (const fs::path& p : in_the_way) names += (names.empty() ? "" : ", ") + p.filename().string();
+  throw CheckpointError(
+      "checkpoint.dir " + root + " holds " + names +
+      (resume_step < 0 ? ", but this run starts fresh: its checkpoints would mix with another run's"
+                       : ", later than the step " + std::to_string(resume_step) +
+                             " this run resumes from: this run's checkpoints would collide with them") +
+      ". HINT: --resume latest to continue that run, set checkpoint.dir to a new folder, or --set "
+      "checkpoint.overwrite=true to delete them");
+}
+
+void clear_checkpoint_root(const std::string& root, int64_t resume_step) {
+  const bool any_complete = !complete_checkpoints_after(root, resume_step).empty();
+  if (any_complete) {
+    // `best` and `latest` first, so that neither ever names a deleted checkpoint.
+    int64_t best_step = -1;
+    try {
+      best_step = step_of_directory_name(read_pointer(root, "best"));
+    } catch (const CheckpointError&) {
+      best_step = resume_step + 1;  // damaged: it goes too
+    }
+    if (best_step > resume_step) {
+      fs::remove(root + "/best");
+      fsync_directory(root);
+    }
+    std::string keep_latest;
+    for (const auto& [step, path] : step_directories(root)) {
+      if (step <= resume_step && fs::exists(path / "manifest.pb")) keep_latest = path.filename().string();
+    }
+    if (keep_latest.empty()) {
+      fs::remove(root + "/latest");
+      fsync_directory(root);
     } else {
-      fs::remove_all(path);  // a save that never finished (no manifest): not a checkpoint, and in the way
+      write_file_durably(root + "/latest", encode_latest(keep_latest));
     }
   }
-  if (in_the_way.empty()) return;
-  if (!overwrite) {
-    std::string names;
-    for (const fs::path& p : in_the_way) names += (names.empty() ? "" : ", ") + p.filename().string();
-    throw CheckpointError(
-        "checkpoint.dir " + root + " holds " + names +
-        (resume_step < 0 ? ", but this run starts fresh: its checkpoints would mix with another run's"
-                         : ", later than the step " + std::to_string(resume_step) +
-                               " this run resumes from: this run's checkpoints would collide with them") +
-        ". HINT: --resume latest to continue that run, set checkpoint.dir to a new folder, or --set "
-        "checkpoint.overwrite=true to delete them");
-  }
-  // `best` and `latest` first, so that neither ever names a deleted checkpoint.
-  int64_t best_step = -1;
-  try {
-    best_step = step_of_directory_name(read_pointer(root, "best"));
-  } catch (const CheckpointError&) {
-    best_step = resume_step + 1;  // damaged: it goes too
-  }
-  if (best_step > resume_step) {
-    fs::remove(root + "/best");
-    fsync_directory(root);
-  }
-  std::string keep_latest;
   for (const auto& [step, path] : step_directories(root)) {
-    if (step <= resume_step && fs::exists(path / "manifest.pb")) keep_latest = path.filename().string();
+    if (step > resume_step) fs::remove_all(path);  // unfinished saves (no manifest) too: in the way
   }
-  if (keep_latest.empty()) {
-    fs::remove(root + "/latest");
-    fsync_directory(root);
-  } else {
-    write_file_durably(root + "/latest", encode_latest(keep_latest));
+}
+
+std::string recover_latest(const std::string& root) {
+  const std::string named = read_latest(root);
+  if (named.empty()) return "";
+  const std::optional<uint64_t> lineage = lineage_of(root + "/" + named);
+  if (!lineage) return "";  // the resume reports a damaged checkpoint
+  std::string newest;
+  for (const fs::path& path : complete_checkpoints_after(root, step_of_directory_name(named))) {
+    if (lineage_of(path.string()) == lineage) newest = path.filename().string();
   }
-  for (const fs::path& p : in_the_way) fs::remove_all(p);
+  if (!newest.empty()) write_file_durably(root + "/latest", encode_latest(newest));
+  return newest;
 }
 
 }  // namespace vlm

@@ -27,12 +27,22 @@ void check_writable(const std::string& root);
 // What a run is about to write into ROOT must not mix with what is there. A
 // fresh run (`resume_step` < 0) into a folder holding checkpoints, or a run
 // resumed from step s into a folder holding checkpoints of later steps (they
-// would collide with this run's), is refused with a message naming them; with
-// `overwrite` they are deleted instead, `best` and `latest` first (`best`
-// removed if it names one of them, `latest` repointed at the newest
-// checkpoint left, or removed), so neither names a missing one.
-// Unfinished step directories (a save cut short: no manifest) past
-// `resume_step` are deleted in any case.
-void prepare_checkpoint_root(const std::string& root, int64_t resume_step, bool overwrite);
+// would collide with this run's), is refused with a message naming them,
+// unless `overwrite`. It only reads: clear_checkpoint_root deletes, once the
+// run has started well (a typo elsewhere in the config loses nothing).
+void check_checkpoint_root(const std::string& root, int64_t resume_step, bool overwrite);
+
+// Deletes every step directory of ROOT past `resume_step`, complete or not
+// (a save cut short), `best` and `latest` first (`best` removed if it names
+// one of them, `latest` repointed at the newest checkpoint left, or
+// removed), so that neither ever names a missing checkpoint.
+void clear_checkpoint_root(const std::string& root, int64_t resume_step);
+
+// A save cut short after its manifest and before `latest` (a kill, a crash)
+// leaves a complete checkpoint that `latest` does not name, and that would
+// be in the way of every resume. When ROOT holds complete checkpoints of
+// the lineage `latest` names that are newer than it, `latest` is repointed
+// at the newest; returns its name, or "" when there was nothing to recover.
+std::string recover_latest(const std::string& root);
 
 }  // namespace vlm

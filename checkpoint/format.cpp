@@ -174,6 +174,17 @@ void check_output_outside(const std::string& output, const std::string& source, 
   }
 }
 
+std::optional<uint64_t> lineage_of(const std::string& step_directory) {
+  try {
+    const std::string path = step_directory + "/manifest.pb";
+    std::ifstream in(path, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return decode_manifest(bytes, path).lineage_id();
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
 std::string resolve_checkpoint(const std::string& root, const std::string& which) {
   if (which == "latest" || which == "best") {
     const std::string folder = root.empty() ? "." : root;

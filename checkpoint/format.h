@@ -12,6 +12,7 @@
 // checked, and nothing is executed.
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -61,6 +62,8 @@ std::string decode_latest(const std::string& bytes, const std::string& path);
 // `pointer` is "latest" or "best".
 std::string read_pointer(const std::string& root, const std::string& pointer);
 inline std::string read_latest(const std::string& root) { return read_pointer(root, "latest"); }
+// The lineage id in `step_directory`'s manifest; nullopt when it cannot be read.
+std::optional<uint64_t> lineage_of(const std::string& step_directory);
 // "latest" or "best" (read ROOT/latest, ROOT/best) or a path -> the step
 // directory. A path that names a `latest` or `best` file, or a checkpoint
 // root (then its `latest`), resolves to the step directory it points at.

@@ -2,12 +2,10 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <optional>
 
 #include "checkpoint/chunks.h"
 #include "checkpoint/crc32c.h"
+#include "comm/fault_injection.h"
 
 namespace vlm {
 namespace fs = std::filesystem;
@@ -69,6 +67,7 @@ void commit_checkpoint(const std::string& root, const std::string& step_director
   } catch (const CheckpointError& e) {
     throw CommitError(e.what(), false);
   }
+  fault_point("commit", manifest.step());  // a test stops rank 0 here: complete, but `latest` not yet moved
   DurableFile latest(root + "/latest");
   try {
     const std::string pointer = encode_latest(fs::path(step_directory).filename().string());
@@ -78,22 +77,6 @@ void commit_checkpoint(const std::string& root, const std::string& step_director
     throw CommitError(e.what(), latest.renamed());
   }
 }
-
-namespace {
-
-// The lineage of a complete checkpoint, read from its manifest; nullopt when it cannot be read.
-std::optional<uint64_t> lineage_of(const fs::path& step_directory) {
-  try {
-    const std::string path = (step_directory / "manifest.pb").string();
-    std::ifstream in(path, std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return decode_manifest(bytes, path).lineage_id();
-  } catch (const std::exception&) {
-    return std::nullopt;  // damaged: not provably ours, so never deleted
-  }
-}
-
-}  // namespace
 
 std::string prune_checkpoints(const std::string& root, int keep, const std::string& just_written, uint64_t lineage_id) {
   try {
@@ -122,7 +105,7 @@ std::string prune_checkpoints(const std::string& root, int keep, const std::stri
       if (unreadable) continue;
       if (!complete) {
         unfinished.push_back(path);  // left by a crash or a failed save
-      } else if (lineage_of(path) == lineage_id) {
+      } else if (lineage_of(path.string()) == lineage_id) {  // a damaged one is not provably ours: kept
         ours.emplace_back(step, path);
       }
     }

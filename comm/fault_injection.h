@@ -4,7 +4,8 @@
 //   VLM_FAULT=stop:<point>:<rank>[:<step>]  world rank <rank> stops itself
 //       (SIGSTOP: a hang, not a death) at fault point <point>, at the first
 //       passage with step >= <step>. Points: comm-setup, start-up, step,
-//       stop-agreement, checkpoint, evaluation, end.
+//       stop-agreement, checkpoint (shards written), commit (the manifest
+//       written, `latest` not yet), evaluation, end.
 //   VLM_FAULT=nan:<rank>:<from>[:<to>]  world rank <rank>'s loss is NaN at
 //       every 0-based step from <from> (to <to>, inclusive, if given).
 //   VLM_FAULT=hold:<step>  every rank, once step <step> is done, waits for

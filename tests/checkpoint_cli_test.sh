@@ -157,6 +157,19 @@ kill -9 $pid; wait $pid 2> /dev/null
 "$ckpt" verify "$dir" > /dev/null || fail "after SIGKILL mid-save, latest does not verify"
 resumes "$dir" "$dir.resume.log" "${big[@]}"
 [[ ! -d $dir/step-00000003 || -f $dir/step-00000003/manifest.pb ]] || fail "the unfinished save was left behind"
+# (a') Deterministic: killed after step 3's manifest, before `latest` names it. The resume takes step 3.
+dir="$root/k3"
+VLM_FAULT=stop:commit:0:3 "$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=100000 "${big[@]}" \
+  > "$dir.log" 2>&1 &
+pid=$!; pids+=($pid)
+wait_for "$dir.log" "stops itself at commit"
+kill -9 $pid; wait $pid 2> /dev/null
+[[ -f $dir/step-00000003/manifest.pb && $(latest_name "$dir") == step-00000002 ]] ||
+  fail "the kill did not land between the manifest and latest"
+"$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=4 "${big[@]}" --resume auto \
+  > "$dir.resume.log" 2>&1 || fail "could not resume after a kill between the manifest and latest: $(tail -3 "$dir.resume.log")"
+grep -q "step-00000003 is complete, but a save cut short did not name it" "$dir.resume.log" || fail "the recovery was not said"
+grep -q "resumed from $dir/step-00000003 at step 3" "$dir.resume.log" || fail "did not resume step 3"
 # (b) Observed: killed as soon as a shard is being written (its temporary file exists).
 for round in 1 2; do
   dir="$root/k2$round"
@@ -223,6 +236,13 @@ if "$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=8 --
   fail "resuming an older step into a folder holding later ones was accepted"
 fi
 grep -q "holds step-00000006, later than the step 5" "$dir.3.log" || fail "no clear refusal of an older resume"
+# An overwrite whose start-up fails (a typo in the data folder) deletes nothing.
+if "$train" --config "$config" --set checkpoint.dir="$dir" --set checkpoint.overwrite=true \
+  --set data.fashion_mnist_dir="$root/no-such-folder" > "$dir.typo.log" 2>&1; then
+  fail "a run with a missing data folder started"
+fi
+[[ -f $dir/step-00000005/manifest.pb && $(latest_name "$dir") == step-00000006 ]] && "$ckpt" verify "$dir" > /dev/null ||
+  fail "an overwrite that failed at start-up deleted checkpoints"
 "$train" --config "$config" --set checkpoint.dir="$dir" --set checkpoint.keep=2 --set loop.steps=3 \
   --set checkpoint.overwrite=true > "$dir.4.log" 2>&1 || fail "checkpoint.overwrite=true"
 [[ $(latest_name "$dir") == step-00000003 && -f $dir/step-00000003/manifest.pb ]] || fail "latest does not name the run just written"

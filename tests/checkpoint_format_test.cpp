@@ -391,9 +391,9 @@ TEST(CheckpointDirectory, AFreshRunIntoUsedFolderIsRefusedUnlessToldToOverwrite)
   const std::string& root = scratch.path();
   for (int64_t step : {3, 6}) fake_checkpoint(root, step, 1);
   write_file_durably(root + "/latest", encode_latest("step-00000006"));
-  EXPECT_NO_THROW(prepare_checkpoint_root(root, 6, false));  // resuming the newest: nothing in the way
+  EXPECT_NO_THROW(check_checkpoint_root(root, 6, false));  // resuming the newest: nothing in the way
   try {
-    prepare_checkpoint_root(root, -1, false);
+    check_checkpoint_root(root, -1, false);
     FAIL() << "a fresh run would mix with another run's checkpoints";
   } catch (const CheckpointError& e) {
     EXPECT_NE(std::string(e.what()).find("holds step-00000003, step-00000006, but this run starts fresh"),
@@ -401,19 +401,40 @@ TEST(CheckpointDirectory, AFreshRunIntoUsedFolderIsRefusedUnlessToldToOverwrite)
     EXPECT_NE(std::string(e.what()).find("checkpoint.overwrite=true"), std::string::npos);
   }
   try {
-    prepare_checkpoint_root(root, 3, false);
+    check_checkpoint_root(root, 3, false);
     FAIL() << "resuming step 3 would collide with step 6";
   } catch (const CheckpointError& e) {
     EXPECT_NE(std::string(e.what()).find("holds step-00000006, later than the step 3"), std::string::npos) << e.what();
   }
   fs::create_directories(root + "/step-00000009");  // an unfinished save: never in the way
-  prepare_checkpoint_root(root, 3, /*overwrite=*/true);
+  EXPECT_NO_THROW(check_checkpoint_root(root, 3, /*overwrite=*/true));
+  EXPECT_TRUE(fs::exists(root + "/step-00000006")) << "the check deletes nothing: the clear, after start-up, does";
+  clear_checkpoint_root(root, 3);
   EXPECT_EQ(read_latest(root), "step-00000003");
   EXPECT_FALSE(fs::exists(root + "/step-00000006"));
   EXPECT_FALSE(fs::exists(root + "/step-00000009"));
-  prepare_checkpoint_root(root, -1, /*overwrite=*/true);
+  clear_checkpoint_root(root, -1);
   EXPECT_EQ(read_latest(root), "");
   EXPECT_FALSE(fs::exists(root + "/step-00000003"));
+}
+
+// A kill between a save's manifest and its `latest` leaves a complete
+// checkpoint that `latest` does not name: a resume through `latest` takes the
+// newest of that lineage, never another run's.
+TEST(CheckpointDirectory, ASaveCutShortBeforeLatestIsRecovered) {
+  Scratch scratch("recover");
+  const std::string& root = scratch.path();
+  EXPECT_EQ(recover_latest(root), "") << "no latest: nothing to recover";
+  for (int64_t step : {2, 4, 6}) fake_checkpoint(root, step, /*lineage=*/1);
+  fake_checkpoint(root, 8, /*lineage=*/2);           // another run's
+  fs::create_directories(root + "/step-00000010");  // unfinished
+  write_file_durably(root + "/latest", encode_latest("step-00000006"));
+  EXPECT_EQ(recover_latest(root), "") << "latest names the newest of its lineage";
+  EXPECT_EQ(read_latest(root), "step-00000006");
+  write_file_durably(root + "/latest", encode_latest("step-00000002"));  // the saves of 4 and 6 were cut short
+  EXPECT_EQ(recover_latest(root), "step-00000006");
+  EXPECT_EQ(read_latest(root), "step-00000006");
+  EXPECT_THROW(check_checkpoint_root(root, 6, false), CheckpointError) << "another run's step-00000008 is still in the way";
 }
 
 TEST(CheckpointDirectory, AnUnwritableFolderIsNamed) {
@@ -453,10 +474,10 @@ TEST(CheckpointFormat, BestIsResolvedKeptAndRemovedWithItsCheckpoint) {
   EXPECT_EQ(prune_checkpoints(root, /*keep=*/1, "step-00000003", 2), "");
   EXPECT_TRUE(fs::exists(root + "/step-00000001")) << "named by best";
   EXPECT_FALSE(fs::exists(root + "/step-00000002"));
-  prepare_checkpoint_root(root, 3, /*overwrite=*/true);  // resuming the newest: best stays
+  clear_checkpoint_root(root, 3);  // resuming the newest: best stays
   EXPECT_EQ(read_pointer(root, "best"), "step-00000001");
   write_file_durably(root + "/best", encode_latest("step-00000003"));
-  prepare_checkpoint_root(root, 1, /*overwrite=*/true);  // step 3 goes, and best with it
+  clear_checkpoint_root(root, 1);  // step 3 goes, and best with it
   EXPECT_FALSE(fs::exists(root + "/best"));
   EXPECT_EQ(read_latest(root), "step-00000001");
   EXPECT_THROW(resolve_checkpoint(root, "best"), CheckpointError);

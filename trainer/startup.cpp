@@ -1,5 +1,6 @@
 #include "trainer/startup.h"
 
+#include <glog/logging.h>
 #include <google/protobuf/text_format.h>
 
 #include <algorithm>
@@ -17,6 +18,11 @@
 
 namespace vlm {
 namespace {
+
+// The step a run resumes from, or -1 for a fresh run.
+int64_t resume_step(const std::string& resume_from) {
+  return resume_from.empty() ? -1 : CheckpointReader(resume_from).manifest().step();
+}
 
 // The running executable's CRC-32C: ranks of one job must run the same build.
 uint32_t executable_checksum() {
@@ -111,19 +117,40 @@ void check_same_config(Backend& control, const TrainConfig& config, const std::s
                     details + "\nHINT: start every rank with the same --config, --set, --resume and --init-from arguments (and the same build)");
 }
 
-std::unique_ptr<CheckpointDirectoryLock> prepare_checkpoint_folder(const TrainConfig& config, const Topology& topology,
-                                                                   const std::string& resume) {
+std::unique_ptr<CheckpointDirectoryLock> lock_checkpoint_folder(const TrainConfig& config, const Topology& topology) {
   const std::string& root = config.checkpoint().dir();
-  if (root.empty()) return nullptr;
-  std::unique_ptr<CheckpointDirectoryLock> lock;
-  if (topology.is_root()) {
-    lock = std::make_unique<CheckpointDirectoryLock>(root);
-    const int64_t resume_step =
-        resume.empty() ? -1 : CheckpointReader(resolve_checkpoint(root, resume)).manifest().step();
-    prepare_checkpoint_root(root, resume_step, config.checkpoint().overwrite());
+  return root.empty() || !topology.is_root() ? nullptr : std::make_unique<CheckpointDirectoryLock>(root);
+}
+
+std::string agree_on_resume(Backend& control, const TrainConfig& config, const std::string& resume, Millis timeout) {
+  std::string from;
+  if (control.rank() == 0) {
+    const std::string which = resolve_resume(config, resume);
+    const std::string& root = config.checkpoint().dir();
+    if (which == "latest" && !root.empty()) {
+      const std::string recovered = recover_latest(root);
+      LOG_IF(WARNING, !recovered.empty())
+          << "checkpoint.dir " << root << ": " << recovered << " is complete, but a save cut short did not name it "
+          << "in `latest`; `latest` names it now, and this run resumes from it";
+    }
+    if (!which.empty()) from = resolve_checkpoint(root, which);
   }
+  return broadcast_bytes(control, from, 0, timeout);
+}
+
+void check_checkpoint_folder(const TrainConfig& config, const Topology& topology, const std::string& resume_from) {
+  const std::string& root = config.checkpoint().dir();
+  if (root.empty()) return;
+  if (topology.is_root()) check_checkpoint_root(root, resume_step(resume_from), config.checkpoint().overwrite());
   if (topology.dp_rank() == 0) check_writable(root);  // the ranks that write shards
-  return lock;
+}
+
+void clear_checkpoint_folder(Backend& control, const TrainConfig& config, const std::string& resume_from,
+                             Millis timeout) {
+  const std::string& root = config.checkpoint().dir();
+  if (root.empty()) return;
+  if (control.rank() == 0) clear_checkpoint_root(root, resume_step(resume_from));
+  control.barrier({timeout})->wait();  // no rank writes a step directory before it is cleared
 }
 
 }  // namespace vlm

@@ -37,11 +37,27 @@ std::string resolve_init_from(const TrainConfig& config, const std::string& init
 void check_same_config(Backend& control, const TrainConfig& config, const std::string& resume,
                        const std::string& init_from, Millis timeout);
 
-// The checkpoint folder, before training: rank 0 locks it for this job (held
-// while the returned object lives) and refuses what would mix runs
-// (checkpoint/directory.h); every rank that writes shards checks it can.
-// `resume` is the --resume argument ("" for a fresh run).
-std::unique_ptr<CheckpointDirectoryLock> prepare_checkpoint_folder(const TrainConfig& config, const Topology& topology,
-                                                                   const std::string& resume);
+// The checkpoint folder, before training. Rank 0 locks it for this job (held
+// while the returned object lives; nullptr on other ranks or without
+// checkpoint.dir).
+std::unique_ptr<CheckpointDirectoryLock> lock_checkpoint_folder(const TrainConfig& config, const Topology& topology);
+
+// Collective over `control`: the step directory this run resumes from, or ""
+// for a fresh start, decided by rank 0 alone (--resume made concrete by
+// resolve_resume; a `latest` left behind by a save cut short is recovered
+// first, checkpoint/directory.h) so that no rank resumes while another starts
+// afresh. Call it while rank 0 holds the folder's lock.
+std::string agree_on_resume(Backend& control, const TrainConfig& config, const std::string& resume, Millis timeout);
+
+// Reads only: rank 0 refuses what would mix runs (check_checkpoint_root), and
+// every rank that writes shards checks it can.
+void check_checkpoint_folder(const TrainConfig& config, const Topology& topology, const std::string& resume_from);
+
+// Collective over `control`, once start-up has succeeded and before the first
+// save: rank 0 deletes the step directories past the resume step
+// (clear_checkpoint_root; complete ones only with checkpoint.overwrite, which
+// check_checkpoint_folder enforced), and every rank waits for it.
+void clear_checkpoint_folder(Backend& control, const TrainConfig& config, const std::string& resume_from,
+                             Millis timeout);
 
 }  // namespace vlm

@@ -124,10 +124,11 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   const ProcessGroups groups(topology, backend_options(config, device));
   fault_point("start-up");  // a test stops a rank here
   check_same_config(groups.control(), config, cli.resume, cli.init_from, init_timeout);
-  const std::string resume = resolve_resume(config, cli.resume);
-  LOG_IF(INFO, topology.is_root() && cli.resume == "auto") << "--resume auto: " << (resume.empty() ? "no checkpoint in checkpoint.dir, starting fresh" : "resuming from checkpoint.dir/latest");
+  const auto checkpoint_lock = lock_checkpoint_folder(config, topology);
+  const std::string resume = agree_on_resume(groups.control(), config, cli.resume, init_timeout);  // a step directory
+  LOG_IF(INFO, topology.is_root() && cli.resume == "auto") << "--resume auto: " << (resume.empty() ? "no checkpoint in checkpoint.dir, starting fresh" : "resuming from " + resume);
   const std::string init_from = resolve_init_from(config, cli.init_from, resume);
-  const auto checkpoint_lock = prepare_checkpoint_folder(config, topology, resume);
+  check_checkpoint_folder(config, topology, resume);
   const auto metrics = start_metrics(config, topology);
   const auto step_log = topology.is_root() ? std::make_unique<StepLog>(run_directory(config), !resume.empty()) : nullptr;
   const auto data = load_training_data(config.data(), config.eval());
@@ -140,9 +141,8 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   // message (CI, rank 1).
   try {
     if (!resume.empty()) {
-      const std::string from = resolve_checkpoint(config.checkpoint().dir(), resume);
-      trainer.load_checkpoint(from);
-      LOG_IF(INFO, topology.is_root()) << "resumed from " << from << " at step " << trainer.steps_done()
+      trainer.load_checkpoint(resume);
+      LOG_IF(INFO, topology.is_root()) << "resumed from " << resume << " at step " << trainer.steps_done()
                                        << (cli.init_from.empty() ? "" : " (--init-from applies only to a fresh start)");
       // Not an error: a requeued job whose run had finished ends again with exit status 0.
       LOG_IF(WARNING, topology.is_root() && trainer.steps_done() >= config.loop().steps())
@@ -164,6 +164,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
     LOG_IF(INFO, topology.is_root()) << "optimizer state: " << trainer.optimizer_state_bytes() << " bytes on rank 0"
                                      << (config.optim().zero_stage() == 1 ? " (ZeRO-1: its shard of its stage's)" : "");
     if (metrics) metrics->record_buckets(trainer.bucket_bytes());
+    clear_checkpoint_folder(groups.control(), config, resume, timeout);  // start-up went well: now it may delete
 
     if (run_training_loop(trainer, config, topology, groups.control(), validator.get(), metrics.get(),
                           step_log.get(), stop_requested) &&

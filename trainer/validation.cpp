@@ -110,7 +110,8 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
 
   // Each rank embeds batches b with b mod size == rank; the rest of its rows stay zero.
   torch::Tensor embeddings = torch::zeros({n, 2 * embed});  // image, then text
-  torch::Tensor tokens = torch::zeros({n, max_tokens}, torch::kLong);
+  std::vector<std::pair<int64_t, torch::Tensor>> own_tokens;  // (first row, token rows) of each own batch
+  int64_t width = 1;
   double counts[5] = {0, 0, 0, 0, 0};  // loss sum, i->t hits, t->i hits, zero-shot hits, zero-shot samples
   for (int64_t start = 0, b = 0; start < n; start += batch_size, ++b) {
     if (b % size != rank) continue;
@@ -120,7 +121,8 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
     const torch::Tensor image = model->image_embedding(model->encode_image(batch.images));
     const torch::Tensor text = model->text_embedding(model->encode_text(batch.tokens), batch.lengths);
     embeddings.narrow(0, start, end - start).copy_(torch::cat({image, text}, 1));
-    tokens.narrow(0, start, end - start).narrow(1, 0, batch.tokens.size(1)).copy_(batch.tokens);  // the rest: padding
+    own_tokens.emplace_back(start, batch.tokens.cpu());
+    width = std::max(width, batch.tokens.size(1));
     if (zero_shot) {
       // After batch(): a damaged sample's replacement names its own class.
       const std::vector<std::string> names = held_out_.class_names(indices);
@@ -136,6 +138,13 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
     fault_point("evaluation");  // a test stops a rank here
   }
   group.allreduce(embeddings, {ReduceOp::kSum, timeout})->wait();
+  // Token rows as wide as the longest held-out caption, not max_tokens: the columns past it are padding.
+  torch::Tensor widest = torch::full({1}, width, torch::kLong);
+  group.allreduce(widest, {ReduceOp::kMax, timeout})->wait();
+  torch::Tensor tokens = torch::zeros({n, widest.item<int64_t>()}, torch::kLong);  // padding is 0
+  for (const auto& [start, rows] : own_tokens) {
+    tokens.narrow(0, start, rows.size(0)).narrow(1, 0, rows.size(1)).copy_(rows);
+  }
   group.allreduce(tokens, {ReduceOp::kSum, timeout})->wait();
 
   // Each rank scores blocks of rows: InfoNCE terms and retrievals, both ways.
