@@ -13,6 +13,8 @@
 #include "checkpoint/writer.h"
 #include "comm/byte_collectives.h"
 #include "comm/fault_injection.h"
+#include "comm/mpi_check.h"
+#include "comm/peer_monitor.h"
 
 namespace vlm {
 namespace {
@@ -156,7 +158,9 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
       if (std::filesystem::exists(directory + "/manifest.pb")) {
         throw CheckpointError(directory + " already holds a checkpoint; a step is saved once per folder");
       }
-      records = write_shard(snap, directory);
+      // Bounded like the collectives: when every rank writes (ZeRO-1, stages, one process) none waits in one.
+      run_with_deadline("checkpoint", "write", "writing " + process_label() + "'s shard of " + directory +
+                        " (is its storage stuck?)", {}, timeout, [&] { records = write_shard(snap, directory); });
       fault_point("checkpoint", snap.step);  // a test stops a rank here: shards written, nothing agreed
     } catch (...) {
       failure = std::current_exception();
@@ -181,7 +185,9 @@ void write_checkpoint(const CheckpointSnapshot& snap, const std::string& root, i
   const std::vector<std::string> all_records = gather_bytes(group, record_bytes, 0, timeout);
   if (group.rank() == 0) {
     try {
-      commit_checkpoint(root, directory, merged_manifest(snap, all_records, rng_states));
+      run_with_deadline("checkpoint", "commit", "committing " + directory + " (manifest.pb, then latest; is the "
+                        "storage stuck?)", {}, timeout,
+                        [&] { commit_checkpoint(root, directory, merged_manifest(snap, all_records, rng_states)); });
     } catch (const CommitError& e) {
       // Not committed: its bytes are freed, unless `latest` already names it
       // (its rename went through; only the directory's fsync failed).

@@ -49,6 +49,8 @@ std::string describe_hang(const StuckOperation& stuck, int reporting_rank,
     }
   } else if (!unknown.empty()) {
     out << "nothing is known of ranks " << set_text(unknown) << " (no answer, no heartbeat)";
+  } else if (stuck.participants.empty()) {
+    out << "this rank's own call did not return (no other rank takes part)";
   } else {
     out << "every rank arrived, yet it did not complete (a broken link, or a library stuck inside the operation)";
   }

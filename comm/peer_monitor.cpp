@@ -29,6 +29,7 @@ constexpr auto kHeartbeatMinGap = std::chrono::milliseconds(100);
 constexpr auto kPollPeriod = std::chrono::milliseconds(100);
 constexpr Millis kHangSurveyPatience{5000};   // how long live ranks get to answer
 constexpr Millis kErrorSurveyPatience{3000};
+constexpr Millis kFlightRecordPatience{10000};  // how long writing a flight record may delay the end of the job
 constexpr Millis kMonitorStartTimeout{600'000};  // the ranks have just left MPI_Init together
 constexpr int kMaxChannels = 24;
 enum Tag : int { kHeartbeat = 1, kQuery = 2, kReply = 3 };
@@ -215,7 +216,7 @@ void PeerMonitor::loop() {
       predecessor_ = std::make_unique<Wire>(incoming);
       predecessor_seen_ = Clock::now();
     }
-    // Queries from a rank that noticed a hang or an error: write the flight record, answer.
+    // Queries from a rank that noticed a hang or an error: answer, then write the flight record.
     for (int flag = 1; flag;) {
       MPI_Status status;
       MPI_Iprobe(MPI_ANY_SOURCE, kQuery, comm_, &flag, &status);
@@ -223,7 +224,6 @@ void PeerMonitor::loop() {
       Query query;
       MPI_Recv(&query, sizeof query, MPI_BYTE, status.MPI_SOURCE, kQuery, comm_, MPI_STATUS_IGNORE);
       query.reason[sizeof query.reason - 1] = '\0';
-      write_flight_record(std::string("asked by rank ") + std::to_string(status.MPI_SOURCE) + ": " + query.reason);
       ReplyOf<Wire> reply;
       reply.self = Wire::now(rank_);
       {
@@ -237,6 +237,8 @@ void PeerMonitor::loop() {
       PendingSend& send = sends.emplace_back();
       send.buffer.assign(reinterpret_cast<const char*>(&reply), reinterpret_cast<const char*>(&reply) + sizeof reply);
       MPI_Isend(send.buffer.data(), sizeof reply, MPI_BYTE, status.MPI_SOURCE, kReply, comm_, &send.request);
+      // After the reply: a write stuck on storage must not make this rank look dead.
+      write_flight_record(std::string("asked by rank ") + std::to_string(status.MPI_SOURCE) + ": " + query.reason);
     }
     for (auto it = sends.begin(); it != sends.end();) {
       int done = 0;
@@ -300,6 +302,17 @@ std::vector<std::optional<RankProgress>> PeerMonitor::survey(const std::string& 
   return known;
 }
 
+// The flight record goes to the run folder, whose storage may be what is
+// stuck (a dead NFS server): the job ends within `patience` all the same.
+void end_job_within(Millis patience, int exit_code) {
+  std::thread([patience, exit_code] {
+    std::this_thread::sleep_for(patience);
+    std::fprintf(stderr, "vlm: the flight record was not written within %.0f s (is the run folder's storage stuck?); "
+                 "ending the job without it\n", std::chrono::duration<double>(patience).count());
+    MpiRuntime::abort_job(exit_code);
+  }).detach();
+}
+
 void end_job_on_hang(const StuckOperation& stuck) {
   const int rank = world_rank();
   char header[512];
@@ -314,8 +327,9 @@ void end_job_on_hang(const StuckOperation& stuck) {
   } else {
     report = describe_hang(stuck, rank, std::vector<std::optional<RankProgress>>(static_cast<size_t>(rank) + 1));
   }
-  const std::string record = write_flight_record(std::string("HANG: ") + header + "\n" + report, silent);
   std::fprintf(stderr, "vlm: HANG detected by rank %d: %s\nvlm: %s", rank, header, report.c_str());
+  end_job_within(kFlightRecordPatience, 1);
+  const std::string record = write_flight_record(std::string("HANG: ") + header + "\n" + report, silent);
   if (!record.empty()) {
     std::fprintf(stderr, "vlm: flight records: %s (and rank-*.json beside it from every rank that answered)\n",
                  record.c_str());
@@ -326,6 +340,7 @@ void end_job_on_hang(const StuckOperation& stuck) {
 void end_job(const std::string& reason, int exit_code) {
   std::vector<int> silent;
   if (PeerMonitor* monitor = g_monitor.load()) silent = did_not_answer(monitor->survey(reason, kErrorSurveyPatience));
+  end_job_within(kFlightRecordPatience, exit_code);
   const std::string record = write_flight_record(reason, silent);
   if (!record.empty()) std::fprintf(stderr, "vlm: flight record: %s\n", record.c_str());
   MpiRuntime::abort_job(exit_code);
@@ -365,9 +380,12 @@ void run_with_deadline(const std::string& channel, const std::string& op, const 
   stuck.group = stuck.channel = stuck.participant_channel = channel;
   stuck.seq = seq;
   stuck.participants = participants;
-  {
+  try {
     DeadlineGuard guard(stuck, timeout);
     call();
+  } catch (...) {
+    FlightRecorder::instance().set_state(id, OpState::kFailed);
+    throw;
   }
   FlightRecorder::instance().set_state(id, OpState::kCompleted);
 }

@@ -78,7 +78,9 @@ std::string write_flight_record(const std::string& reason, const std::vector<int
 // live rank write its flight record, and end every rank (MPI_Abort). Called
 // where the problem was noticed. The one destructor that calls it is
 // ~MpiBackend's, and only for an operation still inside MPI past its
-// deadline: joining that thread would never return.
+// deadline: joining that thread would never return. The report is printed
+// first, and the job ends within 10 s even if the flight record's write
+// blocks (the run folder's storage may be what is stuck).
 [[noreturn]] void end_job_on_hang(const StuckOperation& stuck);
 // The same for an error: `reason` is printed and recorded.
 [[noreturn]] void end_job(const std::string& reason, int exit_code = 1);

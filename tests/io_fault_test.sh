@@ -104,4 +104,23 @@ grep -q "resumed from $mnt/ckpt/$name at step $step" "$root/enospc.resume.log" |
 echo "full disk: $(grep -m1 -oE '[^ ]*: [a-z]+ failed: No space left on device' "$log"); latest $name verifies and resumes"
 pass "full disk"
 
+echo "== a save stuck on its storage (an fsync that would take 600 s) ends the job at comm.timeout_seconds, named"
+# One process: no other rank waits in a collective that would notice. The
+# flight record's file is a FIFO that no one reads, so writing it blocks too,
+# as on a dead NFS server: the report comes first, and the job ends anyway.
+dir="$root/stuck"
+cp -r "$root/base" "$dir"
+mkdir -p "$dir/flight" && mkfifo "$dir/flight/rank-0.json.tmp"
+LD_PRELOAD=$shim VLM_SLOW_FSYNC="shard-:600" timeout 300 "$train" "${base[@]}" --set checkpoint.dir="$dir" --set loop.steps=3 \
+  --resume latest --set comm.timeout_seconds=2 > "$dir.log" 2>&1
+rc=$?
+((rc == 1)) || fail "a save stuck on its storage should end the job with 1, got $rc (124: it hung): $(tail -3 "$dir.log")"
+grep -q "HANG detected by rank 0: writing .*'s shard of $dir/step-00000003 (is its storage stuck?) did not complete" \
+  "$dir.log" || fail "the report does not name the stuck shard: $(grep vlm: "$dir.log")"
+grep -q "the flight record was not written within 10 s" "$dir.log" || fail "a blocked flight record went unsaid"
+[[ $(latest_name "$dir") == step-00000002 ]] && "$ckpt" verify "$dir" > /dev/null || fail "the stuck save damaged latest"
+"$train" "${base[@]}" --set checkpoint.dir="$dir" --set loop.steps=3 --resume latest > "$dir.resume.log" 2>&1 ||
+  fail "could not resume after the stuck save: $(tail -3 "$dir.resume.log")"
+pass "a stuck save ends the job"
+
 echo "io fault tests: $passed passed, 0 failed"
