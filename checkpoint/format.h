@@ -34,8 +34,10 @@ class CheckpointError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A whole checkpoint that does not fit this run's config (another model, data
-// or batch): the command's input is wrong, and running it again fails again.
+// A checkpoint the command names that does not fit this run: another model,
+// data or batch; a --resume or --init-from path that holds none; a folder
+// holding another run's. The command's input is wrong, and running it again
+// fails again (vlm-train exits 2).
 class CheckpointMismatch : public CheckpointError {
  public:
   using CheckpointError::CheckpointError;

@@ -18,6 +18,7 @@ echo "demo: Fashion-MNIST found in $DATA (read directly from its IDX files)"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 run_dir=runs/demo-$(date +%Y%m%d-%H%M%S)
 launch/vlm-launch --nproc-per-node "${VLM_RANKS:-2}" --run-dir "$run_dir" --resume never -- \
-  build/trainer/vlm-train --config configs/fashion_mnist.pbtxt --set metrics.port_base=0 "$@"
+  build/trainer/vlm-train --config configs/fashion_mnist.pbtxt --set metrics.port_base=0 \
+  --set checkpoint.dir="$run_dir/checkpoints" "$@"
 launch/vlm-report "$run_dir"
 echo "demo: run dir $run_dir (per-rank logs in attempt-0/, curves in report.png, steps in metrics.jsonl)"

@@ -177,7 +177,12 @@ expect_startup_error missing-dataset "$root/none/train-images-idx3-ubyte.gz: can
   --config "$config" --set data.fashion_mnist_dir="$root/none"
 expect_startup_error one-sample-micro-batches "leaves fewer than 2 samples per micro-batch" \
   --config "$config" --set loop.global_batch_size=4 --set loop.micro_batches=4
-for name in short-captions missing-shards replicas garbage-tokenizer missing-dataset one-sample-micro-batches; do  # input a restart would not mend: vlm-launch does not restart on 2
+expect_startup_error missing-resume "$root/none/step-00000005.*(does not exist|cannot open)" \
+  --config "$config" --set checkpoint.dir="$root/resume-ckpt" --resume "$root/none/step-00000005"
+expect_startup_error missing-init-from "$root/none.vlm.*(does not exist|cannot open)" \
+  --config "$config" --set checkpoint.dir="$root/init-ckpt" --init-from "$root/none.vlm"
+for name in unwritable short-captions missing-shards replicas garbage-tokenizer missing-dataset one-sample-micro-batches \
+            missing-resume missing-init-from; do  # input a restart would not mend: vlm-launch does not restart on 2
   grep -q "^exit status 2$" "$root/$name.log" || fail "$name: not exit status 2: $(tail -2 "$root/$name.log")"
 done
 pass "start-up checks"

@@ -198,6 +198,8 @@ compgen -G "$dir/run2/attempt-0/flight/rank-*.json" > /dev/null || fail "no flig
 (($? == 2)) && grep -q "needs --hostfile" "$dir.usage" || fail "--nnodes 2 without hosts is not a usage error"
 "$launch" --nnodes abc -- true > "$dir.usage" 2>&1
 (($? == 2)) && grep -q "\-\-nnodes 'abc' is not a whole number" "$dir.usage" || fail "--nnodes abc: $(cat "$dir.usage")"
+"$launch" --nproc-per-node 99999999999999999999 -- true > "$dir.usage" 2>&1  # bash's arithmetic would wrap it
+(($? == 2)) && grep -q "is not a whole number from 0 to 999999" "$dir.usage" || fail "a 20-digit --nproc-per-node: $(cat "$dir.usage")"
 : > "$dir.hosts"
 "$launch" --hostfile "$dir.hosts" -- true > "$dir.usage" 2>&1
 (($? == 2)) && grep -q "lists no hosts" "$dir.usage" || fail "an empty hostfile: $(cat "$dir.usage")"

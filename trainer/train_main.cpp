@@ -124,11 +124,22 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
   const ProcessGroups groups(topology, backend_options(config, device));
   fault_point("start-up");  // a test stops a rank here
   check_same_config(groups.control(), config, cli.resume, cli.init_from, init_timeout);
-  const auto checkpoint_lock = lock_checkpoint_folder(config, topology);
-  const std::string resume = agree_on_resume(groups.control(), config, cli.resume, init_timeout);  // a step directory
+  std::unique_ptr<CheckpointDirectoryLock> checkpoint_lock;
+  std::string resume, init_from;  // the step directory to resume from; the checkpoint or model to start from
+  try {
+    checkpoint_lock = lock_checkpoint_folder(config, topology);
+    resume = agree_on_resume(groups.control(), config, cli.resume, init_timeout);
+    init_from = resolve_init_from(config, cli.init_from, resume);
+    check_checkpoint_folder(config, topology, resume);
+  } catch (const CheckpointError& e) {
+    // A path that holds no checkpoint, a folder that cannot be written or holds another run's (or is another job's):
+    // a retry would fail again, or (vlm-launch's --resume auto) train from somewhere the command did not say.
+    throw CheckpointMismatch(e.what());
+  }
+  LOG_IF(WARNING, topology.is_root() && config.checkpoint().dir().empty())
+      << "checkpoint.dir is not set: no checkpoint is saved, so a stop signal, a failure, a vlm-launch restart or a "
+         "Slurm requeue starts again from step 0. HINT: --set checkpoint.dir=DIR (on a file system every node shares)";
   LOG_IF(INFO, topology.is_root() && cli.resume == "auto") << "--resume auto: " << (resume.empty() ? "no checkpoint in checkpoint.dir, starting fresh" : "resuming from " + resume);
-  const std::string init_from = resolve_init_from(config, cli.init_from, resume);
-  check_checkpoint_folder(config, topology, resume);
   const auto metrics = start_metrics(config, topology);
   const auto step_log = topology.is_root() ? std::make_unique<StepLog>(run_directory(config), !resume.empty()) : nullptr;
   const auto data = load_training_data(config.data(), config.eval());
@@ -149,7 +160,11 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
           << "nothing left to train: the checkpoint is at step " << trainer.steps_done() << " and loop.steps is "
           << config.loop().steps() << ". HINT: raise loop.steps to train further";
     } else if (!init_from.empty()) {
-      trainer.init_from(init_from);
+      try {
+        trainer.init_from(init_from);
+      } catch (const CheckpointError& e) {
+        throw CheckpointMismatch(e.what());  // the command's input: a retry would start from scratch
+      }
       LOG_IF(INFO, topology.is_root()) << "a new run from the weights of " << init_from;
     }
     std::unique_ptr<Validator> validator;
