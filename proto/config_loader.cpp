@@ -137,6 +137,7 @@ void apply_override(const std::string& assignment, TrainConfig* config, Origins*
   std::stringstream segments(path);
   std::string name;
   const pb::FieldDescriptor* field = nullptr;
+  std::vector<const pb::FieldDescriptor*> enclosing;  // the messages on the way to `field`
   std::string walked;
   while (std::getline(segments, name, '.')) {
     if (field != nullptr) {
@@ -145,6 +146,7 @@ void apply_override(const std::string& assignment, TrainConfig* config, Origins*
                           name + "'");
       }
       type = field->message_type();
+      enclosing.push_back(field);
       open += field->name() + " { ";
       close += " }";
     }
@@ -159,8 +161,8 @@ void apply_override(const std::string& assignment, TrainConfig* config, Origins*
     throw ConfigError(origin + ": '" + path + "' is a message; set one of its fields: " +
                       field_list(field->message_type()));
   }
-  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING &&
-      (value.empty() || value.front() != '"')) {
+  const bool quoted_or_list = !value.empty() && (value.front() == '"' || (field->is_repeated() && value.front() == '['));
+  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING && !quoted_or_list) {
     value = "\"" + value + "\"";
   }
   CollectErrors errors(origin);
@@ -172,6 +174,11 @@ void apply_override(const std::string& assignment, TrainConfig* config, Origins*
     std::string text = errors.text();
     text = std::regex_replace(text, std::regex(R"(^--set [^\n]*?:\d+:\d+: )"), origin + ": ");
     throw ConfigError(text);
+  }
+  if (field->is_repeated()) {  // --set replaces a list (one value, or [a, b]); merging would append to it
+    pb::Message* holder = config;
+    for (const pb::FieldDescriptor* f : enclosing) holder = holder->GetReflection()->MutableMessage(holder, f);
+    holder->GetReflection()->ClearField(holder, field);
   }
   config->MergeFrom(parsed);
   (*origins)[path] = origin;

@@ -54,6 +54,22 @@ TEST(Config, OverrideSetsNestedFields) {
   EXPECT_EQ(c.metrics().run_name(), "abc");
 }
 
+// A list given with --set replaces the config's, as every other --set does.
+TEST(Config, OverrideReplacesAList) {
+  const std::string file = "data { train_shards: \"a.tar\" train_shards: \"b.tar\" pixel_mean: [0.2, 0.3, 0.4] }";
+  TrainConfig c = parse_config(file, "exp.pbtxt", {"data.train_shards=c.tar", "data.pixel_mean=0.5"});
+  ASSERT_EQ(c.data().train_shards_size(), 1);
+  EXPECT_EQ(c.data().train_shards(0), "c.tar");
+  ASSERT_EQ(c.data().pixel_mean_size(), 1);
+  EXPECT_FLOAT_EQ(c.data().pixel_mean(0), 0.5f);
+  c = parse_config(file, "exp.pbtxt", {"data.pixel_mean=[0.1, 0.2, 0.3]"});
+  ASSERT_EQ(c.data().pixel_mean_size(), 3);
+  EXPECT_FLOAT_EQ(c.data().pixel_mean(2), 0.3f);
+  c = parse_config(file, "exp.pbtxt", {"data.train_shards=[\"d.tar\", \"e.tar\"]"});
+  ASSERT_EQ(c.data().train_shards_size(), 2);
+  EXPECT_EQ(c.data().train_shards(1), "e.tar");
+}
+
 TEST(Config, OverrideOfUnknownFieldListsFields) {
   const std::string e = error_of("", {"optim.lrr=1"});
   EXPECT_NE(e.find("--set optim.lrr=1: unknown field 'optim.lrr'"), std::string::npos) << e;

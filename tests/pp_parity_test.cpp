@@ -37,7 +37,7 @@ TrainConfig pipeline_config(int stages, int dp, const std::string& schedule, con
                                    "loop.steps=5", "comm.first_bucket_bytes=4096", "comm.bucket_cap_bytes=32768",
                                    "optim.eps=1e-3"});  // Note [Parity and Adam's eps] (tests/dp_parity_test.cpp)
   if (stages == 2) sets.push_back("parallel.stage_starts=1");
-  if (stages == 3) sets.insert(sets.end(), {"parallel.stage_starts=1", "parallel.stage_starts=4"});
+  if (stages == 3) sets.push_back("parallel.stage_starts=[1, 4]");
   return load_config(std::string(VLM_SOURCE_DIR) + "/configs/tiny_test.pbtxt", sets);
 }
 
