@@ -98,7 +98,9 @@ int64_t inspect_shards(const std::vector<std::string>& paths, const InspectOptio
       break;
     }
     const Damage& d = damage[i];
-    std::printf("  %s%s%s: %s\n", d.shard.c_str(), d.key.empty() ? "" : " key ", d.key.c_str(), d.what.c_str());
+    std::printf("  %s%s%s: %s", d.shard.c_str(), d.key.empty() ? "" : " key ", d.key.c_str(), d.what.c_str());
+    if (d.key.empty()) std::printf(" (about %lld samples lost)", static_cast<long long>(d.samples));
+    std::printf("\n");
   }
   return static_cast<int64_t>(damage.size());
 }

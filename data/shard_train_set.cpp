@@ -18,10 +18,12 @@ ShardTrainSet::ShardTrainSet(const std::vector<std::string>& paths, const Tokeni
                              ShardTrainOptions options)
     : tokenizer_(tokenizer), options_(std::move(options)), set_(index_shards(paths)) {
   reader_ = std::make_unique<ShardReader>(set_);
-  const int64_t total = static_cast<int64_t>(set_.samples.size() + set_.damage.size());
-  damage_budget_ = static_cast<int64_t>(std::floor(options_.max_damaged_fraction * static_cast<double>(total)));
+  int64_t lost = 0;
+  for (const Damage& d : set_.damage) lost += d.samples;
+  total_ = static_cast<int64_t>(set_.samples.size()) + lost;
+  damage_budget_ = static_cast<int64_t>(std::floor(options_.max_damaged_fraction * static_cast<double>(total_)));
   LOG(INFO) << options_.field << ": " << set_.samples.size() << " samples in " << set_.paths.size() << " shards ("
-            << set_.bytes / 1e6 << " MB), " << set_.damage.size() << " damaged";
+            << set_.bytes / 1e6 << " MB), " << set_.damage.size() << " damaged (about " << lost << " samples lost)";
   for (const Damage& d : set_.damage) record_damage(d);
   if (set_.samples.empty()) {
     throw DataError(options_.field + ": no usable sample in " + std::to_string(paths.size()) + " shards (first: " +
@@ -33,13 +35,14 @@ void ShardTrainSet::record_damage(const Damage& d) const {
   LOG(WARNING) << "data: damaged sample skipped: shard " << d.shard << (d.key.empty() ? "" : " key " + d.key) << ": "
                << d.what;
   std::lock_guard<std::mutex> hold(damage_mutex_);
-  ++damage_by_shard_[d.shard];
-  if (++damaged_ <= damage_budget_) return;
+  damage_by_shard_[d.shard] += d.samples;
+  if ((damaged_ += d.samples) <= damage_budget_) return;
   std::string shards;
   for (const auto& [shard, count] : damage_by_shard_) shards += "\n  " + shard + ": " + std::to_string(count);
   throw DataError(options_.field + ": " + std::to_string(damaged_.load()) + " damaged samples, more than " +
                   "data.max_damaged_fraction (" + std::to_string(options_.max_damaged_fraction) + ") of " +
-                  std::to_string(set_.samples.size() + set_.damage.size()) + " allows. Damaged samples per shard:" +
+                  std::to_string(total_) + " allows (a damaged archive counts the samples it is estimated to have " +
+                  "lost: the intact shards' median less what it holds). Damaged samples per shard:" +
                   shards + "\nRun `vlm-data inspect` on these shards, replace them, or raise data.max_damaged_fraction");
 }
 

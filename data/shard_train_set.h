@@ -66,6 +66,7 @@ class ShardTrainSet : public TrainSet {
   mutable std::mutex damage_mutex_;
   mutable std::set<int64_t> damaged_samples_;  // found at decode time: counted once
   mutable std::map<std::string, int64_t> damage_by_shard_;
+  int64_t total_ = 0;                           // samples found, plus those lost to damage
   int64_t damage_budget_ = 0;                   // damaged samples allowed
 };
 

@@ -1,5 +1,7 @@
 #include "data/shards.h"
 
+#include <algorithm>
+
 #include "data/files.h"
 
 namespace vlm {
@@ -11,19 +13,48 @@ std::pair<std::string, std::string> split_key(const std::string& member_name) {
   return {member_name.substr(0, dot), member_name.substr(dot + 1)};
 }
 
+namespace {
+
+// Damage::samples of the archive-level damage `first_of_shard[s]` (an index
+// into set.damage, or -1), from the samples found in each shard.
+void estimate_lost_samples(ShardSet& set, const std::vector<int64_t>& found, const std::vector<int64_t>& first_of_shard) {
+  std::vector<int64_t> intact;
+  for (size_t s = 0; s < found.size(); ++s) {
+    if (first_of_shard[s] < 0) intact.push_back(found[s]);
+  }
+  int64_t typical = 0;
+  if (!intact.empty()) {
+    std::nth_element(intact.begin(), intact.begin() + static_cast<std::ptrdiff_t>(intact.size() / 2), intact.end());
+    typical = intact[intact.size() / 2];
+  } else if (!found.empty()) {
+    typical = *std::max_element(found.begin(), found.end());
+  }
+  for (size_t s = 0; s < found.size(); ++s) {
+    if (first_of_shard[s] >= 0) {
+      set.damage[static_cast<size_t>(first_of_shard[s])].samples = std::max<int64_t>(1, typical - found[s]);
+    }
+  }
+}
+
+}  // namespace
+
 ShardSet index_shards(const std::vector<std::string>& paths) {
   ShardSet set;
   set.paths = paths;
+  std::vector<int64_t> found(paths.size(), 0), first_damage(paths.size(), -1);
   for (int32_t shard = 0; shard < static_cast<int32_t>(paths.size()); ++shard) {
     const std::string& path = paths[shard];
+    const size_t samples_before = set.samples.size();
     TarIndex index;
     try {
       index = index_tar(path);
     } catch (const TarError& e) {
+      first_damage[shard] = static_cast<int64_t>(set.damage.size());
       set.damage.push_back({path, "", std::string("unreadable shard: ") + e.what()});
       continue;
     }
     set.bytes += index.file_size;
+    if (!index.damage.empty()) first_damage[shard] = static_cast<int64_t>(set.damage.size());
     for (const auto& d : index.damage) set.damage.push_back({path, "", d.what + " (at byte " + std::to_string(d.offset) + ")"});
 
     // Members of one key are consecutive; a key ends where the next begins.
@@ -56,7 +87,9 @@ ShardSet index_shards(const std::vector<std::string>& paths) {
       }  // other members (.cls, .npy, ...) belong to other uses of the corpus
     }
     close();
+    found[shard] = static_cast<int64_t>(set.samples.size() - samples_before);
   }
+  estimate_lost_samples(set, found, first_damage);
   return set;
 }
 

@@ -29,6 +29,11 @@ struct ShardSample {
 struct Damage {
   std::string shard, key;  // key empty when it concerns the archive itself
   std::string what;
+  // The samples it cost: 1 for a sample. Damage to an archive (unreadable,
+  // truncated, bytes skipped) loses samples no index can count: estimated as
+  // the median sample count of the intact shards (a corpus's shards are cut
+  // to one size) less what the damaged shard still holds, at least 1.
+  int64_t samples = 1;
 };
 
 struct ShardSet {

@@ -93,7 +93,7 @@ sed -i 's/"file_name": "img_0003.jpg"/"file_name": "gone.jpg"/' "$root/pics/capt
   fail "convert coco: $(tail -3 "$root/coco.log")"
 grep -q "skipped 2 captions whose image is missing" "$root/coco.log" || fail "coco: $(tail -3 "$root/coco.log")"
 "$data" inspect --no-decode "$root/coco/coco-00000.tar" | grep -q "^samples: 448" || fail "coco shards: wrong sample count"
-rgb=(--set "data.train_shards=$root/folder/data-{00000..00002}.tar" --set "data.train_shards=$root/coco/coco-00000.tar"
+rgb=(--set "data.train_shards=[\"$root/folder/data-{00000..00002}.tar\", \"$root/coco/coco-00000.tar\"]"
      --set data.image_height=28 --set data.image_width=28 --set data.augment=true --set loop.steps=8 --set loop.log_every=4)
 "${mpi[@]}" -np 2 "$train" --config "$config" "${rgb[@]}" > "$root/rgb.log" 2>&1 || fail "RGB run: $(tail -3 "$root/rgb.log")"
 grep -q "data.train_shards: 747 samples in 4 shards" "$root/rgb.log" && grep -q "^step 8/8 loss [0-9]" "$root/rgb.log" ||
@@ -140,11 +140,17 @@ damaged=(--set "data.train_shards=$root/train-0000{0..2}.tar" --set data.image_h
          --set data.image_channels=1 --set loop.steps=4)
 "$train" --config "$config" "${damaged[@]}" --set data.max_damaged_fraction=0 > "$root/too_many.log" 2>&1 &&
   fail "damage past data.max_damaged_fraction was accepted"
-grep -q "more than data.max_damaged_fraction" "$root/too_many.log" && grep -q "$root/train-00002.tar: 1" "$root/too_many.log" ||
+grep -q "more than data.max_damaged_fraction" "$root/too_many.log" && grep -qE "$root/train-00002.tar: [0-9]+" "$root/too_many.log" ||
   fail "no clear error naming the shards: $(grep -i damaged "$root/too_many.log" | tail -3)"
+# The shard cut short lost most of its samples, not one: past the default 1%.
+"$train" --config "$config" "${damaged[@]}" > "$root/truncated.log" 2>&1 &&
+  fail "a shard cut to 60% of its samples passed data.max_damaged_fraction 0.01"
+lost=$(grep -oE "$root/train-00002.tar: [0-9]+" "$root/truncated.log" | grep -oE "[0-9]+$")
+((lost > 100)) || fail "the shard cut short counts $lost lost samples: $(grep -i damaged "$root/truncated.log" | tail -3)"
 # One step over every indexed sample: it meets both damaged images.
 indexed=$(sed -nE 's/^samples: ([0-9]+),.*/\1/p' "$root/damaged.log")
 "$train" --config "$config" "${damaged[@]}" --set loop.global_batch_size="$indexed" --set loop.steps=1 \
+  --set data.max_damaged_fraction=0.9 \
   > "$root/tolerated.log" 2>&1 || fail "tolerable damage stopped the run: $(tail -3 "$root/tolerated.log")"
 for key in "00000.tar key 000000000" "00001.tar key 000001000"; do
   grep -q "damaged sample skipped: shard $root/train-$key" "$root/tolerated.log" ||
