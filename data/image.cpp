@@ -38,6 +38,17 @@ void on_jpeg_error(j_common_ptr info) {
   std::longjmp(errors->jump, 1);
 }
 
+// Pixels a decoded image may hold (16384 x 8192): a few hundred bytes of
+// header can declare 60000 x 60000, gigabytes per loader thread.
+constexpr uint64_t kMaxDecodedPixels = uint64_t{1} << 27;
+
+void check_size(uint64_t height, uint64_t width, const char* format) {
+  if (height * width <= kMaxDecodedPixels) return;
+  throw ImageError(std::string(format) + " of " + std::to_string(width) + " x " + std::to_string(height) +
+                   " pixels, more than the " + std::to_string(kMaxDecodedPixels) +
+                   " vlmtrain decodes (a corrupt header, or an image to shrink before training)");
+}
+
 // libjpeg decodes a truncated or corrupt stream to the end with a warning,
 // filling the rest with grey; for training data that is damage, so a warning
 // (level -1) stops the decode like an error. Trace messages (>= 0) are ignored.
@@ -71,6 +82,12 @@ Image decode_jpeg(const std::string& bytes, const DecodeOptions& options) {
     }
   }
   jpeg_start_decompress(&info);
+  try {
+    check_size(info.output_height, info.output_width, "JPEG");
+  } catch (const ImageError&) {
+    jpeg_destroy_decompress(&info);
+    throw;
+  }
   image.height = static_cast<int>(info.output_height);
   image.width = static_cast<int>(info.output_width);
   image.channels = options.channels;
@@ -94,6 +111,12 @@ Image decode_png(const std::string& bytes, const DecodeOptions& options) {
     throw ImageError(std::string("bad PNG: ") + png.message);
   }
   png.format = options.channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+  try {
+    check_size(png.height, png.width, "PNG");
+  } catch (const ImageError&) {
+    png_image_free(&png);
+    throw;
+  }
   Image image;
   image.height = static_cast<int>(png.height);
   image.width = static_cast<int>(png.width);

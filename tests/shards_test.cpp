@@ -255,6 +255,48 @@ TEST(Images, DamagedFilesAreErrors) {
   EXPECT_THROW(decode_image(png, {2}), ImageError);
 }
 
+// The CRC-32 of PNG chunks (ISO 3309), bit by bit.
+uint32_t png_crc(const std::string& bytes) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : bytes) {
+    c ^= b;
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
+void put_big_endian(std::string& bytes, size_t at, uint64_t value, int size) {
+  for (int i = 0; i < size; ++i) bytes[at + i] = static_cast<char>(value >> (8 * (size - 1 - i)));
+}
+
+// A few hundred bytes may declare a 60000 x 60000 image (a decompression
+// bomb): refused from the header, before gigabytes are allocated.
+TEST(Images, HugeDeclaredSizesAreRefusedBeforeDecoding) {
+  std::string png = encode_png(gradient(4, 4, 3));
+  ASSERT_EQ(png.substr(12, 4), "IHDR");
+  put_big_endian(png, 16, 60000, 4);  // width
+  put_big_endian(png, 20, 60000, 4);  // height
+  put_big_endian(png, 29, png_crc(png.substr(12, 17)), 4);
+  try {
+    decode_image(png, {3});
+    FAIL() << "a 60000 x 60000 PNG was decoded";
+  } catch (const ImageError& e) {
+    EXPECT_NE(std::string(e.what()).find("PNG of 60000 x 60000 pixels, more than the 134217728"), std::string::npos)
+        << e.what();
+  }
+  std::string jpeg = encode_jpeg(gradient(16, 16, 3));
+  const size_t frame = jpeg.find("\xFF\xC0");
+  ASSERT_NE(frame, std::string::npos);
+  put_big_endian(jpeg, frame + 5, 60000, 2);  // height
+  put_big_endian(jpeg, frame + 7, 60000, 2);  // width
+  try {
+    decode_image(jpeg, {3});
+    FAIL() << "a 60000 x 60000 JPEG was decoded";
+  } catch (const ImageError& e) {
+    EXPECT_NE(std::string(e.what()).find("JPEG of 60000 x 60000 pixels"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Images, ResizeKeepsFlatColourAndAveragesWhenShrinking) {
   Image flat{10, 30, 3, std::vector<uint8_t>(10 * 30 * 3, 77)};
   const Image small = resize(flat, 4, 9);
