@@ -122,6 +122,34 @@ void parse_into(const std::string& text, const std::string& origin, TrainConfig*
   config->MergeFrom(parsed);
 }
 
+// `text` as a text-format string literal: any text, quotes and backslashes included.
+std::string text_format_string(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c == '\n' ? std::string("\\n") : std::string(1, c);
+  }
+  return out + "\"";
+}
+
+// Whether `value` holds, outside its string literals, what would end a field's
+// message or start another field: '{', '}', ':', '#' or a line break.
+bool has_structure_outside_strings(const std::string& value) {
+  bool in_string = false;
+  for (size_t i = 0; i < value.size(); ++i) {
+    const char c = value[i];
+    if (in_string) {
+      if (c == '\\') ++i;  // an escaped character
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (std::string("{}:#\n").find(c) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // "optim.lr=3e-4" becomes the text "optim { lr: 3e-4 }", checked field by field.
 void apply_override(const std::string& assignment, TrainConfig* config, Origins* origins) {
   const std::string origin = "--set " + assignment;
@@ -163,7 +191,10 @@ void apply_override(const std::string& assignment, TrainConfig* config, Origins*
   }
   const bool quoted_or_list = !value.empty() && (value.front() == '"' || (field->is_repeated() && value.front() == '['));
   if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING && !quoted_or_list) {
-    value = "\"" + value + "\"";
+    value = text_format_string(value);
+  } else if (has_structure_outside_strings(value)) {
+    // The value is parsed as text format: it must not close this field's message and set others.
+    throw ConfigError(origin + ": a value cannot hold '{', '}', ':', '#' or a line break. HINT: one --set per field");
   }
   CollectErrors errors(origin);
   pb::TextFormat::Parser parser;

@@ -70,6 +70,17 @@ TEST(Config, OverrideReplacesAList) {
   EXPECT_EQ(c.data().train_shards(1), "e.tar");
 }
 
+// An override sets its field and no other: its value cannot end the field's
+// message and open another, and a string may hold any character.
+TEST(Config, OverrideValueCannotReachOtherFields) {
+  const std::string e = error_of("", {"loop.steps=2 } model { d_model: 9"});
+  EXPECT_NE(e.find("a value cannot hold '{', '}', ':', '#' or a line break"), std::string::npos) << e;
+  TrainConfig c = parse_config("", "exp.pbtxt", {"metrics.run_name=a \"quoted\" } name\\"});
+  EXPECT_EQ(c.metrics().run_name(), "a \"quoted\" } name\\");
+  c = parse_config("", "exp.pbtxt", {"data.train_shards=[\"s3:a-{0..2}.tar\", \"b.tar\"]"});  // inside strings: text
+  EXPECT_EQ(c.data().train_shards(0), "s3:a-{0..2}.tar");
+}
+
 TEST(Config, OverrideOfUnknownFieldListsFields) {
   const std::string e = error_of("", {"optim.lrr=1"});
   EXPECT_NE(e.find("--set optim.lrr=1: unknown field 'optim.lrr'"), std::string::npos) << e;
