@@ -32,7 +32,7 @@ const char* const kUsage =
     "  vlm-data inspect [--show N] [--no-decode] SHARDS...   (brace patterns: 'd/train-{00000..00005}.tar')\n"
     "  vlm-data train-tokenizer --out FILE.model [--vocab N] [--model-type unigram|bpe] SHARDS...\n"
     "                                 (a SentencePiece model of the shards' captions, for data.tokenizer_model;\n"
-    "                                 --vocab default 8000, fewer when the captions hold fewer pieces)\n"
+    "                                 --vocab 8 to 1048576, default 8000, fewer when the captions hold fewer pieces)\n"
     "convert options: --prefix NAME (shards are DIR/NAME-NNNNN.tar; default: the split for fashion-mnist,\n"
     "                 else 'data'), --shard-samples N (samples per shard, default 10000)\n"
     "inspect exits with status 1 when anything is damaged.\n";
@@ -143,7 +143,7 @@ int train_tokenizer_command(int argc, char** argv) {
   const std::string out = args.take("out", "");
   TokenizerTraining options;
   // At least 4 special tokens and some pieces; at most what an int32 token id holds.
-  options.vocab_size = static_cast<int>(args.take_int("vocab", options.vocab_size, 8, INT32_MAX));
+  options.vocab_size = static_cast<int>(args.take_int("vocab", options.vocab_size, 8, 1 << 20));  // SentencePiece overflows near INT32_MAX
   options.model_type = args.take("model-type", options.model_type);
   args.expect_no_more_options();
   if (out.empty()) throw std::invalid_argument("train-tokenizer needs --out FILE.model");

@@ -32,6 +32,9 @@ for n in -5 99999999999; do
   "$data" convert fashion-mnist --out "$root/bad" --samples $n > "$root/bad.log" 2>&1 && fail "--samples $n was taken"
   grep -q "\-\-samples $n is out of range; allowed \[0, 100000000\]" "$root/bad.log" || fail "--samples $n: $(cat "$root/bad.log")"
 done
+"$data" train-tokenizer --out "$root/huge.model" --vocab 2147483647 "$root/fm/train-00000.tar" > "$root/bad.log" 2>&1
+[[ $? == 2 ]] && grep -q "\-\-vocab 2147483647 is out of range; allowed \[8, 1048576\]" "$root/bad.log" ||
+  fail "--vocab 2147483647 (SentencePiece ran for ever): $(cat "$root/bad.log")"
 task=(--set data.task=MIXED)
 shards=(--set "data.train_shards=$root/fm/train-{00000..00004}.tar" --set data.image_height=28
         --set data.image_width=56 --set data.image_channels=1)
