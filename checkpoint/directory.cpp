@@ -63,7 +63,7 @@ CheckpointDirectoryLock::CheckpointDirectoryLock(const std::string& root) {
     const std::string holder((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     ::close(fd_);
     fd_ = -1;
-    throw CheckpointError("checkpoint.dir " + root + " is in use by another job (" +
+    throw CheckpointFolderInUse("checkpoint.dir " + root + " is in use by another job (" +
                           (holder.empty() ? std::string("unknown") : holder) +
                           "): two jobs writing one folder would mix their checkpoints. HINT: wait for it to end, "
                           "or set checkpoint.dir to another folder");
@@ -151,13 +151,20 @@ void clear_checkpoint_root(const std::string& root, int64_t resume_step) {
 }
 
 std::string recover_latest(const std::string& root) {
+  if (!fs::is_directory(root)) return "";
   const std::string named = read_latest(root);
-  if (named.empty()) return "";
-  const std::optional<uint64_t> lineage = lineage_of(root + "/" + named);
+  const std::vector<fs::path> later = complete_checkpoints_after(root, named.empty() ? -1 : step_of_directory_name(named));
+  if (later.empty()) return "";
+  // Without `latest` (the first save was cut short), only a folder of one run's checkpoints is recovered.
+  const std::optional<uint64_t> lineage = lineage_of(named.empty() ? later.front().string() : root + "/" + named);
   if (!lineage) return "";  // the resume reports a damaged checkpoint
   std::string newest;
-  for (const fs::path& path : complete_checkpoints_after(root, step_of_directory_name(named))) {
-    if (lineage_of(path.string()) == lineage) newest = path.filename().string();
+  for (const fs::path& path : later) {
+    if (lineage_of(path.string()) != lineage) {
+      if (named.empty()) return "";
+      continue;
+    }
+    newest = path.filename().string();
   }
   if (!newest.empty()) write_file_durably(root + "/latest", encode_latest(newest));
   return newest;

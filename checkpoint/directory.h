@@ -4,11 +4,19 @@
 
 #include <string>
 
+#include "checkpoint/format.h"
+
 namespace vlm {
+
+// Another job holds the folder: it may end, so a later attempt may succeed.
+class CheckpointFolderInUse : public CheckpointError {
+ public:
+  using CheckpointError::CheckpointError;
+};
 
 // One job per folder: an exclusive flock on ROOT/.lock, held until this object
 // goes (the kernel also drops it when the process dies). A second job gets a
-// CheckpointError naming the holder (pid, host, start time).
+// CheckpointFolderInUse naming the holder (pid, host, start time).
 class CheckpointDirectoryLock {
  public:
   explicit CheckpointDirectoryLock(const std::string& root);
@@ -42,7 +50,9 @@ void clear_checkpoint_root(const std::string& root, int64_t resume_step);
 // leaves a complete checkpoint that `latest` does not name, and that would
 // be in the way of every resume. When ROOT holds complete checkpoints of
 // the lineage `latest` names that are newer than it, `latest` is repointed
-// at the newest; returns its name, or "" when there was nothing to recover.
+// at the newest; without `latest` (the first save was cut short), when every
+// complete checkpoint in ROOT is of one lineage, `latest` names the newest.
+// Returns its name, or "" when there was nothing to recover.
 std::string recover_latest(const std::string& root);
 
 }  // namespace vlm

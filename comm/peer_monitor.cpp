@@ -216,7 +216,7 @@ void PeerMonitor::loop() {
       predecessor_ = std::make_unique<Wire>(incoming);
       predecessor_seen_ = Clock::now();
     }
-    // Queries from a rank that noticed a hang or an error: answer, then write the flight record.
+    // Queries from a rank that noticed a hang or an error: write the flight record, answer.
     for (int flag = 1; flag;) {
       MPI_Status status;
       MPI_Iprobe(MPI_ANY_SOURCE, kQuery, comm_, &flag, &status);
@@ -224,6 +224,8 @@ void PeerMonitor::loop() {
       Query query;
       MPI_Recv(&query, sizeof query, MPI_BYTE, status.MPI_SOURCE, kQuery, comm_, MPI_STATUS_IGNORE);
       query.reason[sizeof query.reason - 1] = '\0';
+      // Before the reply: the asker ends the job once every rank has answered, and the root cause needs the records.
+      write_flight_record(std::string("asked by rank ") + std::to_string(status.MPI_SOURCE) + ": " + query.reason);
       ReplyOf<Wire> reply;
       reply.self = Wire::now(rank_);
       {
@@ -237,8 +239,6 @@ void PeerMonitor::loop() {
       PendingSend& send = sends.emplace_back();
       send.buffer.assign(reinterpret_cast<const char*>(&reply), reinterpret_cast<const char*>(&reply) + sizeof reply);
       MPI_Isend(send.buffer.data(), sizeof reply, MPI_BYTE, status.MPI_SOURCE, kReply, comm_, &send.request);
-      // After the reply: a write stuck on storage must not make this rank look dead.
-      write_flight_record(std::string("asked by rank ") + std::to_string(status.MPI_SOURCE) + ": " + query.reason);
     }
     for (auto it = sends.begin(); it != sends.end();) {
       int done = 0;

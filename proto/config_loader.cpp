@@ -207,6 +207,12 @@ void apply_override(const std::string& assignment, TrainConfig* config, Origins*
     throw ConfigError(text);
   }
   if (field->is_repeated()) {  // --set replaces a list (one value, or [a, b]); merging would append to it
+    const auto earlier = origins->find(path);
+    if (earlier != origins->end() && earlier->second.rfind("--set ", 0) == 0) {
+      throw ConfigError(origin + ": " + path + " is a list, already given by " + earlier->second +
+                        ", and --set replaces a list. HINT: give all its values at once, --set '" + path +
+                        "=[\"a\", \"b\"]' (numbers without quotes)");
+    }
     pb::Message* holder = config;
     for (const pb::FieldDescriptor* f : enclosing) holder = holder->GetReflection()->MutableMessage(holder, f);
     holder->GetReflection()->ClearField(holder, field);

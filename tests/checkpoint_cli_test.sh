@@ -157,19 +157,23 @@ kill -9 $pid; wait $pid 2> /dev/null
 "$ckpt" verify "$dir" > /dev/null || fail "after SIGKILL mid-save, latest does not verify"
 resumes "$dir" "$dir.resume.log" "${big[@]}"
 [[ ! -d $dir/step-00000003 || -f $dir/step-00000003/manifest.pb ]] || fail "the unfinished save was left behind"
-# (a') Deterministic: killed after step 3's manifest, before `latest` names it. The resume takes step 3.
-dir="$root/k3"
-VLM_FAULT=stop:commit:0:3 "$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=100000 "${big[@]}" \
-  > "$dir.log" 2>&1 &
-pid=$!; pids+=($pid)
-wait_for "$dir.log" "stops itself at commit"
-kill -9 $pid; wait $pid 2> /dev/null
-[[ -f $dir/step-00000003/manifest.pb && $(latest_name "$dir") == step-00000002 ]] ||
-  fail "the kill did not land between the manifest and latest"
-"$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=4 "${big[@]}" --resume auto \
-  > "$dir.resume.log" 2>&1 || fail "could not resume after a kill between the manifest and latest: $(tail -3 "$dir.resume.log")"
-grep -q "step-00000003 is complete, but a save cut short did not name it" "$dir.resume.log" || fail "the recovery was not said"
-grep -q "resumed from $dir/step-00000003 at step 3" "$dir.resume.log" || fail "did not resume step 3"
+# (a') Deterministic: killed after step S's manifest, before `latest` names it (at S = 1 there is no
+# `latest` yet). The resume takes step S.
+for s in 3 1; do
+  dir="$root/k3-$s"
+  VLM_FAULT=stop:commit:0:$s "$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=100000 "${big[@]}" \
+    > "$dir.log" 2>&1 &
+  pid=$!; pids+=($pid)
+  wait_for "$dir.log" "stops itself at commit"
+  kill -9 $pid; wait $pid 2> /dev/null
+  before=$( ((s > 1)) && echo "step-0000000$((s - 1))" || echo none)
+  [[ -f $dir/step-0000000$s/manifest.pb && $(latest_name "$dir" 2> /dev/null || echo none) == "$before" ]] ||
+    fail "the kill did not land between the manifest and latest"
+  "$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=$((s + 1)) "${big[@]}" --resume auto \
+    > "$dir.resume.log" 2>&1 || fail "could not resume after a kill between the manifest and latest: $(tail -3 "$dir.resume.log")"
+  grep -q "step-0000000$s is complete, but a save cut short did not name it" "$dir.resume.log" || fail "the recovery was not said"
+  grep -q "resumed from $dir/step-0000000$s at step $s" "$dir.resume.log" || fail "did not resume step $s"
+done
 # (b) Observed: killed as soon as a shard is being written (its temporary file exists).
 for round in 1 2; do
   dir="$root/k2$round"
@@ -227,9 +231,9 @@ echo "== pruning and folder rules: a fresh run into a folder with another run's 
 dir="$root/prune"
 "$train" --config "$config" --set checkpoint.dir="$dir" --set checkpoint.keep=2 --set checkpoint.every_steps=1 \
   --set loop.steps=6 > "$dir.1.log" 2>&1 || fail "first run"
-if "$train" --config "$config" --set checkpoint.dir="$dir" --set checkpoint.keep=2 --set loop.steps=3 > "$dir.2.log" 2>&1; then
-  fail "a fresh run into a folder holding another run's checkpoints was accepted"
-fi
+"$train" --config "$config" --set checkpoint.dir="$dir" --set checkpoint.keep=2 --set loop.steps=3 > "$dir.2.log" 2>&1
+rc=$?
+((rc == 2)) || fail "a fresh run into a folder holding another run's checkpoints should exit 2 (not retried), got $rc"
 grep -q "holds step-00000005, step-00000006, but this run starts fresh" "$dir.2.log" || fail "no clear refusal: $(tail -3 "$dir.2.log")"
 [[ $(latest_name "$dir") == step-00000006 ]] && "$ckpt" verify "$dir" > /dev/null || fail "the refused run damaged the folder"
 if "$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=8 --resume "$dir/step-00000005" > "$dir.3.log" 2>&1; then
@@ -254,9 +258,9 @@ dir="$root/lock"
 "$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=100000 --set loop.log_every=1 > "$dir.1.log" 2>&1 &
 pid=$!; pids+=($pid)
 wait_for "$dir.1.log" "^step 2/"
-if "$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=3 --resume latest > "$dir.2.log" 2>&1; then
-  fail "a second job wrote into the folder of a running one"
-fi
+"$train" --config "$config" --set checkpoint.dir="$dir" --set loop.steps=3 --resume latest > "$dir.2.log" 2>&1
+rc=$?
+((rc == 1)) || fail "a second job into the folder of a running one should fail with 1 (the first may end: a retry may pass), got $rc"
 grep -q "is in use by another job (pid $pid" "$dir.2.log" || fail "the second job's message does not name the first: $(tail -3 "$dir.2.log")"
 kill -USR1 $pid; wait $pid || fail "the first job did not stop cleanly"
 pass "one job per folder"

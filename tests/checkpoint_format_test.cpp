@@ -435,6 +435,12 @@ TEST(CheckpointDirectory, ASaveCutShortBeforeLatestIsRecovered) {
   EXPECT_EQ(recover_latest(root), "step-00000006");
   EXPECT_EQ(read_latest(root), "step-00000006");
   EXPECT_THROW(check_checkpoint_root(root, 6, false), CheckpointError) << "another run's step-00000008 is still in the way";
+  // The first save cut short: no latest. One run's checkpoints are recovered, a mix of runs' never.
+  fs::remove(root + "/latest");
+  EXPECT_EQ(recover_latest(root), "") << "two lineages: whose?";
+  fs::remove_all(root + "/step-00000008");
+  EXPECT_EQ(recover_latest(root), "step-00000006");
+  EXPECT_EQ(read_latest(root), "step-00000006");
 }
 
 TEST(CheckpointDirectory, AnUnwritableFolderIsNamed) {

@@ -65,6 +65,9 @@ TEST(Config, OverrideReplacesAList) {
   c = parse_config(file, "exp.pbtxt", {"data.pixel_mean=[0.1, 0.2, 0.3]"});
   ASSERT_EQ(c.data().pixel_mean_size(), 3);
   EXPECT_FLOAT_EQ(c.data().pixel_mean(2), 0.3f);
+  // Twice would keep only the second: refused, with the way to give both.
+  const std::string e = error_of(file, {"data.train_shards=c.tar", "data.train_shards=d.tar"});
+  EXPECT_NE(e.find("data.train_shards is a list, already given by --set data.train_shards=c.tar"), std::string::npos) << e;
   c = parse_config(file, "exp.pbtxt", {"data.train_shards=[\"d.tar\", \"e.tar\"]"});
   ASSERT_EQ(c.data().train_shards_size(), 2);
   EXPECT_EQ(c.data().train_shards(1), "e.tar");

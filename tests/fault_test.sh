@@ -150,7 +150,8 @@ expect_startup_error() {  # NAME PATTERN ARGS...
   echo "$name: $(grep -m1 -oE -- "$pattern.{0,60}" "$root/$name.log")"
 }
 touch "$root/a-file"
-expect_startup_error unwritable "cannot create the directory" --config "$config" --set checkpoint.dir="$root/a-file/ckpt"
+expect_startup_error unwritable "cannot create the directory" --config "$config" --set checkpoint.dir="$root/a-file/ckpt" \
+  --set run.dir="$root/unwritable-run"  # else the run dir, checkpoint.dir by default, fails first
 expect_startup_error unwritable-run-dir "run.dir $root/a-file/run: cannot create the directory: Not a directory" \
   --config "$config" --set run.dir="$root/a-file/run"
 expect_startup_error config-directory "is a directory, not a config file" --config "$root"

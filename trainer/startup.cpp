@@ -125,14 +125,14 @@ std::unique_ptr<CheckpointDirectoryLock> lock_checkpoint_folder(const TrainConfi
 std::string agree_on_resume(Backend& control, const TrainConfig& config, const std::string& resume, Millis timeout) {
   std::string from;
   if (control.rank() == 0) {
-    const std::string which = resolve_resume(config, resume);
     const std::string& root = config.checkpoint().dir();
-    if (which == "latest" && !root.empty()) {
+    if ((resume == "auto" || resume == "latest") && !root.empty()) {
       const std::string recovered = recover_latest(root);
       LOG_IF(WARNING, !recovered.empty())
           << "checkpoint.dir " << root << ": " << recovered << " is complete, but a save cut short did not name it "
           << "in `latest`; `latest` names it now, and this run resumes from it";
     }
+    const std::string which = resolve_resume(config, resume);
     if (!which.empty()) from = resolve_checkpoint(root, which);
   }
   return broadcast_bytes(control, from, 0, timeout);
