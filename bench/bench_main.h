@@ -18,14 +18,20 @@
 
 namespace vlm {
 
+// --help or -h: the flags and their defaults, printed by bench_main.
+struct BenchHelp : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // "--name value" pairs; flags not in `defaults` are an error listing the valid ones.
 inline std::map<std::string, std::string> parse_bench_flags(int argc, char** argv,
                                                             std::map<std::string, std::string> defaults) {
+  std::string valid;
+  for (const auto& [name, value] : defaults) valid += "\n  --" + name + " (default: " + value + ")";
   for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") throw BenchHelp(valid);
     if (flag.rfind("--", 0) != 0 || !defaults.count(flag.substr(2)) || i + 1 >= argc) {
-      std::string valid;
-      for (const auto& [name, value] : defaults) valid += " --" + name + " (" + value + ")";
       throw std::invalid_argument("bad flag '" + flag + "'; flags and defaults:" + valid);
     }
     defaults[flag.substr(2)] = argv[i + 1];
@@ -57,6 +63,9 @@ inline int bench_main(const char* name, int argc, char** argv, const std::functi
   MpiRuntime mpi(&argc, &argv);
   try {
     return bench(argc, argv);
+  } catch (const BenchHelp& flags) {
+    if (mpi.rank() == 0) std::printf("usage: %s [--FLAG VALUE ...] (docs/performance.md)\nflags:%s\n", name, flags.what());
+    return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error on %s: %s\n", name, process_label().c_str(), e.what());
     MpiRuntime::abort_job(1);

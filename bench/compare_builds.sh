@@ -7,6 +7,11 @@
 # A_BENCH_DIR and B_BENCH_DIR hold vlm-dp-bench and vlm-pipeline-bench, for
 # example a build of the previous commit (git worktree + cmake) and build/bench.
 set -euo pipefail
+if (($# < 2)) || [[ $1 == -h || $1 == --help ]]; then
+  sed -n '2,8s/^# \{0,1\}//p' "$0"
+  (($# >= 1)) && [[ $1 == -h || $1 == --help ]] && exit 0
+  exit 2
+fi
 a=$1 b=$2 rounds=${3:-3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 field() { sed -nE "s/.*$1\":([0-9.]+).*/\1/p"; }

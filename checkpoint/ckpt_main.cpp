@@ -20,13 +20,14 @@ namespace {
 
 const char* const kUsage =
     "usage: vlm-ckpt inspect|verify PATH    or    vlm-ckpt export PATH OUT.vlm|OUT.safetensors\n"
-    "  PATH  a step directory (ROOT/step-NNNNNNNN), a checkpoint root or ROOT/latest (the step directory latest\n"
-    "        names), or an exported .vlm file\n"
+    "  PATH  a step directory (ROOT/step-NNNNNNNN), a checkpoint root or ROOT/latest or ROOT/best (the step\n"
+    "        directory it names), or an exported .vlm file\n"
     "  inspect  print step, topology, tensors, bytes, shared tensors and the KV-cache layout\n"
     "  verify   read every tensor and check its checksum; exit status 1 on any damage\n"
     "  export   write the model alone (parameters, config, KV-cache layout) to one file, for inference:\n"
     "           OUT.vlm for vlm-train --init-from, vlm-embed and vlm-caption; OUT.safetensors for PyTorch and\n"
-    "           Hugging Face tools (shared tensors once, their other names in the metadata)\n";
+    "           Hugging Face tools (shared tensors once, their other names in the metadata)\n"
+    "Exit status: 0 done; 1 damage or an error reading or writing; 2 a wrong command line.\n";
 
 std::string step_directory(const std::string& path) { return resolve_checkpoint("", path); }
 
@@ -75,7 +76,8 @@ void inspect(const CheckpointReader& reader) {
 
 int main(int argc, char** argv) {
   const std::string command = argc > 1 ? argv[1] : "";
-  if (command == "--help" || command == "-h") {
+  const auto asks_help = [](const std::string& a) { return a == "--help" || a == "-h"; };
+  if (std::any_of(argv + 1, argv + argc, asks_help)) {  // vlm-ckpt inspect --help too
     std::printf("%s", vlm::kUsage);
     return 0;
   }

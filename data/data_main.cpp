@@ -184,7 +184,8 @@ int train_tokenizer_command(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const std::string command = argc > 1 ? argv[1] : "";
-  if (command == "--help" || command == "-h") {
+  const auto asks_help = [](const std::string& a) { return a == "--help" || a == "-h"; };
+  if (std::any_of(argv + 1, argv + argc, asks_help)) {  // vlm-data inspect --help too
     std::printf("%s", vlm::kUsage);
     return 0;
   }

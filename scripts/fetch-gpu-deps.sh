@@ -6,6 +6,10 @@
 # the packages there into a private prefix (docs/gpu.md).
 #   bash scripts/fetch-gpu-deps.sh [OUT_DIR]     (default gpu-deps)
 set -euo pipefail
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,7s/^# \{0,1\}//p' "$0"
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 out=${1:-gpu-deps}
 

@@ -230,7 +230,7 @@ step_bench() {
   fi
   use_prefix
   # configs/bench.pbtxt reads Fashion-MNIST from its default folder, absent
-  # here, and the benchmark takes no --set: a copy that names the slice.
+  # here: a copy that names the slice (kept, so the log names the config used).
   local config=$VLM_GPU_BUILD/bench.pbtxt
   sed "s|^data {|data {\n  fashion_mnist_dir: \"$VLM_GPU_DEPS_ABS/fashion-mnist\"|" configs/bench.pbtxt > "$config"
   grep -q fashion_mnist_dir "$config" || fail "could not point $config at the Fashion-MNIST slice"
@@ -254,6 +254,10 @@ if [[ ${1:-} == --step ]]; then
   exit 0
 fi
 
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"
+  exit 0
+fi
 out=${OUT:-${1:-gpu-check-out}}
 mkdir -p "$out"
 export VLM_GPU_OUT; VLM_GPU_OUT=$(cd "$out" && pwd)

@@ -18,6 +18,8 @@ echo "== the PyTorch reference has vlmtrain's model"
 vlm=$("$dp_bench" --overlap on --steps 1 --warmup 0 --set loop.global_batch_size=8 2> "$root/vlm.err") ||
   fail "vlm-dp-bench: $(tail -3 "$root/vlm.err")"
 vlm_parameters=$(echo "$vlm" | grep '"bench":"dp_step"' | field parameters)
+"$dp_bench" --help > "$root/help.out" 2>&1 && grep -q "^  --steps (default: 8)" "$root/help.out" ||
+  fail "vlm-dp-bench --help: $(cat "$root/help.out")"
 for precision in fp32 bf16; do
   ref=$("$python" "$source/bench/ddp_reference.py" --ranks 1 --threads 1 --precision $precision --steps 1 --warmup 0 \
     --global-batch 8 2> "$root/ref.err") || fail "ddp_reference.py --precision $precision: $(tail -3 "$root/ref.err")"

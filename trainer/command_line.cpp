@@ -19,7 +19,9 @@ const char* const kTrainUsage =
     "                  (vlm-ckpt export); the model config and tokenizer must be W's. A run that resumes\n"
     "                  (--resume auto finding a checkpoint) ignores it\n"
     "SIGTERM or SIGUSR1 (Slurm preemption) saves a checkpoint at the next step boundary and exits 0.\n"
-    "  --help          this text\n";
+    "  --help          this text\n"
+    "Exit status: 0 finished or stopped by a signal; 2 the command's input is wrong (command line, config,\n"
+    "data, layout for the rank count, the checkpoint it names: not restarted by vlm-launch); 1 otherwise.\n";
 
 CommandLine parse_command_line(int argc, char** argv) {
   CommandLine cli;

@@ -131,9 +131,11 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
     resume = agree_on_resume(groups.control(), config, cli.resume, init_timeout);
     init_from = resolve_init_from(config, cli.init_from, resume);
     check_checkpoint_folder(config, topology, resume);
+  } catch (const CheckpointFolderInUse&) {
+    throw;  // another job's, which may end: a retry may pass (exit 1)
   } catch (const CheckpointError& e) {
-    // A path that holds no checkpoint, a folder that cannot be written or holds another run's (or is another job's):
-    // a retry would fail again, or (vlm-launch's --resume auto) train from somewhere the command did not say.
+    // A path that holds no checkpoint, a folder that cannot be written or holds another run's: a retry would fail
+    // again, or (vlm-launch's --resume auto) train from somewhere the command did not say.
     throw CheckpointMismatch(e.what());
   }
   LOG_IF(WARNING, topology.is_root() && config.checkpoint().dir().empty())
@@ -158,7 +160,7 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
       // Not an error: a requeued job whose run had finished ends again with exit status 0.
       LOG_IF(WARNING, topology.is_root() && trainer.steps_done() >= config.loop().steps())
           << "nothing left to train: the checkpoint is at step " << trainer.steps_done() << " and loop.steps is "
-          << config.loop().steps() << ". HINT: raise loop.steps to train further";
+          << config.loop().steps() << " (its evaluation ran when it got there). HINT: raise loop.steps to train further";
     } else if (!init_from.empty()) {
       try {
         trainer.init_from(init_from);
@@ -179,11 +181,12 @@ int train(const CommandLine& cli, MpiRuntime& mpi) {
     LOG_IF(INFO, topology.is_root()) << "optimizer state: " << trainer.optimizer_state_bytes() << " bytes on rank 0"
                                      << (config.optim().zero_stage() == 1 ? " (ZeRO-1: its shard of its stage's)" : "");
     if (metrics) metrics->record_buckets(trainer.bucket_bytes());
-    clear_checkpoint_folder(groups.control(), config, resume, timeout);  // start-up went well: now it may delete
+    clear_checkpoint_folder(groups.control(), config, resume, init_timeout);  // start-up went well: now it may delete
 
+    const bool finished_before = trainer.steps_done() >= config.loop().steps();  // a requeued job that had ended
     if (run_training_loop(trainer, config, topology, groups.control(), validator.get(), metrics.get(),
                           step_log.get(), stop_requested) &&
-        config.eval().enabled() && reads_fashion_canvas(*data)) {
+        !finished_before && config.eval().enabled() && reads_fashion_canvas(*data)) {
       VlmModel whole = trainer.whole_model();
       const EvalResult result = evaluate(whole, *data, config.eval(), groups.control(), timeout);
       if (topology.is_root()) {
