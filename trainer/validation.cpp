@@ -111,7 +111,6 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
   // Each rank embeds batches b with b mod size == rank; the rest of its rows stay zero.
   torch::Tensor embeddings = torch::zeros({n, 2 * embed});  // image, then text
   std::vector<std::pair<int64_t, torch::Tensor>> own_tokens;  // (first row, token rows) of each own batch
-  int64_t width = 1;
   double counts[5] = {0, 0, 0, 0, 0};  // loss sum, i->t hits, t->i hits, zero-shot hits, zero-shot samples
   for (int64_t start = 0, b = 0; start < n; start += batch_size, ++b) {
     if (b % size != rank) continue;
@@ -122,7 +121,6 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
     const torch::Tensor text = model->text_embedding(model->encode_text(batch.tokens), batch.lengths);
     embeddings.narrow(0, start, end - start).copy_(torch::cat({image, text}, 1));
     own_tokens.emplace_back(start, batch.tokens.cpu());
-    width = std::max(width, batch.tokens.size(1));
     if (zero_shot) {
       // After batch(): a damaged sample's replacement names its own class.
       const std::vector<std::string> names = held_out_.class_names(indices);
@@ -139,6 +137,8 @@ ValidationResult Validator::run(VlmModel& model, int64_t step, Backend& group, M
   }
   group.allreduce(embeddings, {ReduceOp::kSum, timeout})->wait();
   // Token rows as wide as the longest held-out caption, not max_tokens: the columns past it are padding.
+  int64_t width = 1;
+  for (const auto& [start, rows] : own_tokens) width = std::max(width, rows.size(1));
   torch::Tensor widest = torch::full({1}, width, torch::kLong);
   group.allreduce(widest, {ReduceOp::kMax, timeout})->wait();
   torch::Tensor tokens = torch::zeros({n, widest.item<int64_t>()}, torch::kLong);  // padding is 0
